@@ -1,0 +1,1 @@
+"""The pure KATO engine: no Kafka, Faust, database or network imports; deterministic."""

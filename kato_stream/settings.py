@@ -1,0 +1,168 @@
+"""All settings in one typed place: each field has its env var, default and one line of doc.
+
+``Settings.from_env()`` reads ``KATO_STREAM_*`` (and KATO's own engine variables, where KATO
+reads them) and validates every value; a bad value raises ``SettingsError`` naming the
+variable.  ``kato-stream settings`` prints the table (``settings_table()``), which is also
+the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting's environment value is malformed or out of range."""
+
+
+def _bool(raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def setting(
+    env: str,
+    default: Any,
+    doc: str,
+    *,
+    check: Callable[[Any], bool] | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """Declare a setting: its env var, default, one-line doc and optional validation."""
+    return field(
+        default=default,
+        metadata={"env": env, "doc": doc, "check": check, "choices": choices},
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- Kafka ---------------------------------------------------------------------------
+    kafka_bootstrap: str = setting(
+        "KATO_STREAM_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka bootstrap servers (host:port,...)."
+    )
+    topic_prefix: str = setting(
+        "KATO_STREAM_TOPIC_PREFIX", "kato", "Prefix of every topic name (<prefix>.observations, ...)."
+    )
+    partitions: int = setting(
+        "KATO_STREAM_PARTITIONS",
+        8,
+        "Partitions of the input and predictions topics (the ceiling on worker parallelism).",
+        check=lambda v: 1 <= v <= 10_000,
+    )
+    replication_factor: int = setting(
+        "KATO_STREAM_REPLICATION_FACTOR", 1, "Replication factor for created topics.", check=lambda v: v >= 1
+    )
+    max_message_bytes: int = setting(
+        "KATO_STREAM_MAX_MESSAGE_BYTES",
+        1_048_576,
+        "Largest accepted command envelope; larger ones go to the DLQ.",
+        check=lambda v: v >= 1024,
+    )
+    # -- worker --------------------------------------------------------------------------
+    app_id: str = setting("KATO_STREAM_APP_ID", "kato-stream", "Faust app id (consumer group).")
+    data_dir: str = setting(
+        "KATO_STREAM_DATA_DIR", ".kato-stream", "Directory for the embedded stack and local table data."
+    )
+    table_store: str = setting(
+        "KATO_STREAM_TABLE_STORE",
+        "memory://",
+        "Faust table store: memory:// (changelog only) or rocksdb:// (needs rocksdict).",
+    )
+    web_port: int = setting(
+        "KATO_STREAM_WEB_PORT", 6066, "Worker web/metrics port.", check=lambda v: 0 <= v <= 65535
+    )
+    # -- stores --------------------------------------------------------------------------
+    clickhouse_url: str = setting(
+        "KATO_STREAM_CLICKHOUSE_URL",
+        "",
+        "ClickHouse URL (http://user:pw@host:8123/db); empty = embedded chdb under data_dir.",
+    )
+    qdrant_url: str = setting(
+        "KATO_STREAM_QDRANT_URL", "", "Qdrant URL; empty = local storage under data_dir."
+    )
+    redis_url: str = setting("KATO_STREAM_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL.")
+    # -- engine defaults (KATO's own env names) ------------------------------------------
+    service_name: str = setting(
+        "SERVICE_NAME", "kato", "KATO's service name: the suffix of every kb_id (spec §1.1)."
+    )
+    recall_threshold: float = setting(
+        "RECALL_THRESHOLD",
+        0.1,
+        "Default minimum similarity for a prediction (full path).",
+        check=lambda v: 0.0 <= v <= 1.0,
+    )
+    max_predictions: int = setting(
+        "MAX_PREDICTIONS", 100, "Default number of predictions returned.", check=lambda v: 1 <= v <= 10000
+    )
+    max_pattern_length: int = setting(
+        "MAX_PATTERN_LENGTH", 0, "Default auto-learn length in events (0 = off).", check=lambda v: v >= 0
+    )
+    persistence: int = setting(
+        "PERSISTENCE", 5, "Default emotive window kept per pattern.", check=lambda v: 1 <= v <= 100
+    )
+    stm_mode: str = setting(
+        "STM_MODE", "CLEAR", "Default auto-learn mode.", choices=("CLEAR", "ROLLING")
+    )
+    sort_symbols: bool = setting("SORT_SYMBOLS", True, "Default: sort symbols within an event.")
+    process_predictions: bool = setting(
+        "PROCESS_PREDICTIONS", True, "Default: compute predictions on observe."
+    )
+    use_token_matching: bool = setting(
+        "USE_TOKEN_MATCHING", True, "Default: token-level (true) or character-level similarity."
+    )
+    rank_sort_algo: str = setting(
+        "RANK_SORT_ALGO", "potential", "Default ranking key of predictions."
+    )
+    session_ttl: int = setting(
+        "SESSION_TTL", 3600, "Default session TTL in seconds.", check=lambda v: v >= 1
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``env`` (default ``os.environ``), validating each."""
+        src = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            value = f.default
+            if name in src:
+                raw = src[name]
+                try:
+                    if isinstance(f.default, bool):
+                        value = _bool(raw)
+                    elif isinstance(f.default, int):
+                        value = int(raw)
+                    elif isinstance(f.default, float):
+                        value = float(raw)
+                    else:
+                        value = raw
+                except ValueError as exc:
+                    raise SettingsError(f"{name}={raw!r}: {exc}") from None
+            choices = f.metadata["choices"]
+            if choices is not None and value not in choices:
+                raise SettingsError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+            check = f.metadata["check"]
+            if check is not None and not check(value):
+                raise SettingsError(f"{name}={value!r}: out of range ({f.metadata['doc']})")
+            values[f.name] = value
+        return cls(**values)
+
+    def topic(self, name: str) -> str:
+        """Full topic name, e.g. ``topic("observations") -> "kato.observations"``."""
+        return f"{self.topic_prefix}.{name}"
+
+
+def settings_table() -> str:
+    """Markdown table of every setting: env var, default, doc."""
+    rows = ["| env var | default | what it does |", "|---|---|---|"]
+    for f in fields(Settings):
+        rows.append(f"| `{f.metadata['env']}` | `{f.default!r}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
