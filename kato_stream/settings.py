@@ -79,6 +79,39 @@ class Settings:
     web_port: int = setting(
         "KATO_STREAM_WEB_PORT", 6066, "Worker web/metrics port.", check=lambda v: 0 <= v <= 65535
     )
+    # -- metrics -------------------------------------------------------------------------
+    metrics_node_label: bool = setting(
+        "KATO_STREAM_METRICS_NODE_LABEL",
+        True,
+        'Label per-node metrics with the node id (false: one series, node="_all").',
+    )
+    metrics_max_nodes: int = setting(
+        "KATO_STREAM_METRICS_MAX_NODES",
+        100,
+        'Distinct node label values per process; later nodes are counted as node="_other".',
+        check=lambda v: 1 <= v <= 100_000,
+    )
+    metrics_lag_interval: float = setting(
+        "KATO_STREAM_METRICS_LAG_INTERVAL",
+        5.0,
+        "Seconds between consumer-lag samples (kato_consumer_lag).",
+        check=lambda v: 0.1 <= v <= 3600,
+    )
+    processing_guarantee: str = setting(
+        "KATO_STREAM_PROCESSING_GUARANTEE",
+        "at_least_once",
+        "Faust processing guarantee (exactly_once: transactional outputs; read them read_committed).",
+        choices=("at_least_once", "exactly_once"),
+    )
+    commit_interval: float = setting(
+        "KATO_STREAM_COMMIT_INTERVAL", 1.0, "Seconds between offset commits.", check=lambda v: v > 0
+    )
+    commit_every: int = setting(
+        "KATO_STREAM_COMMIT_EVERY", 1000, "Commit after this many records at most.", check=lambda v: v >= 1
+    )
+    stream_buffer: int = setting(
+        "KATO_STREAM_BUFFER", 1000, "Records buffered per partition ahead of the agent.", check=lambda v: v >= 1
+    )
     # -- stores --------------------------------------------------------------------------
     clickhouse_url: str = setting(
         "KATO_STREAM_CLICKHOUSE_URL",
@@ -89,6 +122,42 @@ class Settings:
         "KATO_STREAM_QDRANT_URL", "", "Qdrant URL; empty = local storage under data_dir."
     )
     redis_url: str = setting("KATO_STREAM_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL.")
+    clickhouse_batch_size: int = setting(
+        "KATO_STREAM_CLICKHOUSE_BATCH_SIZE",
+        500,
+        "Learn events buffered before a ClickHouse insert (also flushed on interval and stop).",
+        check=lambda v: v >= 1,
+    )
+    store_flush_seconds: float = setting(
+        "KATO_STREAM_STORE_FLUSH_SECONDS",
+        0.5,
+        "Longest time a buffered learn (ClickHouse) or vector (Qdrant) waits to be written.",
+        check=lambda v: v > 0,
+    )
+    qdrant_hnsw_m: int = setting(
+        "KATO_STREAM_QDRANT_HNSW_M",
+        16,
+        "HNSW m of new vector collections (KATO: 16).",
+        check=lambda v: v >= 2,
+    )
+    qdrant_hnsw_ef_construct: int = setting(
+        "KATO_STREAM_QDRANT_HNSW_EF_CONSTRUCT",
+        128,
+        "HNSW ef_construct of new vector collections (KATO: 128).",
+        check=lambda v: v >= 4,
+    )
+    latest_ttl: int = setting(
+        "KATO_STREAM_LATEST_TTL",
+        3600,
+        "TTL in seconds of the latest-prediction record per session in Redis.",
+        check=lambda v: v >= 1,
+    )
+    store_timeout: float = setting(
+        "KATO_STREAM_STORE_TIMEOUT",
+        10.0,
+        "Seconds to wait for a store (or an embedded component) to answer before failing.",
+        check=lambda v: v > 0,
+    )
     # -- engine defaults (KATO's own env names) ------------------------------------------
     service_name: str = setting(
         "SERVICE_NAME", "kato", "KATO's service name: the suffix of every kb_id (spec §1.1)."

@@ -1,0 +1,142 @@
+"""Engine-core benchmark: prediction latency per path and learn rate (KATO's workload shape).
+
+Workload (seed 42): 200-token vocabulary with Zipf weights 1/(i+1)^0.8; patterns of 2-5
+events x 3-15 sorted unique tokens; multi-symbol queries are the 2-5 leading events of a
+stored pattern keeping 30-70% of each event's tokens plus 0-3 noise tokens; single-symbol
+queries are the first token of a stored pattern.  Default prediction parameters.
+
+    python benchmarks/bench_core.py --sizes 1000,10000,100000 --queries 200 \
+        --out benchmarks/results/core.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kato_stream.core.knowledge import KnowledgeBase, LearnEvent  # noqa: E402
+from kato_stream.core.predictions import PredictParams, predict  # noqa: E402
+
+VOCAB = [f"t{i:03d}" for i in range(200)]
+WEIGHTS = [1.0 / (i + 1) ** 0.8 for i in range(200)]
+
+
+def sample_unique(rng: random.Random, k: int) -> list[str]:
+    out: set[str] = set()
+    while len(out) < k:
+        out.update(rng.choices(VOCAB, WEIGHTS, k=k - len(out)))
+    return sorted(out)
+
+
+def make_patterns(rng: random.Random, n: int) -> list[list[list[str]]]:
+    return [
+        [sample_unique(rng, rng.randint(3, 15)) for _ in range(rng.randint(2, 5))] for _ in range(n)
+    ]
+
+
+def make_query(rng: random.Random, pattern: list[list[str]]) -> list[list[str]]:
+    n_ev = min(len(pattern), rng.randint(2, 5))
+    stm = []
+    for ev in pattern[:n_ev]:
+        keep = max(1, round(len(ev) * rng.uniform(0.3, 0.7)))
+        toks = rng.sample(ev, keep) + rng.choices(VOCAB, WEIGHTS, k=rng.randint(0, 3))
+        stm.append(sorted(toks))
+    return stm
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def bench(size: int, n_queries: int, seed: int = 42) -> dict[str, Any]:
+    rng = random.Random(seed)
+    patterns = make_patterns(rng, size)
+    events = [
+        LearnEvent(
+            node_id="bench",
+            learn_id=f"l{i}",
+            name=hashlib.sha1(str(p).encode()).hexdigest(),
+            events=tuple(tuple(e) for e in p),
+        )
+        for i, p in enumerate(patterns)
+    ]
+    kb = KnowledgeBase("bench")
+    t0 = time.perf_counter()
+    for ev in events:
+        kb.apply_learn(ev)
+    learn_s = time.perf_counter() - t0
+
+    params = PredictParams()
+    multi = [make_query(rng, rng.choice(patterns)) for _ in range(n_queries)]
+    single = [[[rng.choice(patterns)[0][0]]] for _ in range(n_queries)]
+    t0 = time.perf_counter()
+    predict(kb, multi[0], params)  # first call builds the derived index
+    index_build_s = time.perf_counter() - t0
+
+    def run(queries: list[list[list[str]]]) -> tuple[list[float], float]:
+        lat = []
+        n_preds = 0
+        for q in queries:
+            t = time.perf_counter()
+            res = predict(kb, q, params)
+            lat.append((time.perf_counter() - t) * 1000.0)
+            n_preds += len(res.predictions)
+        return lat, n_preds / len(queries)
+
+    lat_m, avg_m = run(multi)
+    lat_s, avg_s = run(single)
+    return {
+        "patterns": size,
+        "learn_patterns_per_s": round(size / learn_s, 1),
+        "first_predict_ms_incl_index_build": round(index_build_s * 1000, 2),
+        "multi": {
+            "p50_ms": round(statistics.median(lat_m), 3),
+            "p99_ms": round(pct(lat_m, 0.99), 3),
+            "mean_ms": round(statistics.fmean(lat_m), 3),
+            "avg_predictions": round(avg_m, 1),
+        },
+        "single": {
+            "p50_ms": round(statistics.median(lat_s), 3),
+            "p99_ms": round(pct(lat_s, 0.99), 3),
+            "mean_ms": round(statistics.fmean(lat_s), 3),
+            "avg_predictions": round(avg_s, 1),
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    results = [bench(int(s), args.queries) for s in args.sizes.split(",")]
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "note": "single process, one core",
+        },
+        "params": "defaults: recall_threshold 0.1, max_predictions 100, token matching",
+        "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

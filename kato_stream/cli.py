@@ -1,0 +1,231 @@
+"""``kato-stream``: create topics, run a worker, publish and consume, run the dev stack.
+
+Every command reads its configuration from :class:`~kato_stream.settings.Settings`
+(``KATO_STREAM_*``); the few flags are conveniences that override single settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kato_stream.settings import Settings, settings_table
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    s = Settings.from_env()
+    over: dict[str, Any] = {}
+    if getattr(args, "bootstrap", None):
+        over["kafka_bootstrap"] = args.bootstrap
+    if getattr(args, "partitions", None):
+        over["partitions"] = args.partitions
+    return dataclasses.replace(s, **over) if over else s
+
+
+# -- topics -------------------------------------------------------------------------------
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from kato_stream.topics import create_topics, describe_partitions, topic_specs
+
+    s = _settings(args)
+    specs = topic_specs(s)
+    if args.action == "create":
+        made = asyncio.run(create_topics(s.kafka_bootstrap, specs, replication_factor=s.replication_factor))
+        for spec in specs:
+            print(f"{spec.name}\t{spec.partitions}\t{'created' if spec.name in made else 'exists'}")
+        return 0
+    have = asyncio.run(describe_partitions(s.kafka_bootstrap, [t.name for t in specs]))
+    bad = 0
+    for spec in specs:
+        got = have.get(spec.name)
+        state = "missing" if got is None else ("ok" if got == spec.partitions else f"has {got}")
+        bad += state != "ok"
+        print(f"{spec.name}\t{spec.partitions}\t{state}")
+    return 1 if bad else 0
+
+
+# -- worker -------------------------------------------------------------------------------
+
+
+def run_worker(
+    settings: Settings, engine: Any = None, loglevel: str = "warning", vector_factory: Any = None
+) -> None:
+    """Run one worker in the foreground until SIGINT/SIGTERM (graceful) or SIGKILL."""
+    import faust
+
+    from kato_stream.stream.app import build_worker
+
+    w = build_worker(settings, engine, vector_factory)
+    faust.Worker(w.app, loglevel=loglevel, redirect_stdouts=False).execute_from_commandline()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    run_worker(_settings(args), loglevel=args.loglevel)
+    return 0
+
+
+# -- publish / consume -----------------------------------------------------------------
+
+
+async def publish_lines(bootstrap: str, topic: str, lines: Sequence[bytes]) -> int:
+    """Publish JSON envelopes, keyed by their ``session_id`` (lines that do not parse: no key)."""
+    from aiokafka import AIOKafkaProducer
+
+    from kato_stream.stream import codecs
+
+    from kato_stream.topics import describe_partitions
+
+    if topic not in await describe_partitions(bootstrap, [topic]):
+        # the broker would auto-create it with one partition, capping parallelism forever
+        raise SystemExit(f"topic {topic} does not exist: run `kato-stream topics create` first")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    n = 0
+    try:
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            key = None
+            try:
+                doc = codecs.loads(line)
+                if isinstance(doc, dict) and isinstance(doc.get("session_id"), str):
+                    key = doc["session_id"].encode("utf-8")
+            except ValueError:
+                pass
+            await producer.send(topic, line, key=key)
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    src = open(args.file, "rb") if args.file != "-" else sys.stdin.buffer  # noqa: SIM115
+    with src:
+        lines = src.read().splitlines()
+    n = asyncio.run(publish_lines(s.kafka_bootstrap, args.topic or s.topic("observations"), lines))
+    print(f"published {n} record(s)", file=sys.stderr)
+    return 0
+
+
+async def consume_records(
+    bootstrap: str,
+    topic: str,
+    *,
+    count: int | None = None,
+    timeout: float = 10.0,
+    from_beginning: bool = True,
+    isolation_level: str = "read_uncommitted",
+) -> list[Any]:
+    """Read records of ``topic`` (every partition, no group) until ``count`` or ``timeout``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            raise SystemExit(f"topic {topic} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (count is None or len(out) < count):
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                out.extend(msgs)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    recs = asyncio.run(
+        consume_records(s.kafka_bootstrap, args.topic or s.topic("predictions"), count=args.count, timeout=args.timeout)
+    )
+    for r in recs:
+        sys.stdout.buffer.write(r.value + b"\n")
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from kato_stream.stream.dev import run_dev
+
+    return run_dev(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kato-stream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--bootstrap", help="Kafka bootstrap (overrides KATO_STREAM_KAFKA_BOOTSTRAP)")
+
+    t = sub.add_parser("topics", help="create or check the topics (topics/topics.json)")
+    t.add_argument("action", choices=("create", "check"))
+    t.add_argument("--partitions", type=int, help="override KATO_STREAM_PARTITIONS")
+    common(t)
+    t.set_defaults(func=cmd_topics)
+
+    w = sub.add_parser("worker", help="run a stream worker in the foreground")
+    w.add_argument("--loglevel", default="warning")
+    common(w)
+    w.set_defaults(func=cmd_worker)
+
+    pub = sub.add_parser("publish", help="publish JSON-lines command envelopes (keyed by session_id)")
+    pub.add_argument("file", nargs="?", default="-", help="JSON-lines file, - for stdin")
+    pub.add_argument("--topic", help="default: <prefix>.observations")
+    common(pub)
+    pub.set_defaults(func=cmd_publish)
+
+    con = sub.add_parser("consume", help="print a topic's record values (JSON lines)")
+    con.add_argument("--topic", help="default: <prefix>.predictions")
+    con.add_argument("--count", type=int)
+    con.add_argument("--timeout", type=float, default=5.0)
+    common(con)
+    con.set_defaults(func=cmd_consume)
+
+    st = sub.add_parser("settings", help="print every setting (env var, default, doc)")
+    st.set_defaults(func=cmd_settings)
+
+    d = sub.add_parser("dev", help="embedded broker + topics + worker + sample data, printing predictions")
+    d.add_argument("--data-dir", help="default: KATO_STREAM_DATA_DIR")
+    d.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
+    d.set_defaults(func=cmd_dev)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

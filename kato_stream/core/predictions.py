@@ -1,0 +1,717 @@
+"""KATO's predictor: candidate matching, per-pattern metrics, ensemble metrics, ranking.
+
+Two paths, exactly as KATO 3.10.1 (spec §5): a single-symbol STM takes the fast path
+(§5.7: candidates by first token, flat fields, its own formulas); anything longer takes
+the full path (§5.3-5.6).  Every float is computed in KATO's evaluation order so JSON
+output matches KATO's bit for bit where KATO itself is deterministic.
+
+Deliberate deviations (DESIGN.md): ties are broken by pattern name, ``_pre_potential``
+is not emitted, the session's ``rank_sort_algo`` is honoured, and ``future_potentials``
+are not recomputed on the fast path (returned empty with ``fast_path=True``; the engine
+substitutes the session's last value).
+
+Speed: KATO scores every pattern.  Here an inverted index (symbol -> patterns) gives
+each pattern an upper bound on its LCS with the state; patterns whose bound cannot
+reach ``recall_threshold`` are skipped, which cannot change the output (proved by a
+property test against brute force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from itertools import chain
+from operator import add
+from typing import Any
+
+import numpy as np
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import LCSseq
+
+from .knowledge import KnowledgeBase, PatternRecord, average_emotives
+from .matcher import diff_missing_extras, lcs_length, matching_blocks, token_similarity
+from .prefilter import candidate_indices, pattern_index
+
+#: Switch for the exactness property test (indexed path vs brute force).
+USE_INDEX = True
+
+RANK_KEYS = (
+    "potential",
+    "similarity",
+    "evidence",
+    "confidence",
+    "snr",
+    "fragmentation",
+    "frequency",
+    "normalized_entropy",
+    "global_normalized_entropy",
+    "itfdf_similarity",
+    "confluence",
+    "predictive_information",
+    "bayesian_posterior",
+    "bayesian_prior",
+    "bayesian_likelihood",
+    "tfidf_score",
+    "weighted_similarity",
+    "weighted_evidence",
+    "weighted_confidence",
+    "weighted_snr",
+)
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Effective prediction parameters (the engine resolves session value vs default).
+
+    ``fast_path_token_matching`` is the *process* default: KATO's single-symbol path
+    ignores the session's ``use_token_matching`` (spec §5.1).
+    """
+
+    recall_threshold: float = 0.1
+    max_predictions: int = 100
+    use_token_matching: bool = True
+    fuzzy_token_threshold: float = 0.0
+    rank_sort_algo: str = "potential"
+    affinity_emotive: str | None = None
+    filter_pipeline: tuple[str, ...] = ()
+    length_min_ratio: float = 0.5
+    length_max_ratio: float = 2.0
+    jaccard_threshold: float = 0.3
+    jaccard_min_overlap: int = 2
+    minhash_threshold: float = 0.7
+    minhash_bands: int = 20
+    minhash_rows: int = 5
+    minhash_num_hashes: int = 100
+    fast_path_token_matching: bool = True
+
+
+@dataclass
+class PredictionResult:
+    predictions: list[dict[str, Any]]
+    future_potentials: list[dict[str, Any]] = field(default_factory=list)
+    fast_path: bool = False
+
+
+def predict(
+    kb: KnowledgeBase, stm: Sequence[Sequence[str]], params: PredictParams
+) -> PredictionResult:
+    """Predictions for ``stm`` against ``kb`` (read-only; deterministic)."""
+    state = [s for ev in stm for s in ev]
+    if not state:
+        return PredictionResult([], [], False)
+    if len(state) == 1:
+        return PredictionResult(_fast_path(kb, state[0], params), [], True)
+    preds, fps = _full_path(kb, [list(ev) for ev in stm], state, params)
+    return PredictionResult(preds, fps, False)
+
+
+# ----------------------------------------------------------------------------------------
+# shared helpers
+
+
+def _affinity_weights(
+    kb: KnowledgeBase, symbols: Iterable[str], emotive: str | None
+) -> dict[str, float] | None:
+    """w(t) = |affinity[t][emotive]| / symbol_freq[t] + 0.01, or 0.01 (spec §5.4 E)."""
+    if not emotive:
+        return None
+    weights: dict[str, float] = {}
+    for s in symbols:
+        if s in weights:
+            continue
+        aff = abs(kb.affinity.get(s, {}).get(emotive, 0.0))
+        freq = kb.symbol_freq.get(s, 0)
+        weights[s] = aff / freq + 0.01 if freq > 0 and aff > 0 else 0.01
+    return weights or None
+
+
+def _wsum(weights: dict[str, float], tokens: Iterable[str]) -> float:
+    return sum(weights.get(t, 0.0) for t in tokens)
+
+
+def _rank(preds: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, Any]]:
+    """Top ``limit`` by ``key`` descending, ties by pattern name (our deterministic order).
+
+    A ``None`` value (weighted_* without affinity; KATO answers 500) ranks last.
+    """
+
+    def k(p: dict[str, Any]) -> tuple[bool, float, str]:
+        v = p.get(key)
+        return (v is None, -(v if v is not None else 0.0), p["name"])
+
+    return sorted(preds, key=k)[: max(0, limit)]
+
+
+# ----------------------------------------------------------------------------------------
+# fast path (§5.7)
+
+
+def _fast_path(kb: KnowledgeBase, symbol: str, params: PredictParams) -> list[dict[str, Any]]:
+    cands = list(kb.candidates_first_token(symbol))
+    if not cands:
+        return []
+    weights = None
+    if params.affinity_emotive:
+        weights = _affinity_weights(
+            kb, chain([symbol], (s for r in cands for s in r.flat)), params.affinity_emotive
+        )
+    elif len(cands) > params.max_predictions:
+        # Unweighted potential is (1/n + 1.0) * 1.0 + 1.0: rank first, build only the top.
+        cands = sorted(cands, key=lambda r: (-((1 / len(r.flat) + 1.0) * 1.0 + 1.0), r.name))
+        cands = cands[: max(0, params.max_predictions)]
+    out: list[dict[str, Any]] = []
+    for rec in cands:
+        flat = rec.flat
+        n = len(flat)
+        if params.fast_path_token_matching:
+            similarity = 2.0 * 1 / (n + 1)
+        else:
+            similarity = fuzz.ratio(" ".join(flat), symbol) / 100.0
+        evidence = 1 / n if n > 0 else 0.0
+        confidence = 1.0
+        snr = 1.0
+        w_sim: float | None = None
+        w_ev: float | None = None
+        w_conf: float | None = None
+        w_snr: float | None = None
+        if weights:
+            wm = weights.get(symbol, 0.0)
+            wp = _wsum(weights, flat)
+            den = wm + wp
+            w_sim = 2.0 * wm / den if den > 0 else None
+            w_ev = wm / wp if wp > 0 else 0.0
+            w_conf = wm / wm if wm > 0 else 0.0
+            w_snr = wm / (wm + 0.0) if wm > 0 else 0.0
+        ev = w_ev if w_ev is not None else evidence
+        cf = w_conf if w_conf is not None else confidence
+        sn = w_snr if w_snr is not None else snr
+        potential = (ev + cf) * sn + 1 / (0 + 1)
+        out.append(
+            {
+                "name": rec.name,
+                "pattern_data": [list(e) for e in rec.events],
+                "length": rec.length,
+                "frequency": rec.frequency if rec.frequency else 1,
+                "emotives": average_emotives(rec.emotives) if rec.emotives else {},
+                "matches": [symbol],
+                "missing": [],
+                "present": [symbol],
+                "past": [],
+                "future": list(flat[1:]),
+                "extras": [],
+                "similarity": similarity,
+                "evidence": evidence,
+                "confidence": confidence,
+                "snr": snr,
+                "fragmentation": 0,
+                "anomalies": [],
+                "weighted_similarity": w_sim,
+                "weighted_evidence": w_ev,
+                "weighted_confidence": w_conf,
+                "weighted_snr": w_snr,
+                "potential": potential,
+            }
+        )
+    return _rank(out, "potential", params.max_predictions)
+
+
+# ----------------------------------------------------------------------------------------
+# full path (§5.3-5.6)
+
+
+@dataclass
+class _Cand:
+    rec: PatternRecord
+    similarity: float
+    matches: list[str]
+    anomalies: list[dict[str, Any]]
+    n_blocks: int
+    past: list[list[str]]
+    present: list[list[str]]
+    future: list[list[str]]
+    missing: list[list[str]]
+    extras: list[list[str]]
+    evidence: float
+    confidence: float
+    snr: float
+    fragmentation: float
+    w_sim: float | None = None
+    w_ev: float | None = None
+    w_conf: float | None = None
+    w_snr: float | None = None
+    present_flat: list[str] = field(default_factory=list)
+
+
+def _similarity(rec: PatternRecord, state: list[str], state_str: str, token_mode: bool) -> float:
+    if token_mode:
+        return token_similarity(lcs_length(rec.flat, state), len(rec.flat) + len(state))
+    return float(fuzz.ratio(" ".join(rec.flat), state_str)) / 100.0
+
+
+def _passes(similarity: float, threshold: float) -> bool:
+    """rapidfuzz's cutoff (score >= thr*100 - 1e-6) then KATO's inclusive test."""
+    return similarity * 100.0 >= threshold * 100.0 - 1e-6 and similarity >= threshold
+
+
+def _build_candidate(
+    rec: PatternRecord,
+    similarity: float,
+    state: list[str],
+    stm: list[list[str]],
+    threshold: float,
+    fuzzy: float,
+) -> _Cand | None:
+    """One prediction's per-pattern part (§5.3 C/D, §5.4), or None when dropped."""
+    pattern = rec.flat
+    blocks = matching_blocks(pattern, state)[:-1]
+    nb = len(blocks)
+    anomalies: list[dict[str, Any]] = []
+    matches: list[str] = []
+    fuzzy_map: dict[str, tuple[str, float]] = {}
+    if fuzzy > 0.0:
+        plist = list(pattern)
+        for st in state:
+            best = process.extractOne(st, plist, scorer=fuzz.ratio, score_cutoff=fuzzy * 100)
+            if best is None:
+                continue
+            ptok = best[0]
+            ratio = float(best[1]) / 100.0
+            fuzzy_map[st] = (ptok, ratio)
+            matches.append(st)
+            if st != ptok:
+                anomalies.append({"observed": st, "expected": ptok, "similarity": ratio})
+    else:
+        for _i, j, n in blocks:
+            matches.extend(state[j : j + n])
+
+    if nb >= 2:
+        i0, _j0, _n0 = blocks[0]
+        i1, _j1, n1 = blocks[-1]
+        past_flat = pattern[:i0]
+        present_flat = pattern[i0 : i1 + n1] if i1 + n1 > i0 else pattern[i0:]
+    elif nb == 1:
+        i0, _j0, n0 = blocks[0]
+        past_flat = pattern[:i0]
+        present_flat = pattern[i0 : i0 + n0]
+    else:
+        if threshold > 0.0:
+            return None
+        past_flat = ()
+        present_flat = pattern
+
+    if fuzzy > 0.0:
+        expected = {v[0] for v in fuzzy_map.values()}
+        n_extras = sum(1 for st in state if st not in fuzzy_map)
+        _ = expected  # flat missing is not used beyond this point
+    else:
+        _missing_flat, extras_flat = diff_missing_extras(present_flat, state)
+        n_extras = len(extras_flat)
+
+    m = len(matches)
+    length = rec.length
+    evidence = float(m / length) if length > 0 else 0.0
+    fragmentation = float(nb - 1)
+    den = 2.0 * m + n_extras
+    snr = float((2.0 * m - n_extras) / den) if den > 0 else 0.0
+
+    # Event mapping with flat counts, then the "first match in last past event" fix-up.
+    seq = rec.events
+    c1 = len(past_flat)
+    c2 = 0
+    ev = 0
+    while c2 < c1:
+        c2 += len(seq[ev])
+        ev += 1
+    e1 = ev
+    c1 += len(present_flat)
+    while c2 < c1:
+        c2 += len(seq[ev])
+        ev += 1
+    past = [list(e) for e in seq[:e1]]
+    present = [list(e) for e in seq[e1:ev]]
+    future = [list(e) for e in seq[ev:]]
+    if past and matches and matches[0] in past[-1]:
+        present.insert(0, past[-1])
+        past = past[:-1]
+
+    match_set = set(matches)
+    missing = [[s for s in e if s not in match_set] for e in present]
+    pflat = [s for e in present for s in e]
+    pset = set(pflat)
+    extras = [[s for s in e if s not in pset] for e in stm]
+    plen = len(pflat)
+    confidence = float(m / plen) if plen > 0 else 0.0
+    return _Cand(
+        rec=rec,
+        similarity=similarity,
+        matches=matches,
+        anomalies=anomalies,
+        n_blocks=nb,
+        past=past,
+        present=present,
+        future=future,
+        missing=missing,
+        extras=extras,
+        evidence=evidence,
+        confidence=confidence,
+        snr=snr,
+        fragmentation=fragmentation,
+        present_flat=pflat,
+    )
+
+
+def _pre_potential(c: _Cand) -> float:
+    frag = c.fragmentation
+    return (c.evidence + c.confidence) * c.snr + (0.0 if frag == -1 else 1.0 / (frag + 1))
+
+
+def _candidates(
+    kb: KnowledgeBase, stm: list[list[str]], state: list[str], params: PredictParams
+) -> list[_Cand]:
+    """Candidates that pass the threshold, already cut to ``3*max_predictions`` (§5.5.1)."""
+    threshold = float(params.recall_threshold)
+    token_mode = params.use_token_matching
+    fuzzy = float(params.fuzzy_token_threshold or 0.0)
+    limit = params.max_predictions * 3
+    if USE_INDEX and token_mode and fuzzy <= 0.0 and not params.filter_pipeline and kb.patterns:
+        try:
+            return _candidates_indexed(kb, stm, state, threshold, limit)
+        except ValueError:  # more distinct tokens than code points: brute force
+            pass
+    state_str = " ".join(state)
+    if params.filter_pipeline:
+        from .filters import run_pipeline
+
+        recs: Iterable[PatternRecord] = run_pipeline(kb, state, params)
+    elif token_mode:
+        recs = candidate_indices(kb, state, threshold)
+    else:
+        recs = kb.patterns.values()
+    out: list[_Cand] = []
+    for rec in recs:
+        sim = _similarity(rec, state, state_str, token_mode)
+        if not _passes(sim, threshold):
+            continue
+        c = _build_candidate(rec, sim, state, stm, threshold, fuzzy)
+        if c is not None:
+            out.append(c)
+    if len(out) > limit:
+        out = sorted(out, key=lambda c: (-_pre_potential(c), c.rec.name))[:limit]
+    return out
+
+
+def _candidates_indexed(
+    kb: KnowledgeBase, stm: list[list[str]], state: list[str], threshold: float, limit: int
+) -> list[_Cand]:
+    """Token mode without fuzzy matching: same result as brute force, far less work.
+
+    1. Symbol-count bound on LCS drops patterns that cannot reach the threshold.
+    2. Exact LCS for the rest in one rapidfuzz ``cdist`` call on code-point strings.
+    3. When more than ``limit`` pass, candidates are built in order of an upper bound
+       on ``_pre_potential`` (M <= L, confidence <= 1, E >= |S| - L, 1/(frag+1) <= 1)
+       and building stops once the ``limit``-th best real value beats every remaining
+       bound, so the pruned set is exactly KATO's top ``limit`` (ties by name).
+    """
+    idx = pattern_index(kb)
+    n_s = len(state)
+    if threshold > 0.0:
+        bound = idx.lcs_bounds(state)
+        sel = np.flatnonzero((2.0 * bound) / (idx.lens + n_s) >= threshold - 1e-9)
+    else:
+        sel = np.arange(len(idx.records))
+    if sel.size == 0:
+        return []
+    enc = idx.encoded
+    q = idx.encode(state)
+    lcs = process.cdist(
+        [q], [enc[i] for i in sel.tolist()], scorer=LCSseq.similarity, dtype=np.int32, workers=1
+    )[0].astype(np.float64)
+    lens = idx.lens[sel].astype(np.float64)
+    total = lens + n_s
+    sims = ((2.0 * lcs) / total) * 100.0 / 100.0
+    ok = (sims * 100.0 >= threshold * 100.0 - 1e-6) & (sims >= threshold)
+    sel, lcs, lens, sims = sel[ok], lcs[ok], lens[ok], sims[ok]
+    recs = idx.records
+    if sel.size <= limit:
+        out = []
+        for i, sim in zip(sel.tolist(), sims.tolist(), strict=True):
+            c = _build_candidate(recs[i], sim, state, stm, threshold, 0.0)
+            if c is not None:
+                out.append(c)
+        return out
+    snr_ub = (3.0 * lcs - n_s) / (lcs + n_s)
+    ub = (lcs / lens + 1.0) * np.maximum(snr_ub, 0.0) + 1.0 + 1e-9
+    order = np.argsort(-ub, kind="stable")
+    heap: list[tuple[float, str, int]] = []  # min-heap of the best `limit`: (pre, -name)
+    built: dict[int, _Cand] = {}
+    for pos in order.tolist():
+        if len(heap) >= limit and heap[0][0] > ub[pos]:
+            break
+        i = int(sel[pos])
+        c = _build_candidate(recs[i], float(sims[pos]), state, stm, threshold, 0.0)
+        if c is None:
+            continue
+        built[i] = c
+        key = (_pre_potential(c), _neg_name(c.rec.name), i)
+        if len(heap) < limit:
+            heapq.heappush(heap, key)
+        elif key > heap[0]:
+            heapq.heapreplace(heap, key)
+    return [built[k[2]] for k in heap]
+
+
+def _neg_name(name: str) -> str:
+    """Sort key that orders names descending, so a min-heap evicts the largest name first."""
+    return "".join(chr(0x10FFFF - ord(ch)) for ch in name)
+
+
+def _full_path(
+    kb: KnowledgeBase, stm: list[list[str]], state: list[str], params: PredictParams
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    cands = _candidates(kb, stm, state, params)
+    if not cands:
+        return [], []
+
+    weights = _affinity_weights(kb, state, params.affinity_emotive)
+    if weights:
+        ws = _wsum(weights, state)
+        for c in cands:
+            wm = _wsum(weights, c.matches)
+            wp = _wsum(weights, c.rec.flat)
+            wpr = _wsum(weights, c.present_flat)
+            wx = _wsum(weights, (s for e in c.extras for s in e))
+            den = ws + wp
+            c.w_sim = 2.0 * wm / den if den > 0 else None
+            c.w_ev = wm / wp if wp > 0 else 0.0
+            c.w_conf = wm / wpr if wpr > 0 else 0.0
+            c.w_snr = wm / (wm + wx) if (wm + wx) > 0 else 0.0
+
+    # Ensemble order = name order, so every tie below (future groups) is deterministic.
+    cands.sort(key=lambda c: c.rec.name)
+    U = kb.total_unique_patterns
+    F = kb.total_pattern_frequencies
+    S = kb.distinct_symbols
+    pmf = kb.pmf
+    known = kb.symbol_freq
+
+    spc: dict[str, float] = {}
+    e_tot = 0
+    freqs: list[int] = []
+    for c in cands:
+        f = c.rec.frequency if c.rec.frequency else 1
+        freqs.append(f)
+        e_tot += f
+        for s in chain(c.matches, (x for e in c.missing for x in e)):
+            if s not in spc:
+                spc[s] = float(pmf.get(s, 0) / U) if (s in known and U > 0) else 0.0
+
+    # itfdf_similarity: numpy exactly as KATO (sorted symbol axis, matmul, row norms).
+    n = len(cands)
+    state_counts = Counter(state)
+    gsyms = sorted(set(chain.from_iterable(c.present_flat for c in cands)) | set(state))
+    idx = {s: i for i, s in enumerate(gsyms)}
+    state_vec = np.zeros(len(gsyms))
+    for s, cnt in state_counts.items():
+        state_vec[idx[s]] = spc.get(s, 0) * cnt
+    state_norm = np.linalg.norm(state_vec)
+    mat = np.zeros((n, len(gsyms)))
+    for i, c in enumerate(cands):
+        for s, cnt in Counter(c.present_flat).items():
+            mat[i, idx[s]] = spc.get(s, 0) * cnt
+    if state_norm > 0:
+        dots = mat @ state_vec
+        norms = np.linalg.norm(mat, axis=1)
+        denom = norms * state_norm
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = np.where(denom > 0, dots / denom, 0.0)
+        distances = 1.0 - cos
+    else:
+        distances = np.ones(n)
+
+    preds: list[dict[str, Any]] = []
+    for i, c in enumerate(cands):
+        rec = c.rec
+        freq = freqs[i]
+        distance = float(distances[i])
+        p_e_h = float(freq / F) if F > 0 else 0.0
+        itfdf = 1 - (distance * freq / e_tot) if e_tot > 0 else 0.0
+        ps = c.present_flat
+        if ps:
+            logs: list[float] = []
+            for s in ps:
+                prob = spc.get(s, 1e-10)
+                logs.append(math.log10(prob) if prob > 0 else math.log10(1e-10))
+            confluence = p_e_h * (1 - 10 ** reduce(add, logs))
+        else:
+            confluence = 0.0
+        pre_m = kb.precomputed.get(rec.name)
+        if pre_m is not None:
+            entropy = pre_m.entropy
+            nentropy = pre_m.normalized_entropy
+            gnentropy = pre_m.global_normalized_entropy
+        elif ps:
+            counts = Counter(ps)
+            plen = len(ps)
+            entropy = 0.0
+            for cnt in counts.values():
+                pr = cnt / plen
+                entropy -= pr * math.log2(pr)
+            nentropy = 0.0
+            gnentropy = 0.0
+            if S > 1:
+                for cnt in counts.values():
+                    pr = cnt / plen
+                    nentropy -= pr * math.log(pr, S)
+                for s in counts:
+                    prob = spc.get(s, 0)
+                    if prob > 0:
+                        gnentropy -= prob * math.log(prob, S)
+        else:
+            entropy = nentropy = gnentropy = 0.0
+        tfidf = _tfidf(pre_m.tf_vector if pre_m is not None else None, ps, spc, U)
+        preds.append(
+            {
+                "type": "prototypical",
+                "name": rec.name,
+                "frequency": freq,
+                "emotives": average_emotives(rec.emotives) if rec.emotives else {},
+                "matches": c.matches,
+                "past": c.past,
+                "present": c.present,
+                "missing": c.missing,
+                "extras": c.extras,
+                "anomalies": c.anomalies,
+                "potential": 0.0,
+                "evidence": c.evidence,
+                "similarity": c.similarity,
+                "fragmentation": c.fragmentation,
+                "snr": c.snr,
+                "confluence": confluence,
+                "predictive_information": 0.0,
+                "sequence": [list(e) for e in rec.events],
+                "future": c.future,
+                "confidence": c.confidence,
+                "weighted_similarity": c.w_sim,
+                "weighted_evidence": c.w_ev,
+                "weighted_confidence": c.w_conf,
+                "weighted_snr": c.w_snr,
+                "entropy": entropy,
+                "normalized_entropy": nentropy,
+                "global_normalized_entropy": gnentropy,
+                "itfdf_similarity": itfdf,
+                "tfidf_score": tfidf,
+                "pattern_probability": 0.0,
+                "weighted_strength": 0.0,
+                "bayesian_posterior": 0.0,
+                "bayesian_prior": 0.0,
+                "bayesian_likelihood": 0.0,
+            }
+        )
+
+    future_potentials = _predictive_information(preds)
+
+    fr = np.array([p["frequency"] for p in preds], dtype=float)
+    sims = np.array([p["similarity"] for p in preds], dtype=float)
+    sum_f = fr.sum()
+    if sum_f > 0:
+        priors = fr / sum_f
+        ev_sum = np.dot(sims, priors)
+        posts = (sims * priors) / ev_sum if ev_sum > 0 else np.zeros(len(fr))
+        for i, p in enumerate(preds):
+            p["bayesian_posterior"] = float(posts[i])
+            p["bayesian_prior"] = float(priors[i])
+            p["bayesian_likelihood"] = float(sims[i])
+    else:
+        for p in preds:
+            p["bayesian_likelihood"] = p["similarity"]
+
+    use_weighted = bool(weights) and any(p["weighted_evidence"] is not None for p in preds)
+    for p in preds:
+        if use_weighted:
+            ev, cf, sn = p["weighted_evidence"], p["weighted_confidence"], p["weighted_snr"]
+        else:
+            ev, cf, sn = p["evidence"], p["confidence"], p["snr"]
+        frag = p["fragmentation"]
+        fc = 0.0 if frag == -1 else 1.0 / (frag + 1)
+        p["potential"] = float((ev + cf) * sn + p["itfdf_similarity"] + fc)
+
+    return _rank(preds, params.rank_sort_algo, params.max_predictions), future_potentials
+
+
+def _tfidf(
+    tf_vector: dict[str, float] | None, present: list[str], spc: dict[str, float], U: int
+) -> float:
+    """Mean tf*idf with KATO's ``int((pmf/U)*U)`` document count (spec §5.5 item 10)."""
+    if U <= 0:
+        return 0.0
+    if tf_vector is not None:
+        items: list[tuple[str, float]] = list(tf_vector.items())
+    else:
+        if not present:
+            return 0.0
+        n = len(present)
+        items = [(s, cnt / n) for s, cnt in Counter(present).items()]
+    scores: list[float] = []
+    for s, tf in items:
+        if s in spc:
+            k = int(spc[s] * U)
+            if k == 0:
+                k = 1
+        else:
+            k = 1
+        scores.append(tf * (math.log2(U / k) + 1))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _future_key(future: list[list[str]]) -> str:
+    normalized = [sorted(e) for e in future]
+    return hashlib.sha1(json.dumps(normalized, sort_keys=True).encode()).hexdigest()
+
+
+def _predictive_information(preds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pattern_probability, weighted_strength, predictive_information; future_potentials."""
+    fsum = sum(p["frequency"] for p in preds)
+    if fsum == 0:
+        return []
+    for p in preds:
+        p["pattern_probability"] = p["frequency"] / fsum
+        p["weighted_strength"] = p["similarity"] * p["pattern_probability"]
+    groups: dict[str, dict[str, Any]] = {}
+    keys: list[str | None] = []
+    for p in preds:
+        fut = p["future"]
+        if not fut:
+            keys.append(None)
+            continue
+        fk = _future_key(fut)
+        keys.append(fk)
+        g = groups.get(fk)
+        if g is None:
+            g = groups[fk] = {"future": fut, "total_weighted_frequency": 0.0, "count": 0}
+        g["total_weighted_frequency"] += p["frequency"] * p["similarity"]
+        g["count"] += 1
+    total = sum(g["total_weighted_frequency"] for g in groups.values())
+    for g in groups.values():
+        g["aggregate_potential"] = g["total_weighted_frequency"] / total if total > 0 else 0.0
+    for p, k in zip(preds, keys, strict=True):
+        if k is None:
+            p["predictive_information"] = 0.0
+            continue
+        agg = groups[k]["aggregate_potential"]
+        p["predictive_information"] = p["weighted_strength"] / agg if agg > 0 else 0.0
+    ordered = sorted(groups.values(), key=lambda g: -g["aggregate_potential"])
+    return [
+        {
+            "future": [list(e) for e in g["future"]],
+            "aggregate_potential": g["aggregate_potential"],
+            "supporting_patterns": g["count"],
+            "total_weighted_frequency": g["total_weighted_frequency"],
+        }
+        for g in ordered
+    ]

@@ -1,0 +1,135 @@
+"""Exact candidate pruning for the full path: an inverted index symbol -> patterns.
+
+For a pattern P and the state S, ``B = sum over symbols of min(count_P, count_S)`` is an
+upper bound on LCS(P, S).  KATO keeps P only if ``((2L/T)*100)/100 >= threshold``
+(T = |P| + |S|), and that value never exceeds ``2L/T`` by more than a few ulps, so a
+pattern with ``2B/T < threshold - 1e-9`` can never be kept: skipping it cannot change
+the output.  The index is derived from the knowledge base and cached on the KB object,
+updated incrementally as patterns are appended (a cleared KB gets a fresh ``patterns``
+dict, which resets the index).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from itertools import islice
+
+import numpy as np
+import numpy.typing as npt
+
+from .knowledge import KnowledgeBase, PatternRecord
+
+_ATTR = "_kato_pattern_index"
+_MARGIN = 1e-9
+
+
+class PatternIndex:
+    """Per-KB derived arrays: pattern order, flat lengths and symbol postings."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.patterns_ref = kb.patterns
+        self.records: list[PatternRecord] = []
+        self._lens: list[int] = []
+        self.lens: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._post: dict[str, tuple[list[int], list[int]]] = {}
+        self._arrays: dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.int32]]] = {}
+        # Each distinct token as one code point, so rapidfuzz runs token LCS on plain str.
+        self.codes: dict[str, str] = {}
+        self.encoded: list[str] = []
+        self.sync(kb)
+
+    def code(self, token: str) -> str:
+        c = self.codes.get(token)
+        if c is None:
+            n = len(self.codes) + 0x100
+            if n >= 0xD800:
+                n += 0x800  # skip the surrogate block
+            c = self.codes[token] = chr(n)
+        return c
+
+    def encode(self, tokens: list[str] | tuple[str, ...]) -> str:
+        """Token sequence as a string; unknown tokens get codes no pattern uses."""
+        codes = self.codes
+        out = []
+        extra: dict[str, str] = {}
+        for t in tokens:
+            c = codes.get(t)
+            if c is None:
+                c = extra.get(t)
+                if c is None:
+                    n = len(codes) + len(extra) + 0x100
+                    if n >= 0xD800:
+                        n += 0x800
+                    c = extra[t] = chr(n)
+            out.append(c)
+        return "".join(out)
+
+    def sync(self, kb: KnowledgeBase) -> None:
+        """Append patterns learned since the last call (patterns are never removed)."""
+        n = len(self.records)
+        if len(kb.patterns) == n:
+            return
+        for rec in islice(kb.patterns.values(), n, None):
+            i = len(self.records)
+            self.records.append(rec)
+            self._lens.append(len(rec.flat))
+            self.encoded.append("".join(self.code(t) for t in rec.flat))
+            for s, c in Counter(rec.flat).items():
+                post = self._post.get(s)
+                if post is None:
+                    post = self._post[s] = ([], [])
+                post[0].append(i)
+                post[1].append(c)
+                self._arrays.pop(s, None)
+        self.lens = np.asarray(self._lens, dtype=np.int64)
+
+    def postings(self, s: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int32]] | None:
+        arr = self._arrays.get(s)
+        if arr is None:
+            post = self._post.get(s)
+            if post is None:
+                return None
+            arr = (np.asarray(post[0], dtype=np.intp), np.asarray(post[1], dtype=np.int32))
+            self._arrays[s] = arr
+        return arr
+
+    def lcs_bounds(self, state: list[str]) -> npt.NDArray[np.int32]:
+        """Per-pattern upper bound on LCS(pattern, state): shared symbol counts."""
+        bound = np.zeros(len(self.records), dtype=np.int32)
+        for s, cs in Counter(state).items():
+            arr = self.postings(s)
+            if arr is None:
+                continue
+            idx, cnt = arr
+            bound[idx] += np.minimum(cnt, cs) if cs > 1 else 1
+        return bound
+
+
+def pattern_index(kb: KnowledgeBase) -> PatternIndex:
+    """The KB's index, built on first use and kept in step with appended patterns."""
+    idx: PatternIndex | None = getattr(kb, _ATTR, None)
+    if idx is None or idx.patterns_ref is not kb.patterns:
+        idx = PatternIndex(kb)
+        setattr(kb, _ATTR, idx)
+    else:
+        idx.sync(kb)
+    return idx
+
+
+def candidate_indices(
+    kb: KnowledgeBase, state: list[str], threshold: float
+) -> Iterator[PatternRecord]:
+    """Patterns that can still reach ``threshold`` (all patterns when it is <= 0)."""
+    if threshold <= 0.0:
+        yield from kb.patterns.values()
+        return
+    idx = pattern_index(kb)
+    if not idx.records:
+        return
+    bound = idx.lcs_bounds(state)
+    total = idx.lens + len(state)
+    ok = np.flatnonzero((2.0 * bound) / total >= threshold - _MARGIN)
+    recs = idx.records
+    for i in ok.tolist():
+        yield recs[i]

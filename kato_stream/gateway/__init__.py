@@ -1,0 +1,1 @@
+"""KATO-compatible REST gateway: KATO's HTTP API in front of the stream processor."""

@@ -1,0 +1,66 @@
+"""The FastAPI application: KATO's REST API over kato-stream.
+
+``create_app(gateway)`` wires routes, the session middleware, request metrics and the
+error handlers.  The app's lifespan starts and stops the :class:`Gateway` services, so
+``uvicorn kato_stream.gateway.app:app`` (settings from the environment) just works, and a
+worker process can hand in its own connections instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+
+from kato_stream import metrics
+from kato_stream.gateway import routes_sessions, routes_system
+from kato_stream.gateway.errors import internal_error
+from kato_stream.gateway.middleware import SessionMiddleware
+from kato_stream.gateway.service import Gateway, Reply
+from kato_stream.gateway.stats import GatewayStats
+from kato_stream.settings import Settings
+
+
+def create_app(gateway: Gateway | None = None) -> FastAPI:
+    """The gateway app; ``gateway`` defaults to one built from the environment."""
+    gw = gateway or Gateway(Settings.from_env())
+    stats = GatewayStats()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(title="KATO API (kato-stream gateway)", version="3.10.1", lifespan=lifespan)
+    app.state.gateway = gw
+    app.state.stats = stats
+
+    @app.exception_handler(Reply)
+    async def _reply(_: Request, exc: Reply) -> Response:
+        return exc.response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        return internal_error()
+
+    app.include_router(routes_sessions.router)
+    app.include_router(routes_system.router)
+    app.add_middleware(SessionMiddleware, registry=lambda: gw.sessions, on_request=stats.record)
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
+    )
+    app.add_middleware(metrics.MetricsMiddleware)  # type: ignore[arg-type]
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``kato_stream.gateway.app:app`` for uvicorn, built lazily from the environment."""
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,265 @@
+"""KATO's non-session endpoints: service info, health, status, metrics, patterns, symbols.
+
+Node selection (spec §8.1): query ``node_id``, else header ``x-test-id`` (prefixed with
+``test_``), else ``x-node-id``, else ``default_node``; answers name the node by its kb_id.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from kato_stream import __version__, metrics
+from kato_stream.gateway.patterns import pattern_body, read_affinities, read_symbol_stats
+from kato_stream.gateway.service import Gateway
+from kato_stream.gateway.stats import GatewayStats
+from kato_stream.stores.kb_id import kb_id
+
+router = APIRouter()
+KATO_VERSION = "3.10.1"
+
+
+def _gw(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def _stats(request: Request) -> GatewayStats:
+    st: GatewayStats = request.app.state.stats
+    return st
+
+
+def select_node(request: Request, node_id: str | None) -> str:
+    """KATO's node choice for non-session endpoints."""
+    if node_id:
+        return node_id
+    test_id = request.headers.get("x-test-id")
+    if test_id:
+        return test_id if test_id.startswith("test_") else f"test_{test_id}"
+    return request.headers.get("x-node-id") or "default_node"
+
+
+def _kb(request: Request, node_id: str | None) -> str:
+    return kb_id(select_node(request, node_id), _gw(request).settings.service_name)
+
+
+@router.get("/")
+async def root(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {
+            "service": "KATO API",
+            "version": KATO_VERSION,
+            "description": "Knowledge Abstraction for Traceable Outcomes with Multi-User Support",
+            "docs": "/docs",
+            "health": "/health",
+            "status": "running",
+            "uptime_seconds": _gw(request).uptime,
+            "architecture": "modular",
+            "session_support": True,
+        }
+    )
+
+
+async def _issues(gw: Gateway) -> list[str]:
+    issues = []
+    try:
+        assert gw.redis is not None
+        await gw.redis.ping()
+    except Exception:
+        issues.append("redis unreachable")
+    if gw.stream is None or not gw.stream.running:
+        issues.append("stream client not running")
+    return issues
+
+
+async def _active(gw: Gateway) -> int:
+    try:
+        return await gw.sessions.count()
+    except Exception:
+        return 0
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    """Always 200; ``degraded`` when Redis or the stream client is down."""
+    gw = _gw(request)
+    issues = await _issues(gw)
+    return JSONResponse(
+        {
+            "status": "degraded" if issues else "healthy",
+            "processor_status": "healthy",
+            "service_name": gw.settings.service_name,
+            "uptime_seconds": gw.uptime,
+            "issues": issues,
+            "metrics_collected": _stats(request).requests,
+            "last_collection": gw.started_at,
+            "active_sessions": await _active(gw),
+            "timestamp": time.time(),
+        }
+    )
+
+
+@router.get("/status")
+async def status(request: Request) -> JSONResponse:
+    gw = _gw(request)
+    n = await _active(gw)
+    return JSONResponse(
+        {
+            "status": "healthy",
+            "base_processor_id": gw.settings.service_name,
+            "uptime_seconds": gw.uptime,
+            "sessions": {
+                "total_sessions": n,
+                "active_sessions": n,
+                "expired_sessions": 0,
+                "backend": "redis",
+                "redis_url": gw.settings.redis_url.rsplit("@", 1)[-1],
+            },
+            "processors": {
+                "total_processors": 0,
+                "max_processors": 100,
+                "eviction_ttl_seconds": gw.settings.session_ttl,
+                "processors": [],
+            },
+            "version": KATO_VERSION,
+            "kato_stream_version": __version__,
+        }
+    )
+
+
+def _wants_prometheus(accept: str | None) -> bool:
+    a = (accept or "").lower()
+    return ("openmetrics" in a or "text/plain" in a) and "application/json" not in a
+
+
+@router.get("/metrics/prometheus")
+async def metrics_prometheus(request: Request) -> Response:
+    body, content_type = metrics.render(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+@router.get("/metrics")
+async def metrics_json(request: Request) -> Response:
+    """KATO's JSON shape; a Prometheus scraper (Accept text/plain or OpenMetrics) gets exposition."""
+    if _wants_prometheus(request.headers.get("accept")):
+        return await metrics_prometheus(request)
+    gw = _gw(request)
+    st = _stats(request)
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return JSONResponse(
+        {
+            "timestamp": datetime.now(UTC).isoformat(),
+            "sessions": {
+                "total_created": st.sessions_created,
+                "total_deleted": st.sessions_deleted,
+                "active": await _active(gw),
+                "operations_total": st.session_operations,
+            },
+            "performance": {
+                "total_requests": st.requests,
+                "total_errors": st.errors,
+                "error_rate": st.error_rate,
+                "average_response_time": st.average_seconds,
+            },
+            "resources": {
+                "cpu_percent": min(100.0, 100.0 * load1 / (os.cpu_count() or 1)),
+                "memory_percent": _memory_percent(),
+                "disk_percent": _disk_percent(gw.settings.data_dir),
+            },
+            "databases": {},
+            "rates": {},
+            "processor_manager": {},
+            "uptime_seconds": None,
+            "active_sessions": None,
+            "error": None,
+        }
+    )
+
+
+def _memory_percent() -> float:
+    try:
+        info = {}
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                k, v = line.split(":", 1)
+                info[k] = int(v.split()[0])
+        return 100.0 * (1 - info["MemAvailable"] / info["MemTotal"])
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def _disk_percent(path: str) -> float:
+    try:
+        st = os.statvfs(path if os.path.isdir(path) else ".")
+        return 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
+    except OSError:
+        return 0.0
+
+
+@router.get("/pattern/{pattern_id}")
+async def get_pattern(
+    pattern_id: str, request: Request, node_id: str | None = Query(None)
+) -> JSONResponse:
+    """200 either way, as KATO: unknown patterns give ``status: "error"``."""
+    gw = _gw(request)
+    node = select_node(request, node_id)
+    kb = kb_id(node, gw.settings.service_name)
+    body = await pattern_body(gw, node, kb, pattern_id)
+    if body is None:
+        inner: dict[str, Any] = {"status": "error", "message": f"Pattern {pattern_id} not found"}
+    else:
+        inner = {"status": "okay", "pattern": body}
+    return JSONResponse({"pattern": inner, "node_id": kb})
+
+
+@router.get("/symbols/affinity")
+async def symbols_affinity(request: Request, node_id: str | None = Query(None)) -> JSONResponse:
+    kb = _kb(request, node_id)
+    return JSONResponse({"affinities": await read_affinities(_gw(request), kb), "node_id": kb})
+
+
+@router.get("/symbols/stats")
+async def symbols_stats(request: Request, node_id: str | None = Query(None)) -> JSONResponse:
+    kb = _kb(request, node_id)
+    return JSONResponse({"symbols": await read_symbol_stats(_gw(request), kb), "node_id": kb})
+
+
+@router.get("/symbols/{symbol}/affinity")
+async def symbol_affinity(
+    symbol: str, request: Request, node_id: str | None = Query(None)
+) -> JSONResponse:
+    kb = _kb(request, node_id)
+    aff = await read_affinities(_gw(request), kb, symbol)
+    return JSONResponse({"symbol": symbol, "affinity": aff.get(symbol, {}), "node_id": kb})
+
+
+_DEPRECATED = "This endpoint is deprecated. Use /sessions/{session_id}/{what} instead."
+
+
+@router.get("/percept-data")
+async def percept_data_deprecated(request: Request, node_id: str | None = Query(None)) -> JSONResponse:
+    return JSONResponse(
+        {
+            "percept_data": {},
+            "warning": _DEPRECATED.format(session_id="{session_id}", what="percept-data"),
+            "node_id": _kb(request, node_id),
+        }
+    )
+
+
+@router.get("/cognition-data")
+async def cognition_data_deprecated(
+    request: Request, node_id: str | None = Query(None)
+) -> JSONResponse:
+    return JSONResponse(
+        {
+            "cognition_data": {},
+            "warning": _DEPRECATED.format(session_id="{session_id}", what="cognition-data"),
+            "node_id": _kb(request, node_id),
+        }
+    )

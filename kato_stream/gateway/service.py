@@ -1,0 +1,122 @@
+"""The gateway's services (Redis registry, stream client, pattern reader) with start/stop.
+
+Services handed in from outside (a worker process sharing its connections) are used but
+not stopped; the ones the gateway creates itself it also closes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+from redis.asyncio import Redis
+
+from kato_stream.gateway.client import StreamClient, StreamTimeout, StreamUnavailable, new_msg_id
+from kato_stream.gateway.errors import detail, from_rejection
+from kato_stream.gateway.sessions import SessionRegistry
+from kato_stream.settings import Settings
+from kato_stream.stream.ltm import LtmRegistry, PatternFollower
+
+class Reply(Exception):
+    """Short-circuits a route with a ready HTTP response (an error body)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler needs; one per gateway process."""
+
+    settings: Settings
+    redis: Redis | None = None
+    stream: StreamClient | None = None
+    ltm: LtmRegistry | None = None
+    """Long-term memory for pattern reads; None = follow ``kato.patterns`` here (own copy)."""
+    request_timeout: float = 30.0
+    started_at: float = field(default_factory=time.time)
+    _owned: list[Any] = field(default_factory=list, init=False, repr=False)
+    _sessions: SessionRegistry | None = field(default=None, init=False, repr=False)
+
+    async def start(self) -> None:
+        """Create and start whatever was not handed in (Redis, stream client, pattern follower)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        if self.redis is None:
+            self.redis = Redis.from_url(self.settings.redis_url)
+            self._owned.append(self.redis)
+        await self.redis.ping()
+        if self.stream is None:
+            self.stream = StreamClient(
+                bootstrap=self.settings.kafka_bootstrap,
+                input_topic=self.settings.topic("observations"),
+                output_topic=self.settings.topic("predictions"),
+                timeout=self.request_timeout,
+            )
+            await self.stream.start()
+            self._owned.append(self.stream)
+        if self.ltm is None:
+            self.ltm = LtmRegistry()
+            follower = PatternFollower(
+                self.settings.kafka_bootstrap, self.settings.topic("patterns"), self.ltm
+            )
+            await follower.start()
+            self._owned.append(follower)
+        self._sessions = SessionRegistry(self.redis, default_ttl=self.settings.session_ttl)
+        self.started_at = time.time()
+
+    async def stop(self) -> None:
+        """Stop what this gateway created, newest first."""
+        while self._owned:
+            svc = self._owned.pop()
+            if isinstance(svc, Redis):
+                await svc.aclose()
+            else:
+                await svc.stop()
+
+    @property
+    def sessions(self) -> SessionRegistry:
+        if self._sessions is None:
+            raise RuntimeError("gateway not started")
+        return self._sessions
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
+    async def command(
+        self,
+        op: str,
+        session_id: str,
+        node_id: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        msg_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Run one command through the stream; its KATO response body, or ``Reply`` with the error."""
+        if self.stream is None:
+            raise Reply(detail(503, "Stream processor unavailable"))
+        try:
+            record = await self.stream.request(
+                op, session_id, node_id, payload, msg_id=msg_id or new_msg_id(op)
+            )
+        except StreamTimeout:
+            raise Reply(detail(504, "Timed out waiting for the stream processor")) from None
+        except StreamUnavailable:
+            raise Reply(detail(503, "Stream processor unavailable")) from None
+        if record.get("status") != "ok":
+            raise Reply(from_rejection(record.get("error"), session_id))
+        response = record.get("response")
+        return response if isinstance(response, dict) else {}
+
+
+def json_reply(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body)

@@ -1,0 +1,1 @@
+"""The Kafka stream processor: Faust app, agents, session table, shared LTM, DLQ, persistence."""

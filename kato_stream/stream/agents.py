@@ -1,0 +1,71 @@
+"""The command agent: the thin I/O loop around :class:`~kato_stream.stream.processor.Processor`.
+
+Per input record, in this order: pattern events (so the output's reader can rely on the
+pattern being on its way to every worker), the table write (reassigned, never mutated in
+place: only assignment reaches the changelog), the dead letter, then the output record with
+its timing in headers.  The agent waits for the LTM to be rebuilt before its first record.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from kato_stream import metrics
+from kato_stream.stream import codecs
+from kato_stream.stream.processor import Source
+
+if TYPE_CHECKING:
+    from kato_stream.stream.app import Worker
+
+PROCESSING_HEADER = "kato-processing-seconds"
+RECEIVED_HEADER = "kato-received-at"
+WORKER_HEADER = "kato-worker"
+
+
+def register_agents(w: Worker) -> None:
+    """Attach the command agent to ``w.app``."""
+    processor = w.processor
+    sessions = w.sessions
+    worker_id = f"{w.settings.app_id}/{socket.gethostname()}/{os.getpid()}".encode()
+
+    def lookup(session_id: str) -> Any:
+        return sessions.get(session_id)
+
+    @w.app.agent(w.input_topic, name="kato-commands")
+    async def commands(stream: Any) -> None:
+        await w.follower.ready.wait()
+        async for event in stream.events():
+            msg = event.message
+            received = time.time()
+            t0 = time.perf_counter()
+            outcome = processor.process(
+                msg.key, msg.value, Source(msg.topic, msg.partition, msg.offset), lookup
+            )
+            if outcome.duplicate:
+                continue
+            for node_id, pe in outcome.pattern_events:
+                await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
+            if outcome.table_value is not None and outcome.session_id is not None:
+                sessions[outcome.session_id] = outcome.table_value
+            if outcome.dead_letter is not None:
+                await w.dlq_topic.send(key=msg.key, value=codecs.dumps(outcome.dead_letter))
+            elapsed = time.perf_counter() - t0
+            rec = outcome.record or {}
+            err = rec.get("error") or {}
+            metrics.observe_command(
+                str(rec.get("op")), str(rec.get("status")), elapsed, reason=str(err.get("code", ""))
+            )
+            if outcome.dead_letter is not None:
+                metrics.observe_dlq()
+            await w.output_topic.send(
+                key=outcome.key,
+                value=codecs.dumps(outcome.record),
+                headers=[
+                    (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
+                    (RECEIVED_HEADER, f"{received:.6f}".encode()),
+                    (WORKER_HEADER, worker_id),
+                ],
+            )

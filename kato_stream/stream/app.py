@@ -1,0 +1,117 @@
+"""Build the Faust app of one worker: topics, the session table, agents and services.
+
+``build_worker(settings)`` returns a :class:`Worker` holding every part, so the CLI, the
+tests and the benchmark start exactly the same wiring.  The engine is injected through an
+:class:`~kato_stream.stream.processor.EngineAdapter` (the real core by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import mode
+
+from kato_stream.settings import Settings
+from kato_stream.stream import codecs
+from kato_stream.stream.ltm import LtmRegistry, PatternFollower
+from kato_stream.stream.processor import EngineAdapter, Processor
+
+SESSIONS_TABLE = "sessions"
+
+
+@dataclass
+class Worker:
+    """Everything one worker process runs."""
+
+    settings: Settings
+    app: faust.App
+    input_topic: Any
+    output_topic: Any
+    patterns_topic: Any
+    dlq_topic: Any
+    sessions: Any
+    ltm: LtmRegistry
+    follower: PatternFollower
+    processor: Processor
+
+
+def _brokers(bootstrap: str) -> list[str]:
+    return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int | None) -> Any:
+    return app.topic(
+        name,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+def build_worker(
+    settings: Settings,
+    engine: EngineAdapter | None = None,
+    vector_factory: Callable[[], Any] | None = None,
+) -> Worker:
+    """Wire a worker for ``settings``; ``engine`` defaults to the real engine core and
+    ``vector_factory`` (one vector index per node) to the in-memory index."""
+    codecs.register_faust_codec()
+    if engine is None:
+        from kato_stream.stream.engine_adapter import CoreEngineAdapter
+
+        engine = CoreEngineAdapter.from_settings(settings)
+    app = faust.App(
+        settings.app_id,
+        broker=_brokers(settings.kafka_bootstrap),
+        store=settings.table_store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        autodiscover=False,
+        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4),
+        consumer_max_fetch_size=max(4 * 1_048_576, settings.max_message_bytes * 4),
+        broker_commit_every=settings.commit_every,
+        broker_commit_interval=settings.commit_interval,
+        stream_buffer_maxsize=settings.stream_buffer,
+    )
+    ltm = LtmRegistry() if vector_factory is None else LtmRegistry(vector_factory=vector_factory)
+    follower = PatternFollower(settings.kafka_bootstrap, settings.topic("patterns"), ltm)
+    sessions = app.Table(
+        SESSIONS_TABLE,
+        default=None,
+        partitions=settings.partitions,
+        schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="orjson"),
+    )
+    worker = Worker(
+        settings=settings,
+        app=app,
+        input_topic=_raw_topic(app, settings.topic("observations"), settings.partitions),
+        output_topic=_raw_topic(app, settings.topic("predictions"), settings.partitions),
+        patterns_topic=_raw_topic(app, settings.topic("patterns"), settings.partitions),
+        dlq_topic=_raw_topic(app, settings.topic("dlq"), None),
+        sessions=sessions,
+        ltm=ltm,
+        follower=follower,
+        processor=Processor(engine, ltm, max_bytes=settings.max_message_bytes),
+    )
+
+    @app.service
+    class LtmService(mode.Service):  # starts/stops the pattern follower with the app
+        async def on_start(self) -> None:
+            await follower.start()
+
+        async def on_stop(self) -> None:
+            await follower.stop()
+
+    from kato_stream.stream.agents import register_agents
+
+    register_agents(worker)
+    return worker

@@ -1,0 +1,136 @@
+"""Parse and validate raw command bytes into an :class:`Envelope`.
+
+Everything a worker can be handed on the input topic passes through :func:`parse_envelope`,
+which either returns a well-formed envelope or raises :class:`EnvelopeError` with a stable
+``code``.  The agent turns every such error into a dead letter plus a rejection record, so
+no input can stop a worker.  Validation here is structural (shape, types, op, size, key);
+the meaning of a payload (observation rules, config rules) is the engine's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kato_stream.stream import codecs
+
+OPS: frozenset[str] = frozenset(
+    {
+        "open",
+        "observe",
+        "observe_sequence",
+        "learn",
+        "clear_stm",
+        "clear_all",
+        "configure",
+        "predict",
+        "get",
+        "finalize_training",
+        "close",
+    }
+)
+_FIELDS = frozenset({"op", "session_id", "node_id", "msg_id", "payload"})
+
+
+class EnvelopeError(Exception):
+    """A command that cannot be processed; ``code`` is stable and machine-readable.
+
+    Codes: ``OVERSIZED``, ``EMPTY``, ``MALFORMED_JSON``, ``NOT_AN_OBJECT``, ``MISSING_FIELD``,
+    ``WRONG_TYPE``, ``UNKNOWN_FIELD``, ``UNKNOWN_OP``, ``KEY_MISMATCH``, ``NODE_MISMATCH``.
+    ``partial`` keeps whatever identifying fields could be read, for the rejection record.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        partial: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.partial = partial or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A structurally valid command."""
+
+    op: str
+    session_id: str
+    node_id: str
+    msg_id: str | None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> Envelope:
+    """Validate ``raw`` (the record value) against the envelope contract (contracts §2).
+
+    ``key``, when present, must be the UTF-8 session id: a mismatched key would put the
+    session on a partition other than the one its other commands use, breaking ordering.
+    """
+    if raw is None or len(raw) == 0:
+        raise EnvelopeError("EMPTY", "record has no value")
+    if len(raw) > max_bytes:
+        raise EnvelopeError(
+            "OVERSIZED",
+            f"envelope is {len(raw)} bytes, limit is {max_bytes}",
+            {"size": len(raw), "limit": max_bytes},
+        )
+    try:
+        doc = codecs.loads(raw)
+    except ValueError as exc:
+        raise EnvelopeError("MALFORMED_JSON", f"value is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise EnvelopeError("NOT_AN_OBJECT", f"envelope must be a JSON object, got {type(doc).__name__}")
+    partial = {
+        "session_id": _str_or_none(doc.get("session_id")),
+        "node_id": _str_or_none(doc.get("node_id")),
+        "msg_id": _str_or_none(doc.get("msg_id")),
+        "op": _str_or_none(doc.get("op")),
+    }
+    for name in ("op", "session_id", "node_id"):
+        if name not in doc:
+            raise EnvelopeError("MISSING_FIELD", f"'{name}' is required", {"field": name}, partial)
+        v = doc[name]
+        if not isinstance(v, str):
+            raise EnvelopeError(
+                "WRONG_TYPE", f"'{name}' must be a string, got {type(v).__name__}", {"field": name}, partial
+            )
+        if not v:
+            raise EnvelopeError("WRONG_TYPE", f"'{name}' must not be empty", {"field": name}, partial)
+    extra = sorted(set(doc) - _FIELDS)
+    if extra:
+        raise EnvelopeError("UNKNOWN_FIELD", f"unknown envelope field(s): {', '.join(extra)}", {"fields": extra}, partial)
+    msg_id = doc.get("msg_id")
+    if msg_id is not None and not isinstance(msg_id, str):
+        raise EnvelopeError(
+            "WRONG_TYPE", f"'msg_id' must be a string or null, got {type(msg_id).__name__}", {"field": "msg_id"}, partial
+        )
+    payload = doc.get("payload", {})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise EnvelopeError(
+            "WRONG_TYPE", f"'payload' must be an object, got {type(payload).__name__}", {"field": "payload"}, partial
+        )
+    op = doc["op"]
+    if op not in OPS:
+        raise EnvelopeError("UNKNOWN_OP", f"unknown op {op!r}", {"op": op, "known": sorted(OPS)}, partial)
+    if key is not None and key != doc["session_id"].encode("utf-8"):
+        raise EnvelopeError(
+            "KEY_MISMATCH",
+            "record key must be the UTF-8 session_id (it decides the session's partition)",
+            {"key": key.decode("utf-8", "replace")},
+            partial,
+        )
+    return Envelope(op=op, session_id=doc["session_id"], node_id=doc["node_id"], msg_id=msg_id, payload=payload)

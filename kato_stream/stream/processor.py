@@ -1,0 +1,208 @@
+"""One command in, one outcome out: the stream layer's logic, free of Faust and Kafka I/O.
+
+The agent hands every input record to :meth:`Processor.process` together with a lookup of
+the session table, and performs the I/O the returned :class:`Outcome` asks for (output
+record, table write, pattern events, dead letter).  Keeping this pure makes the replay
+rules testable without a broker and keeps the agent a thin loop.
+
+Replay rule (documented in ``docs/stream.md``): the table value of a session stores the
+source (topic, partition, offset) of the last command applied to it.  A record of the same
+topic and partition with an offset at or below it is a redelivery or replay: it changes
+nothing and produces **no** output (its output was produced when it was first applied).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kato_stream.core.errors import KatoError
+from kato_stream.core.knowledge import LearnEvent
+from kato_stream.stream.envelope import Envelope, EnvelopeError, parse_envelope
+from kato_stream.stream.ltm import LtmRegistry, NodeMemory, clear_event_dict, learn_event_dict
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input record came from; part of every output record and dead letter."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass
+class Handled:
+    """What the engine adapter returns for one accepted command."""
+
+    state: dict[str, Any] | None
+    stm_length: int
+    time: int
+    response: dict[str, Any]
+    predictions: list[dict[str, Any]]
+    future_potentials: list[dict[str, Any]]
+    learned: list[LearnEvent]
+    cleared: str | None
+    recall_threshold: float
+
+
+class EngineAdapter(Protocol):
+    """The engine seen by the stream layer (the real one is :mod:`.engine_adapter`)."""
+
+    def handle(
+        self, env: Envelope, source: Source, state: dict[str, Any] | None, mem: NodeMemory
+    ) -> Handled: ...
+
+    def summary(self, state: dict[str, Any] | None) -> tuple[int, int]:
+        """(stm_length, time) of a stored state, for rejection records."""
+        ...
+
+
+@dataclass
+class Outcome:
+    """The I/O one input record causes.  ``duplicate`` outcomes cause none."""
+
+    key: bytes | None = None
+    record: dict[str, Any] | None = None
+    session_id: str | None = None
+    table_value: dict[str, Any] | None = None
+    dead_letter: dict[str, Any] | None = None
+    pattern_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+def _is_applied(stored: dict[str, Any] | None, source: Source) -> bool:
+    if not stored:
+        return False
+    last = stored.get("applied")
+    return (
+        last is not None
+        and last["topic"] == source.topic
+        and last["partition"] == source.partition
+        and source.offset <= last["offset"]
+    )
+
+
+class Processor:
+    """Turns input records into outcomes; owns no I/O."""
+
+    def __init__(self, engine: EngineAdapter, ltm: LtmRegistry, *, max_bytes: int) -> None:
+        self.engine = engine
+        self.ltm = ltm
+        self.max_bytes = max_bytes
+
+    def process(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        source: Source,
+        lookup: Any,
+    ) -> Outcome:
+        """Process one record.  ``lookup(session_id)`` returns the stored table value or None."""
+        try:
+            env = parse_envelope(value, key, max_bytes=self.max_bytes)
+        except EnvelopeError as exc:
+            sid = exc.partial.get("session_id")
+            stored = None
+            if sid and key == sid.encode("utf-8"):  # only the session this partition owns
+                stored = lookup(sid)
+                if _is_applied(stored, source):
+                    return Outcome(duplicate=True, session_id=sid)
+            return self._reject(key, value, source, exc.to_dict(), exc.partial, stored)
+        stored = lookup(env.session_id)
+        if _is_applied(stored, source):
+            return Outcome(duplicate=True, session_id=env.session_id)
+        state = stored.get("state") if stored else None
+        ident = {"session_id": env.session_id, "node_id": env.node_id, "msg_id": env.msg_id, "op": env.op}
+        if state is not None and stored is not None and stored.get("node_id") != env.node_id:
+            err = EnvelopeError(
+                "NODE_MISMATCH",
+                f"session {env.session_id!r} belongs to node {stored.get('node_id')!r}, not {env.node_id!r}",
+                {"session_node_id": stored.get("node_id")},
+            )
+            return self._reject(key, value, source, err.to_dict(), ident, stored)
+        try:
+            h = self.engine.handle(env, source, state, self.ltm.node(env.node_id))
+        except KatoError as exc:
+            return self._reject(key, value, source, exc.to_dict(), ident, stored)
+        record = {
+            **ident,
+            "source": source.to_dict(),
+            "status": "ok",
+            "error": None,
+            "response": h.response,
+            "stm_length": h.stm_length,
+            "time": h.time,
+            "learned_patterns": ["PTRN|" + ev.name for ev in h.learned],
+            "predictions": h.predictions,
+            "future_potentials": h.future_potentials,
+            "recall_threshold": h.recall_threshold,
+        }
+        events: list[tuple[str, dict[str, Any]]] = [
+            (env.node_id, learn_event_dict(ev)) for ev in h.learned
+        ]
+        if h.cleared is not None:
+            events.append((env.node_id, clear_event_dict(env.node_id, h.cleared)))
+        return Outcome(
+            key=env.session_id.encode("utf-8"),
+            record=record,
+            session_id=env.session_id,
+            table_value={
+                "node_id": env.node_id if h.state is not None else None,
+                "state": h.state,
+                "applied": source.to_dict(),
+            },
+            pattern_events=events,
+        )
+
+    def _reject(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        source: Source,
+        error: dict[str, Any],
+        ident: dict[str, Any],
+        stored: dict[str, Any] | None,
+    ) -> Outcome:
+        ident = {k: ident.get(k) for k in ("session_id", "node_id", "msg_id", "op")}
+        stm_length, time_ = self.engine.summary(stored.get("state") if stored else None)
+        record = {
+            **ident,
+            "source": source.to_dict(),
+            "status": "rejected",
+            "error": error,
+            "response": None,
+            "stm_length": stm_length,
+            "time": time_,
+            "learned_patterns": [],
+            "predictions": [],
+            "future_potentials": [],
+            "recall_threshold": None,
+        }
+        dead = {
+            **ident,
+            "source": source.to_dict(),
+            "key_b64": _b64(key),
+            "value_b64": _b64(value),
+            "error": error,
+        }
+        table_value = None
+        if stored is not None and ident["session_id"]:
+            # remember the offset so a redelivered rejection is not dead-lettered twice
+            table_value = {**stored, "applied": source.to_dict()}
+        out_key = key if key is not None else (ident["session_id"] or "").encode("utf-8") or None
+        return Outcome(
+            key=out_key,
+            record=record,
+            session_id=ident["session_id"] if table_value is not None else None,
+            table_value=table_value,
+            dead_letter=dead,
+        )

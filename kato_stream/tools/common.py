@@ -1,0 +1,84 @@
+"""Pieces shared by the tools: the source-record type, time parsing, rate limiting, progress."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def dumps(value: Any) -> bytes:
+    """Sorted-key JSON, so that the bytes of a re-published envelope do not depend on dict order."""
+    return orjson.dumps(value, option=_SORTED)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record as read from a topic (or from an archive line that kept its coordinates)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+    @property
+    def identity(self) -> str:
+        """``topic:partition:offset``: the worker's learn_id for a command without msg_id."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+def parse_time(text: str) -> int:
+    """Epoch milliseconds from ``text``: an integer (ms since epoch) or ISO-8601 (naive = UTC)."""
+    s = text.strip()
+    if s.lstrip("-").isdigit():
+        return int(s)
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (use epoch milliseconds or ISO-8601)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+class RateLimiter:
+    """Paces calls to ``rate`` per second on a fixed schedule (no drift, no burst after a stall
+    longer than one second: the schedule is reset rather than caught up, so a slow broker never
+    makes the tool exceed the rate it was given)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate if rate and rate > 0 else None
+        self._start = 0.0
+        self._n = 0
+
+    async def wait(self) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        if self._n == 0:
+            self._start = now
+        due = self._start + self._n / self.rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        elif now - due > 1.0:
+            self._start, self._n = now, 0
+        self._n += 1
+
+
+def progress(total: int | None, desc: str, enabled: bool) -> Any:
+    """A tqdm bar on stderr (the summary goes to stdout, so pipes stay clean)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="msg", file=sys.stderr, disable=not enabled, dynamic_ncols=True
+    )

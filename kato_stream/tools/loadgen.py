@@ -1,0 +1,405 @@
+"""``kato-stream loadgen``: drive a running stack and measure throughput and end-to-end latency.
+
+Workload (fixed by ``--seed``, so two runs send the same commands): a Zipf vocabulary of
+``--vocab`` tokens (weight of token i = 1/(i+1)^0.8); ``--preload`` patterns of 2-5 events x
+3-15 distinct tokens are learned first (observe each event, then ``learn``) and awaited; then
+``--sessions`` sessions of one node replay stored patterns event by event with noise (each
+token dropped, and a random token added, with probability ``--noise``), sending ``clear_stm``
+after each pattern so the STM stays pattern-sized.
+
+Every command carries a unique msg_id; the tool consumes the predictions topic (from its end
+at start), matches records by msg_id and measures send-to-receive latency in this process
+(one clock, no skew).  SLA tiers are judged on P95: critical < 10 ms, standard < 50 ms,
+batch < 200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+SLA_TIERS: tuple[tuple[str, float], ...] = (
+    ("critical", 10.0),
+    ("standard", 50.0),
+    ("batch", 200.0),
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Deterministic pattern set and observation stream (pure: no I/O)."""
+
+    seed: int = 7
+    vocab: int = 200
+    zipf_s: float = 0.8
+    noise: float = 0.1
+
+    def tokens(self) -> list[str]:
+        width = len(str(self.vocab - 1))
+        return [f"t{i:0{width}d}" for i in range(self.vocab)]
+
+    def weights(self) -> list[float]:
+        return [1.0 / (i + 1) ** self.zipf_s for i in range(self.vocab)]
+
+    def _event(self, rng: random.Random, toks: list[str], w: list[float]) -> list[str]:
+        k = rng.randint(3, min(15, len(toks)))
+        chosen: set[str] = set()
+        while len(chosen) < k:
+            chosen.update(rng.choices(toks, w, k=k - len(chosen)))
+        return sorted(chosen)
+
+    def patterns(self, k: int) -> list[list[list[str]]]:
+        """``k`` patterns of 2-5 events each."""
+        rng = random.Random(f"{self.seed}:patterns")
+        toks, w = self.tokens(), self.weights()
+        return [[self._event(rng, toks, w) for _ in range(rng.randint(2, 5))] for _ in range(k)]
+
+    def observations(
+        self, patterns: list[list[list[str]]], session: int
+    ) -> Iterator[list[str] | None]:
+        """Endless events for one session; ``None`` marks the end of a pattern (send clear_stm)."""
+        rng = random.Random(f"{self.seed}:session:{session}")
+        toks, w = self.tokens(), self.weights()
+        pool = patterns or [[self._event(rng, toks, w) for _ in range(3)]]
+        while True:
+            for event in rng.choice(pool):
+                noisy = [t for t in event if rng.random() >= self.noise]
+                if rng.random() < self.noise:
+                    noisy.append(rng.choices(toks, w)[0])
+                yield sorted(set(noisy or event[:1]))
+            yield None
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an ascending list; 0.0 when empty."""
+    if not sorted_values:
+        return 0.0
+    idx = max(0, min(len(sorted_values) - 1, int(-(-q * len(sorted_values) // 100)) - 1))
+    return sorted_values[idx]
+
+
+class _Tracker:
+    """Send times by msg_id, and what came back."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, float] = {}
+        self.latency: dict[str, float] = {}
+        self.rejected = 0
+        self.duplicates = 0
+        self.processing: list[float] = []
+        self.done = asyncio.Event()
+        self.waiting_for: int | None = None
+        self.first_recv = 0.0
+        self.last_recv = 0.0
+
+    def on_record(self, value: bytes | None, headers: Any, now: float) -> None:
+        try:
+            doc = orjson.loads(value) if value else None
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(doc, dict):
+            return
+        mid = doc.get("msg_id")
+        t = self.sent.get(mid) if isinstance(mid, str) else None
+        if t is None or not isinstance(mid, str):
+            return  # another client's record
+        if mid in self.latency:
+            self.duplicates += 1
+            return
+        self.latency[mid] = now - t
+        self.first_recv = self.first_recv or now
+        self.last_recv = now
+        if doc.get("status") not in (None, "ok"):
+            self.rejected += 1
+        for k, v in headers or ():
+            if k == "kato-processing-seconds":
+                with contextlib.suppress(ValueError):
+                    self.processing.append(float(v))
+        if self.waiting_for is not None and len(self.latency) >= self.waiting_for:
+            self.done.set()
+
+
+async def _consume(consumer: Any, tracker: _Tracker) -> None:
+    while True:
+        batch = await consumer.getmany(timeout_ms=100)
+        now = time.perf_counter()
+        for msgs in batch.values():
+            for m in msgs:
+                tracker.on_record(m.value, m.headers, now)
+
+
+async def _open_consumer(bootstrap: str, topic: str) -> Any:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer.stop()
+        raise ValueError(f"output topic {topic!r} does not exist")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:  # explicit positions: records produced after this point are ours to see
+        consumer.seek(tp, ends[tp])
+    return consumer
+
+
+async def _wait(tracker: _Tracker, expected: int, timeout: float) -> None:
+    tracker.waiting_for = expected
+    if len(tracker.latency) >= expected:
+        return
+    tracker.done.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(tracker.done.wait(), timeout)
+
+
+def _envelope(op: str, session: str, node: str, msg_id: str, payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {"op": op, "session_id": session, "node_id": node, "msg_id": msg_id, "payload": payload}
+    )
+
+
+async def run_load(
+    bootstrap: str,
+    input_topic: str,
+    output_topic: str,
+    *,
+    node: str | None = None,
+    sessions: int = 4,
+    rate: float = 0.0,
+    duration: float = 10.0,
+    preload: int = 0,
+    workload: Workload | None = None,
+    drain_timeout: float = 30.0,
+    preload_timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Run the load and return the report (see :func:`format_report`)."""
+    from aiokafka import AIOKafkaProducer
+
+    wl = workload or Workload()
+    run = uuid.uuid4().hex[:8]
+    node = node or f"loadgen-{run}"
+    patterns = wl.patterns(preload)
+    tracker = _Tracker()
+    consumer = await _open_consumer(bootstrap, output_topic)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    consume_task = asyncio.create_task(_consume(consumer, tracker))
+    report: dict[str, Any] = {
+        "node": node,
+        "run": run,
+        "sessions": sessions,
+        "target_rate": rate or None,
+    }
+    try:
+        await producer.start()
+
+        seq = iter(range(1 << 62))
+
+        async def send(op: str, session: str, payload: dict[str, Any]) -> None:
+            mid = f"lg-{run}-{next(seq)}"
+            tracker.sent[mid] = time.perf_counter()
+            await producer.send(
+                input_topic, _envelope(op, session, node, mid, payload), key=session.encode()
+            )
+
+        # -- preload: learn the pattern set, spread over a few sessions, and wait for it ----------
+        t_pre = time.perf_counter()
+        n_pre = min(8, len(patterns))
+        for i, pat in enumerate(patterns):
+            session = f"lg-{run}-pre-{i % n_pre}"
+            for event in pat:
+                await send("observe", session, {"strings": event})
+            await send("learn", session, {})
+        await producer.flush()
+        await _wait(tracker, len(tracker.sent), preload_timeout)
+        report["preload"] = {
+            "patterns": len(patterns),
+            "commands": len(tracker.sent),
+            "acknowledged": len(tracker.latency),
+            "seconds": round(time.perf_counter() - t_pre, 3),
+        }
+        if len(tracker.latency) < len(tracker.sent):
+            raise TimeoutError(
+                f"preload: {len(tracker.sent) - len(tracker.latency)} of {len(tracker.sent)} "
+                f"commands got no record within {preload_timeout}s"
+            )
+        tracker.sent.clear()
+        tracker.latency.clear()
+        tracker.rejected = tracker.duplicates = 0
+        tracker.processing.clear()
+        tracker.first_recv = tracker.last_recv = 0.0
+
+        # -- measured phase -------------------------------------------------------------------------
+        streams = [wl.observations(patterns, s) for s in range(sessions)]
+        names = [f"lg-{run}-s{s}" for s in range(sessions)]
+        t0 = time.perf_counter()
+        end = t0 + duration
+        i = 0
+        while True:
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if rate > 0:
+                due = t0 + i / rate
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    continue
+            s = i % sessions
+            obs = next(streams[s])
+            if obs is None:
+                await send("clear_stm", names[s], {})
+            else:
+                await send("observe", names[s], {"strings": obs})
+            i += 1
+            if rate <= 0 and i % 256 == 0:
+                await asyncio.sleep(0)  # let the consumer task run while flooding
+        send_seconds = time.perf_counter() - t0
+        await producer.flush()
+        await _wait(tracker, len(tracker.sent), drain_timeout)
+        lat = sorted(v * 1000.0 for v in tracker.latency.values())
+        received = len(lat)
+        span = (tracker.last_recv - t0) if received else 0.0
+        p95 = percentile(lat, 95)
+        proc = sorted(v * 1000.0 for v in tracker.processing)
+        report.update(
+            {
+                "sent": len(tracker.sent),
+                "received": received,
+                "missing": len(tracker.sent) - received,
+                "rejected": tracker.rejected,
+                "duplicates": tracker.duplicates,
+                "duration_s": round(send_seconds, 3),
+                "send_rate": round(len(tracker.sent) / send_seconds, 1) if send_seconds else 0.0,
+                "throughput": round(received / span, 1) if span > 0 else 0.0,
+                "latency_ms": {
+                    "p50": round(percentile(lat, 50), 3),
+                    "p95": round(p95, 3),
+                    "p99": round(percentile(lat, 99), 3),
+                    "max": round(lat[-1], 3) if lat else 0.0,
+                    "mean": round(sum(lat) / received, 3) if received else 0.0,
+                },
+                "processing_ms": {
+                    "p50": round(percentile(proc, 50), 3),
+                    "p95": round(percentile(proc, 95), 3),
+                }
+                if proc
+                else None,
+                "sla": {
+                    name: {
+                        "p95_limit_ms": limit,
+                        "met": bool(received) and not report_missing(tracker) and p95 < limit,
+                    }
+                    for name, limit in SLA_TIERS
+                },
+            }
+        )
+        return report
+    finally:
+        consume_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await consume_task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 30)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 10)
+
+
+def report_missing(tracker: _Tracker) -> bool:
+    """An SLA is not met when records went missing, whatever the latency of the others."""
+    return len(tracker.latency) < len(tracker.sent)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable report."""
+    lat = r["latency_ms"]
+    lines = [
+        f"node {r['node']}  sessions {r['sessions']}  target rate {r['target_rate'] or 'max'} msg/s",
+        f"preload: {r['preload']['patterns']} patterns ({r['preload']['commands']} commands) "
+        f"in {r['preload']['seconds']:.2f}s",
+        f"sent {r['sent']} in {r['duration_s']:.2f}s ({r['send_rate']:.0f} msg/s); received {r['received']}, "
+        f"missing {r['missing']}, rejected {r['rejected']}, duplicates {r['duplicates']}",
+        f"throughput {r['throughput']:.0f} records/s",
+        f"latency ms: p50 {lat['p50']:.2f}  p95 {lat['p95']:.2f}  p99 {lat['p99']:.2f}  "
+        f"max {lat['max']:.2f}  mean {lat['mean']:.2f}",
+    ]
+    if r.get("processing_ms"):
+        lines.append(
+            f"worker processing ms: p50 {r['processing_ms']['p50']:.2f}  p95 {r['processing_ms']['p95']:.2f}"
+        )
+    for name, tier in r["sla"].items():
+        mark = "met" if tier["met"] else "NOT MET"
+        lines.append(f"SLA {name:<9} P95 < {tier['p95_limit_ms']:.0f} ms: {mark}")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", help="Kafka bootstrap (default: KATO_STREAM_KAFKA_BOOTSTRAP)")
+    p.add_argument("--input-topic", help="default: <prefix>.observations")
+    p.add_argument("--output-topic", help="default: <prefix>.predictions")
+    p.add_argument("--node", help="node id (default: a fresh loadgen-<run> node)")
+    p.add_argument("--sessions", type=int, default=4)
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="target msgs/s (0 = as fast as possible)"
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load")
+    p.add_argument("--preload", type=int, default=0, help="patterns to learn before measuring")
+    p.add_argument("--vocab", type=int, default=200)
+    p.add_argument("--noise", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds to wait for the last records"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kato_stream.settings import Settings
+
+    s = Settings.from_env()
+    if args.sessions < 1 or args.duration <= 0 or args.vocab < 3 or not 0 <= args.noise <= 1:
+        print(
+            "need --sessions >= 1, --duration > 0, --vocab >= 3, 0 <= --noise <= 1", file=sys.stderr
+        )
+        return 2
+    report = asyncio.run(
+        run_load(
+            args.bootstrap or s.kafka_bootstrap,
+            args.input_topic or s.topic("observations"),
+            args.output_topic or s.topic("predictions"),
+            node=args.node,
+            sessions=args.sessions,
+            rate=args.rate,
+            duration=args.duration,
+            preload=args.preload,
+            workload=Workload(seed=args.seed, vocab=args.vocab, noise=args.noise),
+            drain_timeout=args.drain_timeout,
+        )
+    )
+    print(orjson.dumps(report).decode() if args.json else format_report(report))
+    return 1 if report["missing"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="kato-stream loadgen", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Topic definitions and message schemas, loaded from the repository's ``topics/`` directory.
+
+The JSON files under ``topics/`` are the single source of truth (users read them, the CLI
+creates topics from them, tests validate records against the schemas).  Topics are created
+up front with their partition counts because auto-created topics get a single partition,
+which would silently cap the number of workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from kato_stream.settings import Settings
+
+TOPICS_DIR = Path(__file__).resolve().parent.parent / "topics"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: full name, partition count, broker configs and the schema of its values."""
+
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    value_schema: str = ""
+
+
+@cache
+def _definitions() -> dict[str, Any]:
+    with open(TOPICS_DIR / "topics.json", encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic kato-stream uses, named and sized for ``settings``."""
+    out = []
+    for t in _definitions()["topics"]:
+        parts = settings.partitions if t["partitions"] == "default" else int(t["partitions"])
+        out.append(
+            TopicSpec(
+                name=settings.topic(t["name"]),
+                partitions=parts,
+                configs={str(k): str(v) for k, v in t.get("configs", {}).items()},
+                value_schema=str(t.get("value_schema", "")),
+            )
+        )
+    return out
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """A JSON Schema by short name (``command``, ``prediction``, ``pattern_event``, ``dead_letter``)."""
+    fname = name if name.endswith(".json") else f"{name}.schema.json"
+    with open(TOPICS_DIR / "schemas" / fname, encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
+
+
+def validate(name: str, value: Any) -> None:
+    """Raise ``jsonschema.ValidationError`` if ``value`` does not match schema ``name``."""
+    import jsonschema
+
+    jsonschema.validate(value, load_schema(name))
+
+
+async def create_topics(
+    bootstrap: str, specs: list[TopicSpec], *, replication_factor: int = 1, timeout: float = 30.0
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created.
+
+    Existing topics are left alone (their partition count is not changed: growing the input
+    topic would move sessions to other partitions and break per-session ordering).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
+        new = [
+            NewTopic(
+                name=s.name,
+                num_partitions=s.partitions,
+                replication_factor=replication_factor,
+                topic_configs=s.configs,
+            )
+            for s in specs
+            if s.name not in existing
+        ]
+        if new:
+            await asyncio.wait_for(admin.create_topics(new), timeout)
+        return [t.name for t in new]
+    finally:
+        await admin.close()
+
+
+async def describe_partitions(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, int]:
+    """Partition count of each named topic that exists."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await asyncio.wait_for(consumer.start(), timeout)
+    try:
+        out: dict[str, int] = {}
+        for n in names:
+            parts = consumer.partitions_for_topic(n)
+            if parts is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - refresh once
+                parts = consumer.partitions_for_topic(n)
+            if parts:
+                out[n] = len(parts)
+        return out
+    finally:
+        await consumer.stop()

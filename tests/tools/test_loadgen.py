@@ -1,0 +1,169 @@
+"""Load generator: the workload model, and a full run against an echo consumer on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from kato_stream.tools.loadgen import Workload, format_report, percentile, run_load
+from tests.tools.helpers import make_topics
+
+
+def test_workload_shapes_and_determinism() -> None:
+    wl = Workload(seed=3)
+    assert len(wl.tokens()) == 200 and wl.tokens()[0] == "t000"
+    w = wl.weights()
+    assert w[0] == 1.0 and w[9] == pytest.approx(1 / 10**0.8)
+    pats = wl.patterns(200)
+    assert pats == Workload(seed=3).patterns(200) and pats != Workload(seed=4).patterns(200)
+    assert all(2 <= len(p) <= 5 for p in pats)
+    assert all(3 <= len(e) <= 15 and e == sorted(set(e)) for p in pats for e in p)
+    assert {len(p) for p in pats} == {2, 3, 4, 5}
+    # Zipf: the head token is far more common than the tail
+    flat = [t for p in pats for e in p for t in e]
+    assert flat.count("t000") > 5 * max(1, flat.count("t199"))
+
+
+def test_observations_follow_patterns_with_noise() -> None:
+    wl = Workload(seed=1, noise=0.0)
+    pats = wl.patterns(5)
+    it = wl.observations(pats, 0)
+    seq: list[list[str]] = []
+    while (x := next(it)) is not None:
+        seq.append(x)
+    assert seq in pats  # noise 0: exactly a stored pattern, then the clear marker
+    noisy = Workload(seed=1, noise=0.5).observations(pats, 0)
+    events = [x for x in (next(noisy) for _ in range(200)) if x is not None]
+    assert all(events) and any(e not in [ev for p in pats for ev in p] for e in events)
+
+
+def test_percentile_nearest_rank() -> None:
+    xs = [float(i) for i in range(1, 101)]
+    assert (percentile(xs, 50), percentile(xs, 95), percentile(xs, 99), percentile(xs, 100)) == (
+        50,
+        95,
+        99,
+        100,
+    )
+    assert percentile([], 50) == 0.0 and percentile([7.0], 99) == 7.0
+
+
+@contextlib.asynccontextmanager
+async def echo(bootstrap: str, src: str, dst: str) -> AsyncIterator[list[int]]:
+    """A trivial stand-in worker: one record on ``dst`` per command on ``src``, same msg_id."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await c.start()
+    await p.start()
+    tps = [TopicPartition(src, i) for i in sorted(c.partitions_for_topic(src) or ())]
+    c.assign(tps)
+    await c.seek_to_end(*tps)
+    for tp in tps:
+        await c.position(tp)  # resolve "end" now, before the load starts
+    count = [0]
+
+    async def loop() -> None:
+        while True:
+            batch = await c.getmany(timeout_ms=50)
+            for msgs in batch.values():
+                for m in msgs:
+                    d = orjson.loads(m.value)
+                    rec = {
+                        "msg_id": d.get("msg_id"),
+                        "session_id": d["session_id"],
+                        "op": d["op"],
+                        "status": "ok",
+                    }
+                    await p.send(
+                        dst,
+                        orjson.dumps(rec),
+                        key=m.key,
+                        headers=[("kato-processing-seconds", b"0.0001")],
+                    )
+                    count[0] += 1
+
+    task = asyncio.create_task(loop())
+    try:
+        yield count
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await p.stop()
+        await c.stop()
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+async def test_loadgen_against_echo(kafka_bootstrap: str, unique_id: str) -> None:
+    src, dst = f"{unique_id}.obs", f"{unique_id}.pred"
+    await make_topics(kafka_bootstrap, (src, 4), (dst, 4))
+    async with echo(kafka_bootstrap, src, dst) as handled:
+        report = await run_load(
+            kafka_bootstrap,
+            src,
+            dst,
+            sessions=3,
+            rate=200,
+            duration=1.5,
+            preload=6,
+            drain_timeout=20,
+        )
+    assert report["preload"]["patterns"] == 6
+    assert report["preload"]["acknowledged"] == report["preload"]["commands"] >= 6 * 3
+    assert 0.9 * 300 <= report["sent"] <= 302
+    assert report["received"] == report["sent"] and report["missing"] == 0
+    assert report["rejected"] == 0 and report["duplicates"] == 0
+    assert handled[0] == report["preload"]["commands"] + report["sent"]
+    assert 150 <= report["send_rate"] <= 230
+    lat = report["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert report["processing_ms"]["p50"] == pytest.approx(0.1)
+    assert set(report["sla"]) == {"critical", "standard", "batch"}
+    assert report["sla"]["batch"]["met"] == (lat["p95"] < 200)
+    assert orjson.loads(orjson.dumps(report)) == report
+    text = format_report(report)
+    assert "P95 < 10 ms" in text and "p99" in text
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+async def test_loadgen_cli_json_against_echo(kafka_bootstrap: str, unique_id: str) -> None:
+    src, dst = f"{unique_id}.obs", f"{unique_id}.pred"
+    await make_topics(kafka_bootstrap, (src, 2), (dst, 2))
+    async with echo(kafka_bootstrap, src, dst) as handled:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "kato_stream.tools.loadgen",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--input-topic",
+            src,
+            "--output-topic",
+            dst,
+            "--sessions",
+            "2",
+            "--duration",
+            "1",
+            "--preload",
+            "3",
+            "--node",
+            "lg-node",
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err
+    report = orjson.loads(out)
+    assert report["node"] == "lg-node" and report["target_rate"] is None
+    assert report["sent"] > 50 and report["received"] == report["sent"]
+    assert handled[0] == report["sent"] + report["preload"]["commands"]
+    assert all(isinstance(report["sla"][t]["met"], bool) for t in ("critical", "standard", "batch"))
