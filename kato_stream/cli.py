@@ -175,6 +175,13 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from kato_stream.gateway.server import run_standalone
+
+    run_standalone(_settings(args), args.host, args.port)
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from kato_stream.stream.dev import run_dev
 
@@ -215,10 +222,31 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("settings", help="print every setting (env var, default, doc)")
     st.set_defaults(func=cmd_settings)
 
+    g = sub.add_parser("gateway", help="serve KATO's REST API (the KATO-compatible gateway)")
+    g.add_argument("--host", default="127.0.0.1")
+    g.add_argument("--port", type=int, default=8000)
+    common(g)
+    g.set_defaults(func=cmd_gateway)
+
     d = sub.add_parser("dev", help="embedded broker + topics + worker + sample data, printing predictions")
     d.add_argument("--data-dir", help="default: KATO_STREAM_DATA_DIR")
     d.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
+    d.add_argument(
+        "--port", type=int, default=8000, help="KATO REST gateway port, in the worker process (0 = none)"
+    )
+    d.add_argument("--host", default="127.0.0.1", help="KATO REST gateway address")
     d.set_defaults(func=cmd_dev)
+
+    from kato_stream.tools import archive, loadgen, replay  # light: aiokafka is imported on use
+
+    for name, mod, text in (
+        ("archive", archive, "dump a topic range (offsets or time) to JSON lines"),
+        ("replay", replay, "re-publish a topic range or an archive (backfill, fresh node)"),
+        ("loadgen", loadgen, "load the stack and report throughput and latency percentiles"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
     return p
 
 

@@ -109,6 +109,17 @@ class Settings:
     commit_every: int = setting(
         "KATO_STREAM_COMMIT_EVERY", 1000, "Commit after this many records at most.", check=lambda v: v >= 1
     )
+    session_timeout: float = setting(
+        "KATO_STREAM_SESSION_TIMEOUT",
+        10.0,
+        "Consumer-group session timeout (s): how long a crashed worker keeps its partitions.",
+        check=lambda v: v >= 3,
+    )
+    instance_id: str = setting(
+        "KATO_STREAM_INSTANCE_ID",
+        "",
+        "Static group membership id (e.g. the pod name): a restarted worker takes its partitions back at once; empty = dynamic.",
+    )
     stream_buffer: int = setting(
         "KATO_STREAM_BUFFER", 1000, "Records buffered per partition ahead of the agent.", check=lambda v: v >= 1
     )

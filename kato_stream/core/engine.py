@@ -91,7 +91,12 @@ class Command:
 
     @property
     def key(self) -> str:
-        return self.msg_id or self.source
+        """Identity of the command's effects: ``"{session}/{msg_id}"`` or the source.
+
+        Client ids are only unique per session, so they are scoped by it; two sessions
+        of one node that reuse a msg id still learn twice.
+        """
+        return f"{self.session_id}/{self.msg_id}" if self.msg_id else self.source
 
 
 @dataclass
@@ -544,9 +549,10 @@ class Engine:
 
     def _clear_all(self, ctx: _Ctx) -> dict[str, Any]:
         """Forget the node's patterns and (deviation) its vectors; clear this session's STM."""
-        ctx.kb.clear(ctx.cmd.key)
+        clear_id = "clear:" + ctx.cmd.key
+        ctx.kb.clear(clear_id)
         ctx.vectors.clear()
-        ctx.cleared = ctx.cmd.key
+        ctx.cleared = clear_id
         ctx.st.deferred_vectors = []
         ctx.st.future_potentials = []
         self._clear_stm(ctx.st)

@@ -75,10 +75,18 @@ def _longest_match(
     return besti, bestj, bestsize
 
 
-def matching_blocks(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[Block]:
+def index_b(b: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+    """Positions of each element of ``b``: build once, reuse for many ``a`` against one ``b``."""
+    return _b2j(b)
+
+
+def matching_blocks(
+    a: Sequence[Hashable], b: Sequence[Hashable], b2j: dict[Hashable, list[int]] | None = None
+) -> list[Block]:
     """``get_matching_blocks()`` of difflib (no junk, no autojunk), sentinel included."""
     la, lb = len(a), len(b)
-    b2j = _b2j(b)
+    if b2j is None:
+        b2j = _b2j(b)
     queue = [(0, la, 0, lb)]
     found: list[Block] = []
     while queue:
@@ -106,11 +114,13 @@ def matching_blocks(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[Block]
     return merged
 
 
-def opcodes(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[Opcode]:
+def opcodes(
+    a: Sequence[Hashable], b: Sequence[Hashable], b2j: dict[Hashable, list[int]] | None = None
+) -> list[Opcode]:
     """``get_opcodes()`` of difflib (no junk, no autojunk)."""
     i = j = 0
     out: list[Opcode] = []
-    for ai, bj, size in matching_blocks(a, b):
+    for ai, bj, size in matching_blocks(a, b, b2j):
         tag = ""
         if i < ai and j < bj:
             tag = "replace"
@@ -126,11 +136,13 @@ def opcodes(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[Opcode]:
     return out
 
 
-def diff_missing_extras(a: Sequence[str], b: Sequence[str]) -> tuple[list[str], list[str]]:
+def diff_missing_extras(
+    a: Sequence[str], b: Sequence[str], b2j: dict[Hashable, list[int]] | None = None
+) -> tuple[list[str], list[str]]:
     """Tokens of ``a`` deleted/replaced and tokens of ``b`` inserted/replaced (KATO's flat diff)."""
     missing: list[str] = []
     extras: list[str] = []
-    for tag, i1, i2, j1, j2 in opcodes(a, b):
+    for tag, i1, i2, j1, j2 in opcodes(a, b, b2j):
         if tag == "equal":
             continue
         if tag != "insert":

@@ -23,7 +23,7 @@ import heapq
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from itertools import chain
@@ -35,7 +35,13 @@ from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq
 
 from .knowledge import KnowledgeBase, PatternRecord, average_emotives
-from .matcher import diff_missing_extras, lcs_length, matching_blocks, token_similarity
+from .matcher import (
+    diff_missing_extras,
+    index_b,
+    lcs_length,
+    matching_blocks,
+    token_similarity,
+)
 from .prefilter import candidate_indices, pattern_index
 
 #: Switch for the exactness property test (indexed path vs brute force).
@@ -266,10 +272,13 @@ def _build_candidate(
     stm: list[list[str]],
     threshold: float,
     fuzzy: float,
+    b2j: dict[Hashable, list[int]] | None = None,
 ) -> _Cand | None:
     """One prediction's per-pattern part (§5.3 C/D, §5.4), or None when dropped."""
     pattern = rec.flat
-    blocks = matching_blocks(pattern, state)[:-1]
+    if b2j is None:
+        b2j = index_b(state)
+    blocks = matching_blocks(pattern, state, b2j)[:-1]
     nb = len(blocks)
     anomalies: list[dict[str, Any]] = []
     matches: list[str] = []
@@ -310,7 +319,7 @@ def _build_candidate(
         n_extras = sum(1 for st in state if st not in fuzzy_map)
         _ = expected  # flat missing is not used beyond this point
     else:
-        _missing_flat, extras_flat = diff_missing_extras(present_flat, state)
+        _missing_flat, extras_flat = diff_missing_extras(present_flat, state, b2j)
         n_extras = len(extras_flat)
 
     m = len(matches)
@@ -394,11 +403,12 @@ def _candidates(
     else:
         recs = kb.patterns.values()
     out: list[_Cand] = []
+    b2j = index_b(state)
     for rec in recs:
         sim = _similarity(rec, state, state_str, token_mode)
         if not _passes(sim, threshold):
             continue
-        c = _build_candidate(rec, sim, state, stm, threshold, fuzzy)
+        c = _build_candidate(rec, sim, state, stm, threshold, fuzzy, b2j)
         if c is not None:
             out.append(c)
     if len(out) > limit:
@@ -438,37 +448,36 @@ def _candidates_indexed(
     ok = (sims * 100.0 >= threshold * 100.0 - 1e-6) & (sims >= threshold)
     sel, lcs, lens, sims = sel[ok], lcs[ok], lens[ok], sims[ok]
     recs = idx.records
+    b2j = index_b(state)
     if sel.size <= limit:
         out = []
         for i, sim in zip(sel.tolist(), sims.tolist(), strict=True):
-            c = _build_candidate(recs[i], sim, state, stm, threshold, 0.0)
+            c = _build_candidate(recs[i], sim, state, stm, threshold, 0.0, b2j)
             if c is not None:
                 out.append(c)
         return out
     snr_ub = (3.0 * lcs - n_s) / (lcs + n_s)
     ub = (lcs / lens + 1.0) * np.maximum(snr_ub, 0.0) + 1.0 + 1e-9
     order = np.argsort(-ub, kind="stable")
-    heap: list[tuple[float, str, int]] = []  # min-heap of the best `limit`: (pre, -name)
-    built: dict[int, _Cand] = {}
+    kth: list[float] = []  # min-heap of the best `limit` pre-potentials built so far
+    built: list[tuple[float, str, _Cand]] = []
+    ub_l = ub.tolist()
+    sel_l = sel.tolist()
+    sims_l = sims.tolist()
     for pos in order.tolist():
-        if len(heap) >= limit and heap[0][0] > ub[pos]:
-            break
-        i = int(sel[pos])
-        c = _build_candidate(recs[i], float(sims[pos]), state, stm, threshold, 0.0)
+        if len(kth) >= limit and kth[0] > ub_l[pos]:
+            break  # nothing left can reach the top `limit` (bounds are sorted)
+        c = _build_candidate(recs[sel_l[pos]], sims_l[pos], state, stm, threshold, 0.0, b2j)
         if c is None:
             continue
-        built[i] = c
-        key = (_pre_potential(c), _neg_name(c.rec.name), i)
-        if len(heap) < limit:
-            heapq.heappush(heap, key)
-        elif key > heap[0]:
-            heapq.heapreplace(heap, key)
-    return [built[k[2]] for k in heap]
-
-
-def _neg_name(name: str) -> str:
-    """Sort key that orders names descending, so a min-heap evicts the largest name first."""
-    return "".join(chr(0x10FFFF - ord(ch)) for ch in name)
+        pre = _pre_potential(c)
+        built.append((-pre, c.rec.name, c))
+        if len(kth) < limit:
+            heapq.heappush(kth, pre)
+        elif pre > kth[0]:
+            heapq.heapreplace(kth, pre)
+    built.sort(key=lambda t: (t[0], t[1]))
+    return [t[2] for t in built[:limit]]
 
 
 def _full_path(

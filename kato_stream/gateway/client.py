@@ -173,7 +173,9 @@ class StreamClient:
             )
             return await asyncio.wait_for(fut, timeout or self.timeout)
         except TimeoutError:
-            raise StreamTimeout(f"no record for {op} {mid} within {timeout or self.timeout}s") from None
+            raise StreamTimeout(
+                f"no record for {op} {mid} within {timeout or self.timeout}s"
+            ) from None
         finally:
             self._pending.pop(mid, None)
 
@@ -181,4 +183,6 @@ class StreamClient:
         """Fire-and-forget publish (used for ``close`` of expired sessions)."""
         if self._producer is None:
             raise StreamUnavailable("gateway stream client not started")
-        await self._producer.send_and_wait(self.input_topic, orjson.dumps(envelope), key=key.encode())
+        await self._producer.send_and_wait(
+            self.input_topic, orjson.dumps(envelope), key=key.encode()
+        )

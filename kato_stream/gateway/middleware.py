@@ -34,7 +34,10 @@ class SessionMiddleware(BaseHTTPMiddleware):
     """Session check + trace id + per-request metrics hook."""
 
     def __init__(
-        self, app: object, registry: Callable[[], SessionRegistry], on_request: RequestHook | None = None
+        self,
+        app: object,
+        registry: Callable[[], SessionRegistry],
+        on_request: RequestHook | None = None,
     ) -> None:
         super().__init__(app)  # type: ignore[arg-type]
         self._registry = registry
@@ -49,8 +52,10 @@ class SessionMiddleware(BaseHTTPMiddleware):
         m = _SESSION_PATH.match(request.url.path)
         if m is not None:
             sid, rest = m.group(1), m.group(2) or ""
-            checked = request.method == "DELETE" if rest == "" else not (
-                request.method == "GET" and rest == "/exists"
+            checked = (
+                request.method == "DELETE"
+                if rest == ""
+                else not (request.method == "GET" and rest == "/exists")
             )
             if checked:
                 try:
@@ -69,6 +74,9 @@ class SessionMiddleware(BaseHTTPMiddleware):
             response.headers["X-Session-ID"] = session_id
         if self._on_request is not None:
             self._on_request(
-                request.method, _route_template(request), response.status_code, time.perf_counter() - started
+                request.method,
+                _route_template(request),
+                response.status_code,
+                time.perf_counter() - started,
             )
         return response

@@ -39,7 +39,9 @@ def _lookup(ltm: LtmRegistry, kb: str, service: str, name: str) -> dict[str, Any
     return None
 
 
-async def pattern_body(gw: Gateway, node_id: str, kb: str, pattern_id: str) -> dict[str, Any] | None:
+async def pattern_body(
+    gw: Gateway, node_id: str, kb: str, pattern_id: str
+) -> dict[str, Any] | None:
     """KATO's pattern record (``name`` with ``PTRN|``) or None when the node has no such pattern."""
     if gw.ltm is None:
         return None
@@ -77,7 +79,9 @@ async def read_affinities(
     if symbol is not None:
         keys = [prefix + symbol]
     else:
-        keys = [_text(k) async for k in gw.redis.scan_iter(match=_glob_escape(prefix) + "*", count=500)]
+        keys = [
+            _text(k) async for k in gw.redis.scan_iter(match=_glob_escape(prefix) + "*", count=500)
+        ]
     out: dict[str, dict[str, float]] = {}
     for key in keys:
         raw = await gw.redis.hgetall(key)

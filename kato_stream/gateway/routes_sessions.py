@@ -8,7 +8,7 @@ here except create, count, info and exists, and put the registry record on
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -32,12 +32,16 @@ def _session(request: Request) -> SessionRecord:
     return rec
 
 
-async def _run(request: Request, op: str, payload: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+async def _run(
+    request: Request, op: str, payload: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, Any]:
     rec = _session(request)
     return await _gw(request).command(op, rec.session_id, rec.node_id, payload, **kw)
 
 
-def _session_response(rec: SessionRecord, config: dict[str, Any], ttl_seconds: int) -> dict[str, Any]:
+def _session_response(
+    rec: SessionRecord, config: dict[str, Any], ttl_seconds: int
+) -> dict[str, Any]:
     return {
         "session_id": rec.session_id,
         "node_id": rec.node_id,
@@ -120,7 +124,9 @@ async def extend_session(
 ) -> Response:
     if not await _gw(request).sessions.extend(session_id, ttl_seconds):
         return detail(404, f"Session {session_id} not found")
-    return JSONResponse({"status": "extended", "session_id": session_id, "ttl_seconds": ttl_seconds})
+    return JSONResponse(
+        {"status": "extended", "session_id": session_id, "ttl_seconds": ttl_seconds}
+    )
 
 
 @router.get("/sessions/{session_id}/config")
@@ -131,7 +137,7 @@ async def get_config(session_id: str, request: Request) -> JSONResponse:
 
 @router.post("/sessions/{session_id}/config")
 async def update_config(
-    session_id: str, request: Request, body: dict[str, Any] = Body(...)
+    session_id: str, request: Request, body: Annotated[dict[str, Any], Body()]
 ) -> JSONResponse:
     """Body ``{"config": {...}}`` or the bare config; the engine validates (400 on error)."""
     return JSONResponse(await _run(request, "configure", body))

@@ -242,7 +242,9 @@ _DEPRECATED = "This endpoint is deprecated. Use /sessions/{session_id}/{what} in
 
 
 @router.get("/percept-data")
-async def percept_data_deprecated(request: Request, node_id: str | None = Query(None)) -> JSONResponse:
+async def percept_data_deprecated(
+    request: Request, node_id: str | None = Query(None)
+) -> JSONResponse:
     return JSONResponse(
         {
             "percept_data": {},

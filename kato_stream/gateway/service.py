@@ -19,6 +19,7 @@ from kato_stream.gateway.sessions import SessionRegistry
 from kato_stream.settings import Settings
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
 
+
 class Reply(Exception):
     """Short-circuits a route with a ready HTTP response (an error body)."""
 

@@ -81,6 +81,9 @@ def build_worker(
         broker_commit_every=settings.commit_every,
         broker_commit_interval=settings.commit_interval,
         stream_buffer_maxsize=settings.stream_buffer,
+        broker_session_timeout=settings.session_timeout,
+        consumer_group_instance_id=settings.instance_id or None,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
     )
     ltm = LtmRegistry() if vector_factory is None else LtmRegistry(vector_factory=vector_factory)
     follower = PatternFollower(settings.kafka_bootstrap, settings.topic("patterns"), ltm)

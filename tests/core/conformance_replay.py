@@ -18,7 +18,7 @@ from typing import Any
 
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 
-CONFORMANCE = Path("/work/shared/conformance/kato-3.10.1")
+CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance_data" / "kato-3.10.1"
 
 
 def pattern_name(events: list[list[str]]) -> str:

@@ -451,7 +451,7 @@ def test_clear_all_clears_node_and_vectors() -> None:
     h.obs("q", sid="s2")
     assert h.kb.patterns and len(h.vectors) == 1
     r = h.do("clear_all", msg_id="clr-1")
-    assert r.cleared == "clr-1"
+    assert r.cleared == "clear:s1/clr-1"
     assert r.response == {"status": "cleared", "session_id": "s1", "scope": "all"}
     assert h.kb.patterns == {} and len(h.vectors) == 0
     assert h.state("s2").stm == [["q"]]  # other sessions keep their STM
@@ -524,7 +524,7 @@ def test_observe_sequence_learn_after_each_and_at_end() -> None:
     assert resp["auto_learned_patterns"] == ["PTRN|" + pattern_name([["a", "b"]]), "", ""]
     assert [x["unique_id"] for x in resp["results"]] == ["m#0", "u1", "m#2"]
     assert [x["stm_length"] for x in resp["results"]] == [0, 0, 0]
-    assert [e.learn_id for e in r.learned] == ["m#0"]
+    assert [e.learn_id for e in r.learned] == ["s1/m#0"]
     h.obs("x")
     r = h.do(
         "observe_sequence",
@@ -590,7 +590,7 @@ def test_redelivered_learn_counts_once() -> None:
     cmd = Command("learn", "s1", "n1", {}, "learn-7", "t:0:1")
     r1 = h.engine.handle(cmd, st0, h.kb, h.vectors)
     r2 = h.engine.handle(cmd, st0, h.kb, h.vectors)  # redelivery of the same command
-    assert r1.learned[0].learn_id == r2.learned[0].learn_id == "learn-7"
+    assert r1.learned[0].learn_id == r2.learned[0].learn_id == "s1/learn-7"
     rec = h.kb.get(r1.learned[0].name)
     assert rec is not None and rec.frequency == 1
 
@@ -638,12 +638,13 @@ def test_predictions_independent_of_learn_order(
         h = Harness()
         for p in order:
             for e in p:
-                h.obs(*e)
-            h.do("learn")
+                h.obs(*e, sid="train")
+            h.do("learn", sid="train")
         out = []
-        for e in probe:
-            out.append(h.obs(*e).predictions)
-        out.append(h.do("predict").response)
+        for e in probe:  # a fresh session: its history does not depend on the order
+            r = h.obs(*e, sid="probe")
+            out.append([r.predictions, r.future_potentials, h.state("probe").predictions])
+        out.append(h.do("predict", sid="probe").response)
         return out
 
     shuffled = list(patterns)

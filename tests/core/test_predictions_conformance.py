@@ -87,7 +87,6 @@ def compare_future_potentials(ours: list[dict[str, Any]], theirs: list[dict[str,
     assert_same(canon(ours), canon(theirs), "future_potentials")
 
 
-@pytest.mark.skipif(not STEPS, reason="conformance recordings not available")
 @pytest.mark.parametrize("step", STEPS, ids=[f"{s.scenario[:3]}-{s.index}" for s in STEPS])
 def test_recorded_predictions(step: PredictionStep) -> None:
     res = predict(step.kb, step.stm, params_for(step.config))
@@ -97,7 +96,5 @@ def test_recorded_predictions(step: PredictionStep) -> None:
 
 
 def test_replay_covers_both_paths() -> None:
-    if not STEPS:
-        pytest.skip("conformance recordings not available")
     fast = [s for s in STEPS if sum(len(e) for e in s.stm) == 1]
     assert len(STEPS) >= 40 and fast

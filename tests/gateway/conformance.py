@@ -62,7 +62,9 @@ def compare(ours: Any, theirs: Any, where: str, out: Replay, rank_key: str = "po
             out.diff(f"{where}.{k}", "unexpected key")
     elif isinstance(theirs, list) and isinstance(ours, list):
         if len(ours) != len(theirs):
-            out.diff(where, f"length {len(ours)} != {len(theirs)}: {ours!r:.300} vs {theirs!r:.300}")
+            out.diff(
+                where, f"length {len(ours)} != {len(theirs)}: {ours!r:.300} vs {theirs!r:.300}"
+            )
             return
         for i, (o, t) in enumerate(zip(ours, theirs, strict=True)):
             compare(o, t, f"{where}[{i}]", out, rank_key)
@@ -121,6 +123,7 @@ class Substitutions:
 
     def sub(self, value: Any) -> Any:
         if isinstance(value, str):
+
             def repl(m: re.Match[str]) -> str:
                 full = m.group(0)
                 if m.group(1) == "NODE":

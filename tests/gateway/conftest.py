@@ -56,14 +56,20 @@ def gw_settings(embedded_stack: object, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def worker(gw_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    gw_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker process (engine core, stores) consuming the private topics."""
     log = tmp_path_factory.mktemp("gateway-worker") / "worker.log"
     env = {**os.environ, **settings_env(gw_settings), "PYTHONPATH": str(REPO)}
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kato_stream.cli", "worker"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     try:
         time.sleep(0.5)

@@ -91,7 +91,10 @@ async def test_observe_learn_predict_pattern(http: httpx.AsyncClient) -> None:
     r = await http.post(f"/sessions/{sid}/learn")
     name = "PTRN|b9bb56867501bfbe32538a66ea97db3f3d0c6da1"
     assert r.json() == {
-        "status": "learned", "pattern_name": name, "session_id": sid, "processor_id": None,
+        "status": "learned",
+        "pattern_name": name,
+        "session_id": sid,
+        "processor_id": None,
         "message": f"Learned pattern {name} from 0 events",
     }
     await _observe(http, sid, strings=["hello"])
@@ -104,8 +107,12 @@ async def test_observe_learn_predict_pattern(http: httpx.AsyncClient) -> None:
         "pattern": {
             "status": "okay",
             "pattern": {
-                "name": name, "pattern_data": [["hello"], ["world"], ["bar", "foo"]], "length": 4,
-                "frequency": 1, "emotives": [{"joy": 1.0}] * 3, "metadata": {"k": ["1"]},
+                "name": name,
+                "pattern_data": [["hello"], ["world"], ["bar", "foo"]],
+                "length": 4,
+                "frequency": 1,
+                "emotives": [{"joy": 1.0}] * 3,
+                "metadata": {"k": ["1"]},
             },
         },
         "node_id": f"{nid}_kato",
@@ -121,7 +128,9 @@ async def test_percept_and_cognition_data(http: httpx.AsyncClient) -> None:
     await _observe(http, sid, strings=["b", "a"], emotives={"u": 2.0}, metadata={"m": "x"})
     pd = (await http.get(f"/sessions/{sid}/percept-data")).json()
     assert pd["session_id"] == sid and pd["node_id"] == nid
-    assert pd["percept_data"]["strings"] == ["a", "b"] and pd["percept_data"]["emotives"] == {"u": 2.0}
+    assert pd["percept_data"]["strings"] == ["a", "b"] and pd["percept_data"]["emotives"] == {
+        "u": 2.0
+    }
     cd = (await http.get(f"/sessions/{sid}/cognition-data")).json()
     assert cd["cognition_data"]["short_term_memory"] == [["a", "b"]]
     assert cd["cognition_data"]["symbols"] == ["a", "b"] and cd["cognition_data"]["time"] == 1
@@ -168,5 +177,7 @@ async def test_deviation_sort_symbols_and_persistence_honoured(http: httpx.Async
         await _observe(http, sid, strings=["m"])
         learned = (await http.post(f"/sessions/{sid}/learn")).json()["pattern_name"]
     assert learned == "PTRN|" + hashlib.sha1(str([["z", "a"], ["m"]]).encode()).hexdigest()
-    pat = (await http.get(f"/pattern/{learned}", params={"node_id": nid})).json()["pattern"]["pattern"]
+    pat = (await http.get(f"/pattern/{learned}", params={"node_id": nid})).json()["pattern"][
+        "pattern"
+    ]
     assert pat["frequency"] == 3 and len(pat["emotives"]) == 2

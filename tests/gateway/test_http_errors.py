@@ -28,7 +28,9 @@ SESSION_ROUTES = [
 
 
 @pytest.mark.parametrize(("method", "suffix"), SESSION_ROUTES)
-async def test_unknown_session_is_middleware_404(http: httpx.AsyncClient, method: str, suffix: str) -> None:
+async def test_unknown_session_is_middleware_404(
+    http: httpx.AsyncClient, method: str, suffix: str
+) -> None:
     r = await http.request(method, f"/sessions/{MISSING}{suffix}", json={})
     assert r.status_code == 404
     assert r.json() == {
@@ -61,7 +63,9 @@ async def test_exists_extend_expiry_over_http(http: httpx.AsyncClient, gateway: 
     assert r.json() == {"status": "extended", "session_id": sid, "ttl_seconds": 30}
     assert r.headers["x-session-id"] == sid
     assert (await http.get(f"/sessions/{sid}/exists")).json() == {
-        "exists": True, "expired": False, "session_id": sid,
+        "exists": True,
+        "expired": False,
+        "session_id": sid,
     }
     await gateway.redis.expire(f"kato:session:{sid}", 1)  # type: ignore[union-attr]
     import asyncio
@@ -79,13 +83,83 @@ async def test_count(http: httpx.AsyncClient, gateway: Gateway) -> None:
 
 
 BAD_OBSERVATIONS = [
-    ({"strings": [1]}, [{"type": "string_type", "loc": ["body", "strings", 0], "msg": "Input should be a valid string", "input": 1}]),
-    ({"strings": [None]}, [{"type": "string_type", "loc": ["body", "strings", 0], "msg": "Input should be a valid string", "input": None}]),
-    ({"strings": "abc"}, [{"type": "list_type", "loc": ["body", "strings"], "msg": "Input should be a valid list", "input": "abc"}]),
-    ({"strings": None}, [{"type": "list_type", "loc": ["body", "strings"], "msg": "Input should be a valid list", "input": None}]),
-    ({"vectors": "x"}, [{"type": "list_type", "loc": ["body", "vectors"], "msg": "Input should be a valid list", "input": "x"}]),
-    ({"emotives": "x"}, [{"type": "dict_type", "loc": ["body", "emotives"], "msg": "Input should be a valid dictionary", "input": "x"}]),
-    ({"emotives": {"joy": None}}, [{"type": "float_type", "loc": ["body", "emotives", "joy"], "msg": "Input should be a valid number", "input": None}]),
+    (
+        {"strings": [1]},
+        [
+            {
+                "type": "string_type",
+                "loc": ["body", "strings", 0],
+                "msg": "Input should be a valid string",
+                "input": 1,
+            }
+        ],
+    ),
+    (
+        {"strings": [None]},
+        [
+            {
+                "type": "string_type",
+                "loc": ["body", "strings", 0],
+                "msg": "Input should be a valid string",
+                "input": None,
+            }
+        ],
+    ),
+    (
+        {"strings": "abc"},
+        [
+            {
+                "type": "list_type",
+                "loc": ["body", "strings"],
+                "msg": "Input should be a valid list",
+                "input": "abc",
+            }
+        ],
+    ),
+    (
+        {"strings": None},
+        [
+            {
+                "type": "list_type",
+                "loc": ["body", "strings"],
+                "msg": "Input should be a valid list",
+                "input": None,
+            }
+        ],
+    ),
+    (
+        {"vectors": "x"},
+        [
+            {
+                "type": "list_type",
+                "loc": ["body", "vectors"],
+                "msg": "Input should be a valid list",
+                "input": "x",
+            }
+        ],
+    ),
+    (
+        {"emotives": "x"},
+        [
+            {
+                "type": "dict_type",
+                "loc": ["body", "emotives"],
+                "msg": "Input should be a valid dictionary",
+                "input": "x",
+            }
+        ],
+    ),
+    (
+        {"emotives": {"joy": None}},
+        [
+            {
+                "type": "float_type",
+                "loc": ["body", "emotives", "joy"],
+                "msg": "Input should be a valid number",
+                "input": None,
+            }
+        ],
+    ),
 ]
 
 
@@ -102,7 +176,9 @@ async def test_invalid_observation_is_fastapi_422(
 async def test_malformed_json_is_422(http: httpx.AsyncClient, gateway: Gateway) -> None:
     sid = (await gateway.sessions.create("n-422")).session_id
     r = await http.post(
-        f"/sessions/{sid}/observe", content=b"{not json", headers={"content-type": "application/json"}
+        f"/sessions/{sid}/observe",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
     )
     assert r.status_code == 422
     [err] = r.json()["detail"]
@@ -111,7 +187,10 @@ async def test_malformed_json_is_422(http: httpx.AsyncClient, gateway: Gateway) 
 
 async def test_invalid_sequence_item_is_422(http: httpx.AsyncClient, gateway: Gateway) -> None:
     sid = (await gateway.sessions.create("n-422")).session_id
-    r = await http.post(f"/sessions/{sid}/observe-sequence", json={"observations": [{"strings": ["a"]}, {"strings": [2]}]})
+    r = await http.post(
+        f"/sessions/{sid}/observe-sequence",
+        json={"observations": [{"strings": ["a"]}, {"strings": [2]}]},
+    )
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "observations", 1, "strings", 0]
 
@@ -120,7 +199,14 @@ async def test_create_session_needs_node_id(http: httpx.AsyncClient) -> None:
     r = await http.post("/sessions", json={"metadata": {}})
     assert r.status_code == 422
     assert r.json() == {
-        "detail": [{"type": "missing", "loc": ["body", "node_id"], "msg": "Field required", "input": {"metadata": {}}}]
+        "detail": [
+            {
+                "type": "missing",
+                "loc": ["body", "node_id"],
+                "msg": "Field required",
+                "input": {"metadata": {}},
+            }
+        ]
     }
     r = await http.post("/sessions", json={"node_id": None})
     assert r.status_code == 422 and r.json()["detail"][0]["type"] == "string_type"

@@ -10,7 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from kato_stream.gateway.sessions import ACTIVE_INDEX, SessionRecord, SessionRegistry, new_session_id
+from kato_stream.gateway.sessions import (
+    ACTIVE_INDEX,
+    SessionRecord,
+    SessionRegistry,
+    new_session_id,
+)
 from kato_stream.settings import Settings
 
 
@@ -30,7 +35,9 @@ def test_session_id_form() -> None:
     assert re.fullmatch(r"session-[0-9a-f]{32}-\d{13}", new_session_id())
 
 
-async def test_create_stores_json_with_ttl_and_index(registry: SessionRegistry, redis: Redis) -> None:
+async def test_create_stores_json_with_ttl_and_index(
+    registry: SessionRegistry, redis: Redis
+) -> None:
     rec = await registry.create("node-a", ttl_seconds=120, metadata={"k": 1})
     raw = await redis.get(f"kato:session:{rec.session_id}")
     stored = SessionRecord.loads(raw)
@@ -54,7 +61,9 @@ async def test_get_slides_expiry(registry: SessionRegistry, redis: Redis) -> Non
     assert got.expires > datetime.now(UTC) + timedelta(seconds=58)
 
 
-async def test_extend_sets_one_off_ttl_and_keeps_ttl_seconds(registry: SessionRegistry, redis: Redis) -> None:
+async def test_extend_sets_one_off_ttl_and_keeps_ttl_seconds(
+    registry: SessionRegistry, redis: Redis
+) -> None:
     rec = await registry.create("n", ttl_seconds=60)
     key = f"kato:session:{rec.session_id}"
     assert await registry.extend(rec.session_id, 500)

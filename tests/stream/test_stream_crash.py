@@ -12,6 +12,7 @@ import pytest
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.cli import consume_records
+from kato_stream.stream.group import evict_members
 from tests.stream.harness import (
     by_source,
     collect,
@@ -58,6 +59,8 @@ async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_
             break
     assert seen >= len(items) // 4, w1.log_tail()
     w1.kill()  # SIGKILL: no commit, no flush
+    # the embedded broker never expires a dead member: fence it as Kafka's session timeout would
+    assert await evict_members(s.kafka_bootstrap, s.app_id)
     killed_at = len(await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=0.5))
     assert killed_at < len(items), "worker finished before the kill: make the stream longer"
 

@@ -141,7 +141,8 @@ async def test_loadgen_cli_json_against_echo(kafka_bootstrap: str, unique_id: st
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "kato_stream.tools.loadgen",
+            "kato_stream.cli",
+            "loadgen",
             "--bootstrap",
             kafka_bootstrap,
             "--input-topic",

@@ -280,7 +280,8 @@ async def test_cli_archive_and_replay(kafka_bootstrap: str, unique_id: str, tmp_
     t0 = time.monotonic()
     rc, out, err = await _run_cli(
         "-m",
-        "kato_stream.tools.replay",
+        "kato_stream.cli",
+        "replay",
         "--bootstrap",
         kafka_bootstrap,
         "--from-file",

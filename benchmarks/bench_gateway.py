@@ -1,0 +1,213 @@
+"""Gateway benchmark: KATO REST request latency next to the same command sent to the topic.
+
+One run starts the embedded stack (noida-db Kafka + redis-server), a real worker process and
+a standalone gateway process (``kato-stream gateway``), loads ``--patterns`` patterns of
+KATO's workload shape (seed 42, as benchmarks/bench_core.py) and then, interleaved, for
+each of ``--queries`` queries (2-4 observations, then predictions, then clear-stm):
+
+* ``http``: ``POST /sessions/{id}/observe`` and ``GET /sessions/{id}/predictions`` over
+  HTTP/1.1 keep-alive (httpx) to the gateway;
+* ``topic``: the same ``observe`` / ``predict`` envelopes published to ``<prefix>.observations``
+  and awaited on ``<prefix>.predictions`` (the gateway's own stream client, in this process).
+
+The difference is the gateway's cost: HTTP + validation + the Redis session check.
+
+    python benchmarks/bench_gateway.py --patterns 1000 --queries 200 \
+        --out benchmarks/results/gateway.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
+from kato_stream.gateway.client import StreamClient, new_msg_id  # noqa: E402
+from kato_stream.settings import Settings  # noqa: E402
+from kato_stream.topics import create_topics, topic_specs  # noqa: E402
+
+VOCAB = [f"t{i:03d}" for i in range(200)]
+WEIGHTS = [1.0 / (i + 1) ** 0.8 for i in range(200)]
+
+
+def sample_unique(rng: random.Random, k: int) -> list[str]:
+    out: set[str] = set()
+    while len(out) < k:
+        out.update(rng.choices(VOCAB, WEIGHTS, k=k - len(out)))
+    return sorted(out)
+
+
+def make_patterns(rng: random.Random, n: int) -> list[list[list[str]]]:
+    return [
+        [sample_unique(rng, rng.randint(3, 15)) for _ in range(rng.randint(2, 5))] for _ in range(n)
+    ]
+
+
+def make_query(rng: random.Random, patterns: list[list[list[str]]]) -> list[list[str]]:
+    src = rng.choice(patterns)
+    events = []
+    for ev in src[: rng.randint(2, min(4, len(src)))]:
+        keep = [t for t in ev if rng.random() < rng.uniform(0.3, 0.7)] or ev[:1]
+        events.append(sorted(set(keep + rng.choices(VOCAB, k=rng.randint(0, 3)))))
+    return events
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    env = {}
+    for f in dataclasses.fields(Settings):
+        v = getattr(s, f.name)
+        env[f.metadata["env"]] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return env
+
+
+def spawn(argv: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as fh:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    s = sorted(samples)
+    return {
+        "n": len(s),
+        "mean_ms": round(1000 * statistics.fmean(s), 3),
+        "p50_ms": round(1000 * s[len(s) // 2], 3),
+        "p95_ms": round(1000 * s[min(len(s) - 1, int(len(s) * 0.95))], 3),
+        "p99_ms": round(1000 * s[min(len(s) - 1, int(len(s) * 0.99))], 3),
+    }
+
+
+async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str, Any]:
+    rng = random.Random(42)
+    patterns = make_patterns(rng, args.patterns)
+    queries = [make_query(rng, patterns) for _ in range(args.queries)]
+    node = f"bench{int(time.time())}"
+    client = StreamClient(
+        s.kafka_bootstrap, s.topic("observations"), s.topic("predictions"), timeout=120
+    )
+    await client.start()
+    times: dict[str, list[float]] = {k: [] for k in ("http_observe", "topic_observe", "http_predictions", "topic_predictions")}
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            loader = "bench-loader"
+            t0 = time.perf_counter()
+            for i, pat in enumerate(patterns):
+                obs = [{"strings": ev} for ev in pat]
+                rec = await client.request(
+                    "observe_sequence", loader, node,
+                    {"observations": obs, "learn_at_end": True}, msg_id=f"load-{node}-{i}",
+                )
+                assert rec["status"] == "ok", rec
+            load_s = time.perf_counter() - t0
+            sid = (await http.post("/sessions", json={"node_id": node})).json()["session_id"]
+            direct = "bench-direct"
+            await client.request("clear_stm", direct, node)
+            for q in queries:
+                for ev in q:
+                    t = time.perf_counter()
+                    r = await http.post(f"/sessions/{sid}/observe", json={"strings": ev})
+                    times["http_observe"].append(time.perf_counter() - t)
+                    assert r.status_code == 200, r.text
+                    t = time.perf_counter()
+                    rec = await client.request("observe", direct, node, {"strings": ev}, msg_id=new_msg_id("obs"))
+                    times["topic_observe"].append(time.perf_counter() - t)
+                    assert rec["status"] == "ok", rec
+                t = time.perf_counter()
+                r = await http.get(f"/sessions/{sid}/predictions")
+                times["http_predictions"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                rec = await client.request("predict", direct, node)
+                times["topic_predictions"].append(time.perf_counter() - t)
+                assert r.json()["count"] == rec["response"]["count"]
+                await http.post(f"/sessions/{sid}/clear-stm")
+                await client.request("clear_stm", direct, node)
+    finally:
+        await client.stop()
+    out: dict[str, Any] = {k: summary(v) for k, v in times.items()}
+    for op in ("observe", "predictions"):
+        out[f"gateway_overhead_{op}_p50_ms"] = round(
+            out[f"http_{op}"]["p50_ms"] - out[f"topic_{op}"]["p50_ms"], 3
+        )
+    out["load_patterns_per_s"] = round(args.patterns / load_s, 1)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    stack = EmbeddedStack(tmp / "stack")
+    await stack.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        s = dataclasses.replace(
+            stack.settings(Settings()), topic_prefix="bench", partitions=args.partitions,
+            data_dir=str(tmp / "worker"), app_id="kato-stream-bench",
+        )
+        await create_topics(s.kafka_bootstrap, topic_specs(s))
+        procs.append(spawn([sys.executable, "-m", "kato_stream.cli", "worker"], s, tmp / "worker.log"))
+        port = free_port()
+        log = tmp / "gateway.log"
+        procs.append(spawn([sys.executable, "-m", "kato_stream.cli", "gateway", "--port", str(port)], s, log))
+        deadline = time.monotonic() + 120
+        while "gateway ready" not in log.read_text(errors="replace"):
+            if time.monotonic() > deadline or procs[-1].poll() is not None:
+                raise RuntimeError(log.read_text(errors="replace")[-2000:])
+            await asyncio.sleep(0.1)
+        result = await measure(args, s, f"http://127.0.0.1:{port}")
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        await stack.stop()
+    return {
+        "benchmark": "gateway",
+        "command": " ".join(["python", "benchmarks/bench_gateway.py", *sys.argv[1:]]),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "patterns": args.patterns,
+        "queries": args.queries,
+        "partitions": args.partitions,
+        "results": result,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--patterns", type=int, default=1000)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    report = asyncio.run(main_async(args))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

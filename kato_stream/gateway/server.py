@@ -1,0 +1,88 @@
+"""Running the gateway: standalone (``kato-stream gateway``) or inside a worker (``dev``).
+
+Inside a worker the gateway is an ASGI server on the worker's own event loop and shares the
+worker's long-term memory (pattern reads need no second copy and no ClickHouse handle,
+which embedded chdb would refuse to a second process).  Commands still go through the
+input topic, exactly as from a standalone gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable, Generator
+from typing import Any
+
+import uvicorn
+
+from kato_stream.gateway.app import create_app
+from kato_stream.gateway.service import Gateway
+from kato_stream.settings import Settings
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host (Faust's worker)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _config(app: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+
+
+def run_standalone(settings: Settings, host: str, port: int) -> None:
+    """Serve KATO's API in the foreground until SIGINT/SIGTERM (own pattern follower)."""
+    server = uvicorn.Server(_config(create_app(Gateway(settings)), host, port))
+
+    async def main() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            print(f"kato-stream gateway ready on http://{host}:{port}", flush=True)
+        await task
+
+    asyncio.run(main())
+
+
+def attach_to_worker(
+    worker: Any, host: str, port: int, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve the gateway from ``worker``'s Faust app (started and stopped with it).
+
+    ``worker`` is a :class:`kato_stream.stream.app.Worker`; the gateway shares its
+    ``ltm``.  ``on_ready`` gets the base URL once the socket listens (default: print it).
+    """
+    import mode
+
+    settings: Settings = worker.settings
+    gateway = Gateway(settings, ltm=worker.ltm)
+    server = _QuietServer(_config(create_app(gateway), host, port))
+    url = f"http://{host}:{port}"
+
+    @worker.app.service
+    class GatewayService(mode.Service):  # type: ignore[misc]
+        _task: asyncio.Task[None] | None = None
+
+        async def on_started(self) -> None:
+            self._task = asyncio.create_task(server.serve(), name="kato-gateway")
+            while not server.started and not self._task.done():
+                await asyncio.sleep(0.05)
+            if self._task.done():
+                self._task.result()  # surface the start error (port in use, ...)
+            (on_ready or _announce)(url)
+
+        async def on_stop(self) -> None:
+            server.should_exit = True
+            if self._task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(self._task, 10)
+
+
+def _announce(url: str) -> None:
+    print(f"kato-stream gateway ready on {url}", file=sys.stdout, flush=True)
