@@ -125,8 +125,10 @@ async def consume_records(
     timeout: float = 10.0,
     from_beginning: bool = True,
     isolation_level: str = "read_uncommitted",
+    to_end: bool = False,
 ) -> list[Any]:
-    """Read records of ``topic`` (every partition, no group) until ``count`` or ``timeout``."""
+    """Read records of ``topic`` (every partition, no group) until ``count`` or ``timeout``;
+    with ``to_end``, stop early once every partition is read up to its end offset at start."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
@@ -149,11 +151,14 @@ async def consume_records(
         consumer.assign(tps)
         if from_beginning:
             await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps) if to_end else {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and (count is None or len(out) < count):
             batch = await consumer.getmany(timeout_ms=200)
             for msgs in batch.values():
                 out.extend(msgs)
+            if to_end and all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                break
     finally:
         await consumer.stop()
     return out
@@ -162,7 +167,7 @@ async def consume_records(
 def cmd_consume(args: argparse.Namespace) -> int:
     s = _settings(args)
     recs = asyncio.run(
-        consume_records(s.kafka_bootstrap, args.topic or s.topic("predictions"), count=args.count, timeout=args.timeout)
+        consume_records(s.kafka_bootstrap, args.topic or s.topic("predictions"), count=args.count, timeout=args.timeout, to_end=args.count is None)
     )
     for r in recs:
         sys.stdout.buffer.write(r.value + b"\n")

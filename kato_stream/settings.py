@@ -9,6 +9,7 @@ the README's configuration table.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -25,6 +26,24 @@ def _bool(raw: str) -> bool:
     if v in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"not a boolean: {raw!r}")
+
+
+#: aiokafka codecs and the module each needs (gzip is in the standard library).
+_CODEC_MODULES = {"none": None, "gzip": None, "lz4": "lz4", "snappy": "snappy", "zstd": "zstandard"}
+#: KATO's filter names (spec §6.3).
+_FILTERS = frozenset({"minhash", "length", "jaccard", "bloom", "rapidfuzz"})
+
+
+def _codec_available(name: str) -> bool:
+    """A compression type is valid only if aiokafka can load its codec library here."""
+    if name not in _CODEC_MODULES:
+        return False
+    module = _CODEC_MODULES[name]
+    if module is None:
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def setting(
@@ -123,6 +142,84 @@ class Settings:
     stream_buffer: int = setting(
         "KATO_STREAM_BUFFER", 1000, "Records buffered per partition ahead of the agent.", check=lambda v: v >= 1
     )
+    workers: int = setting(
+        "KATO_STREAM_WORKERS",
+        1,
+        "Worker processes the deployment runs (compose/k8s replicas); more than `partitions` sit idle.",
+        check=lambda v: 1 <= v <= 10_000,
+    )
+    producer_compression: str = setting(
+        "KATO_STREAM_PRODUCER_COMPRESSION",
+        "none",
+        "Kafka producer compression: none, gzip, lz4, snappy or zstd (its codec library must be installed).",
+        check=_codec_available,
+    )
+    producer_linger_ms: int = setting(
+        "KATO_STREAM_PRODUCER_LINGER_MS",
+        0,
+        "Milliseconds the producer waits to fill a batch (throughput for latency).",
+        check=lambda v: 0 <= v <= 60_000,
+    )
+    producer_batch_bytes: int = setting(
+        "KATO_STREAM_PRODUCER_BATCH_BYTES",
+        16_384,
+        "Largest producer batch per partition in bytes.",
+        check=lambda v: v >= 1024,
+    )
+    # -- adaptive recall threshold (kato_stream/stream/adaptive.py) ---------------------
+    adaptive_recall: bool = setting(
+        "KATO_STREAM_ADAPTIVE_RECALL",
+        False,
+        "Raise the recall threshold while the worker lags (outputs then depend on load).",
+    )
+    adaptive_recall_min: float = setting(
+        "KATO_STREAM_ADAPTIVE_RECALL_MIN",
+        0.1,
+        "Adaptive level at rest (no floor applied); raising starts from here.",
+        check=lambda v: 0.0 <= v <= 1.0,
+    )
+    adaptive_recall_max: float = setting(
+        "KATO_STREAM_ADAPTIVE_RECALL_MAX",
+        0.5,
+        "Highest threshold floor the adaptive controller applies.",
+        check=lambda v: 0.0 <= v <= 1.0,
+    )
+    adaptive_recall_step: float = setting(
+        "KATO_STREAM_ADAPTIVE_RECALL_STEP",
+        0.05,
+        "Change of the adaptive level per move.",
+        check=lambda v: 0.0 < v <= 1.0,
+    )
+    adaptive_lag_high: int = setting(
+        "KATO_STREAM_ADAPTIVE_LAG_HIGH",
+        1000,
+        "Partition lag (records) above which the threshold is raised.",
+        check=lambda v: v >= 0,
+    )
+    adaptive_lag_low: int = setting(
+        "KATO_STREAM_ADAPTIVE_LAG_LOW",
+        100,
+        "Partition lag below which (with fast processing) the threshold is lowered.",
+        check=lambda v: v >= 0,
+    )
+    adaptive_seconds_high: float = setting(
+        "KATO_STREAM_ADAPTIVE_SECONDS_HIGH",
+        0.05,
+        "Smoothed seconds per command above which the threshold is raised.",
+        check=lambda v: v > 0,
+    )
+    adaptive_seconds_low: float = setting(
+        "KATO_STREAM_ADAPTIVE_SECONDS_LOW",
+        0.01,
+        "Smoothed seconds per command below which (with low lag) the threshold is lowered.",
+        check=lambda v: v > 0,
+    )
+    adaptive_interval: float = setting(
+        "KATO_STREAM_ADAPTIVE_INTERVAL",
+        1.0,
+        "Least seconds between two moves of the adaptive level.",
+        check=lambda v: v >= 0,
+    )
     # -- stores --------------------------------------------------------------------------
     clickhouse_url: str = setting(
         "KATO_STREAM_CLICKHOUSE_URL",
@@ -156,6 +253,47 @@ class Settings:
         128,
         "HNSW ef_construct of new vector collections (KATO: 128).",
         check=lambda v: v >= 4,
+    )
+    qdrant_full_scan_threshold: int = setting(
+        "KATO_STREAM_QDRANT_FULL_SCAN_THRESHOLD",
+        10_000,
+        "HNSW full_scan_threshold (KB of vectors) below which Qdrant searches by brute force.",
+        check=lambda v: v >= 0,
+    )
+    qdrant_quantization: str = setting(
+        "KATO_STREAM_QDRANT_QUANTIZATION",
+        "none",
+        "Vector quantization of new collections: none or int8 (scalar, 4x smaller, kept in RAM).",
+        choices=("none", "int8"),
+    )
+    redis_maxmemory: str = setting(
+        "KATO_STREAM_REDIS_MAXMEMORY",
+        "",
+        "If set (e.g. 2gb), CONFIG SET maxmemory at worker start; empty = leave the server's.",
+        check=lambda v: re.fullmatch(r"(\d+(b|kb|mb|gb)?)?", v.lower()) is not None,
+    )
+    redis_maxmemory_policy: str = setting(
+        "KATO_STREAM_REDIS_MAXMEMORY_POLICY",
+        "",
+        "If set, CONFIG SET maxmemory-policy; only TTL-scoped policies (KB keys have no TTL).",
+        choices=("", "noeviction", "volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random"),
+    )
+    prediction_cache: bool = setting(
+        "KATO_STREAM_PREDICTION_CACHE",
+        False,
+        "Share computed predictions between workers through Redis (same node, KB, STM, config).",
+    )
+    prediction_cache_ttl: int = setting(
+        "KATO_STREAM_PREDICTION_CACHE_TTL",
+        300,
+        "Seconds a cached prediction set lives in Redis.",
+        check=lambda v: v >= 1,
+    )
+    prediction_cache_timeout: float = setting(
+        "KATO_STREAM_PREDICTION_CACHE_TIMEOUT",
+        0.05,
+        "Seconds a cache read/write may block the worker before it computes instead.",
+        check=lambda v: 0 < v <= 10,
     )
     latest_ttl: int = setting(
         "KATO_STREAM_LATEST_TTL",
@@ -204,6 +342,52 @@ class Settings:
     session_ttl: int = setting(
         "SESSION_TTL", 3600, "Default session TTL in seconds.", check=lambda v: v >= 1
     )
+    # -- matching options (session config defaults; KATO has no env var for these) ------
+    filter_pipeline: tuple[str, ...] = setting(
+        "KATO_STREAM_FILTER_PIPELINE",
+        (),
+        "Default candidate filters, comma-separated (minhash,length,jaccard,bloom,rapidfuzz).",
+        check=lambda v: set(v) <= _FILTERS,
+    )
+    length_min_ratio: float = setting(
+        "KATO_STREAM_LENGTH_MIN_RATIO", 0.5, "Default length filter: min pattern/STM length ratio.",
+        check=lambda v: 0.0 <= v <= 1.0,
+    )
+    length_max_ratio: float = setting(
+        "KATO_STREAM_LENGTH_MAX_RATIO", 2.0, "Default length filter: max pattern/STM length ratio.",
+        check=lambda v: v >= 1.0,
+    )
+    jaccard_threshold: float = setting(
+        "KATO_STREAM_JACCARD_THRESHOLD", 0.3, "Default jaccard filter: least token-set similarity.",
+        check=lambda v: 0.0 <= v <= 1.0,
+    )
+    jaccard_min_overlap: int = setting(
+        "KATO_STREAM_JACCARD_MIN_OVERLAP", 2, "Default jaccard filter: least shared tokens.",
+        check=lambda v: v >= 1,
+    )
+    minhash_threshold: float = setting(
+        "KATO_STREAM_MINHASH_THRESHOLD", 0.7, "Default minhash filter: LSH similarity threshold.",
+        check=lambda v: 0.0 <= v <= 1.0,
+    )
+    minhash_bands: int = setting(
+        "KATO_STREAM_MINHASH_BANDS", 20, "Default minhash filter: LSH bands.", check=lambda v: 1 <= v <= 100
+    )
+    minhash_rows: int = setting(
+        "KATO_STREAM_MINHASH_ROWS", 5, "Default minhash filter: rows per band.", check=lambda v: 1 <= v <= 20
+    )
+    minhash_num_hashes: int = setting(
+        "KATO_STREAM_MINHASH_NUM_HASHES", 100, "Default minhash filter: permutations.",
+        check=lambda v: 10 <= v <= 256,
+    )
+
+    def __post_init__(self) -> None:
+        """Cross-field rules (single-field ones are checked in ``from_env``)."""
+        if self.adaptive_recall_min > self.adaptive_recall_max:
+            raise SettingsError("KATO_STREAM_ADAPTIVE_RECALL_MIN must not exceed ..._MAX")
+        if self.adaptive_lag_low > self.adaptive_lag_high:
+            raise SettingsError("KATO_STREAM_ADAPTIVE_LAG_LOW must not exceed ..._HIGH")
+        if self.adaptive_seconds_low > self.adaptive_seconds_high:
+            raise SettingsError("KATO_STREAM_ADAPTIVE_SECONDS_LOW must not exceed ..._HIGH")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -222,6 +406,8 @@ class Settings:
                         value = int(raw)
                     elif isinstance(f.default, float):
                         value = float(raw)
+                    elif isinstance(f.default, tuple):
+                        value = tuple(x.strip() for x in raw.split(",") if x.strip())
                     else:
                         value = raw
                 except ValueError as exc:

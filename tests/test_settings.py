@@ -30,6 +30,8 @@ def _other_valid(f: Any) -> tuple[str, Any]:
         for cand in (d / 2, d * 2, d + 0.5, d):
             if check(cand):
                 return repr(cand), cand
+    if isinstance(d, tuple):
+        return "length,jaccard", ("length", "jaccard")
     if isinstance(d, str) and check("custom-value"):
         return "custom-value", "custom-value"
     return str(d), d

@@ -13,6 +13,7 @@ of DESIGN.md, each marked "Deviation" below and listed in docs/deviations.md.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import Counter
@@ -39,6 +40,10 @@ from kato_stream.core.observation import Observation, parse_observation
 from kato_stream.core.predictions import PredictionResult, PredictParams, predict
 from kato_stream.core.session import SessionState
 from kato_stream.core.vectors import VectorIndex
+
+#: ``predict``'s signature; the stream layer may pass a caching wrapper (it must return
+#: exactly what ``predict`` would).
+Predictor = Callable[[KnowledgeBase, Sequence[Sequence[str]], PredictParams], PredictionResult]
 
 OPS = (
     "open",
@@ -135,8 +140,10 @@ class _Ctx:
         state: SessionState,
         kb: KnowledgeBase,
         vectors: VectorIndex,
+        recall_floor: float | None = None,
     ) -> None:
         self.engine = engine
+        self.recall_floor = recall_floor
         self.cmd = cmd
         self.st = state
         self.kb = kb
@@ -162,8 +169,11 @@ class _Ctx:
 class Engine:
     """Stateless apart from its process defaults; safe to share between sessions."""
 
-    def __init__(self, defaults: EngineDefaults | None = None) -> None:
+    def __init__(
+        self, defaults: EngineDefaults | None = None, predictor: Predictor | None = None
+    ) -> None:
         self.defaults = defaults or EngineDefaults()
+        self.predictor: Predictor = predictor or predict
         self._ops: dict[str, Callable[[_Ctx], dict[str, Any]]] = {
             "open": self._open,
             "observe": self._observe_cmd,
@@ -190,8 +200,13 @@ class Engine:
         state: SessionState | None,
         kb: KnowledgeBase,
         vectors: VectorIndex,
+        recall_floor: float | None = None,
     ) -> CommandResult:
         """Apply ``cmd``; ``state`` is ``None`` for a session not seen before.
+
+        ``recall_floor`` (the adaptive controller's, under load) raises every recall
+        threshold used by this command to at least that value; the threshold actually
+        used is ``CommandResult.recall_threshold``.
 
         Raises a ``KatoError`` for a rejected command; the input ``state`` is never
         modified (the result carries a new object) and nothing is applied to ``kb``
@@ -215,7 +230,7 @@ class Engine:
         if cmd.op not in ("predict", "get", "close", "open") and not cmd.key:
             raise CommandError("Command needs a msg_id or a source (its idempotency key)")
         st = self.new_session(cmd.session_id, cmd.node_id) if state is None else state.copy()
-        ctx = _Ctx(self, cmd, st, kb, vectors)
+        ctx = _Ctx(self, cmd, st, kb, vectors, recall_floor)
         response = handler(ctx)
         if cmd.op == "close":
             return CommandResult(
@@ -275,10 +290,15 @@ class Engine:
         )
 
     def _threshold(self, ctx: _Ctx) -> float:
-        return float(ctx.cfg("recall_threshold"))
+        configured = float(ctx.cfg("recall_threshold"))
+        floor = ctx.recall_floor
+        return configured if floor is None else max(configured, floor)
 
     def _run_predict(self, ctx: _Ctx, params: PredictParams) -> PredictionResult:
-        res = predict(ctx.kb, ctx.st.stm, params)
+        floor = ctx.recall_floor
+        if floor is not None and params.recall_threshold < floor:
+            params = dataclasses.replace(params, recall_threshold=floor)
+        res = self.predictor(ctx.kb, ctx.st.stm, params)
         for p in res.predictions:
             p.pop("_pre_potential", None)  # Deviation: never emitted.
         return res

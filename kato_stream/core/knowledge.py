@@ -13,6 +13,7 @@ running sums of the per-learn emotive averages.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +146,12 @@ class PatternRecord:
 class KnowledgeBase:
     """All learned state of one node.  Mutated only by ``apply_learn``/``clear``/``finalize``.
 
-    ``version`` increases on every effective change; caches key on it.
+    ``version`` increases on every effective change; in-process caches key on it.
+    ``fingerprint`` is a hash chain over every effective change (learn ids, clear ids,
+    finalize metrics) in the order applied: equal fingerprints mean equal knowledge bases,
+    also across workers, which is what lets workers share cached predictions.  It is
+    order-dependent on purpose: a learn before or after a clear, or the emotive window,
+    make the state depend on the order, not only on the set of applied ids.
     """
 
     node_id: str
@@ -160,6 +166,11 @@ class KnowledgeBase:
     by_first_token: dict[str, list[str]] = field(default_factory=dict)
     applied: set[str] = field(default_factory=set)
     version: int = 0
+    fingerprint: str = ""
+
+    def _chain(self, kind: str, text: str) -> None:
+        data = f"{self.fingerprint}\x00{kind}\x00{text}".encode()
+        self.fingerprint = hashlib.sha1(data).hexdigest()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -202,6 +213,7 @@ class KnowledgeBase:
                 for k, v in avg.items():
                     aff[k] = aff.get(k, 0.0) + v
         self.version += 1
+        self._chain("learn", ev.learn_id)
         return True
 
     def clear(self, clear_id: str) -> bool:
@@ -215,14 +227,18 @@ class KnowledgeBase:
             return False
         applied = self.applied | {clear_id}
         version = self.version + 1
+        fingerprint = self.fingerprint
         self.__init__(node_id=self.node_id)  # type: ignore[misc]
         self.applied = applied
         self.version = version
+        self.fingerprint = fingerprint
+        self._chain("clear", clear_id)
         return True
 
     def set_precomputed(self, name: str, metrics: Precomputed) -> None:
         self.precomputed[name] = metrics
         self.version += 1
+        self._chain("precomputed", f"{name}\x00{metrics!r}")
 
     # -- reads ------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ def _lcs_dp(a: list[str], b: list[str]) -> int:
     return prev[-1]
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(tokens, tokens)
 def test_blocks_and_opcodes_equal_difflib(a: list[str], b: list[str]) -> None:
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
@@ -37,14 +37,14 @@ def test_blocks_and_opcodes_equal_difflib(a: list[str], b: list[str]) -> None:
     assert opcodes(a, b) == sm.get_opcodes()
 
 
-@settings(max_examples=30)
+@settings(max_examples=30, deadline=None)
 @given(long_tokens, long_tokens)
 def test_no_autojunk_on_long_sequences(a: list[str], b: list[str]) -> None:
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
     assert matching_blocks(a, b) == [tuple(m) for m in sm.get_matching_blocks()]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(tokens, tokens)
 def test_lcs_is_true_lcs(a: list[str], b: list[str]) -> None:
     assert lcs_length(a, b) == _lcs_dp(a, b)

@@ -31,7 +31,12 @@ def settings_env(s: Settings) -> dict[str, str]:
     env = {}
     for f in dataclasses.fields(s):
         v = getattr(s, f.name)
-        env[f.metadata["env"]] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+        if isinstance(v, bool):
+            env[f.metadata["env"]] = "true" if v else "false"
+        elif isinstance(v, (tuple, list)):
+            env[f.metadata["env"]] = ",".join(str(x) for x in v)
+        else:
+            env[f.metadata["env"]] = str(v)
     return env
 
 
@@ -48,7 +53,7 @@ class WorkerProc:
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kato_stream.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "kato_stream.cli", "worker", "--loglevel", "info"],
             env=env,
             cwd=self.settings.data_dir,
             stdout=self._log,
@@ -119,7 +124,7 @@ async def collect(bootstrap: str, topic: str, n: int, timeout: float) -> list[An
     deadline = time.monotonic() + timeout
     out: list[Any] = []
     while time.monotonic() < deadline:
-        out = await consume_records(bootstrap, topic, timeout=min(2.0, max(0.2, deadline - time.monotonic())))
+        out = await consume_records(bootstrap, topic, timeout=max(1.0, deadline - time.monotonic()), to_end=True)
         if len(out) >= n:
             break
         await asyncio.sleep(0.3)

@@ -54,21 +54,21 @@ async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_
     deadline = time.monotonic() + 90
     seen = 0
     while time.monotonic() < deadline:
-        seen = len(await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=0.3))
+        seen = len(await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=10, to_end=True))
         if seen >= len(items) // 4:
             break
     assert seen >= len(items) // 4, w1.log_tail()
     w1.kill()  # SIGKILL: no commit, no flush
     # the embedded broker never expires a dead member: fence it as Kafka's session timeout would
     assert await evict_members(s.kafka_bootstrap, s.app_id)
-    killed_at = len(await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=0.5))
+    killed_at = len(await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=10, to_end=True))
     assert killed_at < len(items), "worker finished before the kill: make the stream longer"
 
     w2 = spawn_worker(s, "second")
     recs = []
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
-        recs = await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=0.5)
+        recs = await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=10, to_end=True)
         if len(by_source(recs)) >= len(items):
             break
         await asyncio.sleep(0.5)
@@ -77,7 +77,7 @@ async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_
     for src, payloads in got.items():
         assert set(payloads) == {want[src]}, src  # duplicates only as identical re-deliveries
     # LTM: what any worker rebuilds from the pattern topic equals the uninterrupted run
-    pats = await consume_records(s.kafka_bootstrap, s.topic("patterns"), timeout=2)
+    pats = await consume_records(s.kafka_bootstrap, s.topic("patterns"), timeout=20, to_end=True)
     assert kb_summary(fold_patterns(pats)) == kb_summary(want_ltm)
     freqs = [f for node in kb_summary(want_ltm).values() for f in node.values()]
     assert max(freqs) > 1  # some patterns were learned more than once

@@ -176,7 +176,7 @@ async def test_rate_limit_is_respected(kafka_bootstrap: str, unique_id: str) -> 
     )
     assert r.published == n
     assert r.duration_s >= (n - 1) / rate * 0.9  # 1.475 s at the limit; unlimited takes ~0.1 s
-    assert r.duration_s < (n - 1) / rate + 5
+    assert r.duration_s < (n - 1) / rate + 20
     stamps = sorted(rec.timestamp for rec in await read_all(kafka_bootstrap, dst, expect=n))
     # No one-second window holds more than the rate (plus one for the window's edge).
     worst = max(sum(1 for t in stamps if s <= t < s + 1000) for s in stamps)
