@@ -142,12 +142,6 @@ class Settings:
     stream_buffer: int = setting(
         "KATO_STREAM_BUFFER", 1000, "Records buffered per partition ahead of the agent.", check=lambda v: v >= 1
     )
-    workers: int = setting(
-        "KATO_STREAM_WORKERS",
-        1,
-        "Worker processes the deployment runs (compose/k8s replicas); more than `partitions` sit idle.",
-        check=lambda v: 1 <= v <= 10_000,
-    )
     producer_compression: str = setting(
         "KATO_STREAM_PRODUCER_COMPRESSION",
         "none",

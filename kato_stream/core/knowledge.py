@@ -88,14 +88,10 @@ class LearnEvent:
             learn_id=str(d["learn_id"]),
             name=str(d["name"]),
             events=tuple(tuple(str(s) for s in e) for e in d["events"]),
-            emotives=tuple(
-                {str(k): float(v) for k, v in e.items()} for e in d.get("emotives", ())
-            ),
+            emotives=tuple({str(k): float(v) for k, v in e.items()} for e in d.get("emotives", ())),
             metadata={str(k): [str(x) for x in v] for k, v in d.get("metadata", {}).items()},
             persistence=int(d.get("persistence", 5)),
-            vectors=tuple(
-                (str(n), tuple(float(x) for x in v)) for n, v in d.get("vectors", ())
-            ),
+            vectors=tuple((str(n), tuple(float(x) for x in v)) for n, v in d.get("vectors", ())),
         )
 
 

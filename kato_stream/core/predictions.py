@@ -31,9 +31,11 @@ from operator import add
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq
 
+from . import kernel
 from .knowledge import KnowledgeBase, PatternRecord, average_emotives
 from .matcher import (
     diff_missing_extras,
@@ -42,7 +44,7 @@ from .matcher import (
     matching_blocks,
     token_similarity,
 )
-from .prefilter import candidate_indices, pattern_index
+from .prefilter import PatternIndex, candidate_indices, pattern_index
 
 #: Switch for the exactness property test (indexed path vs brute force).
 USE_INDEX = True
@@ -273,12 +275,19 @@ def _build_candidate(
     threshold: float,
     fuzzy: float,
     b2j: dict[Hashable, list[int]] | None = None,
+    blocks: list[tuple[int, int, int]] | None = None,
+    n_extras_flat: int | None = None,
 ) -> _Cand | None:
-    """One prediction's per-pattern part (§5.3 C/D, §5.4), or None when dropped."""
+    """One prediction's per-pattern part (§5.3 C/D, §5.4), or None when dropped.
+
+    ``blocks`` (sentinel excluded) and ``n_extras_flat`` may come from the C kernel,
+    which computes exactly what ``matching_blocks``/``diff_missing_extras`` would.
+    """
     pattern = rec.flat
-    if b2j is None:
-        b2j = index_b(state)
-    blocks = matching_blocks(pattern, state, b2j)[:-1]
+    if blocks is None:
+        if b2j is None:
+            b2j = index_b(state)
+        blocks = matching_blocks(pattern, state, b2j)[:-1]
     nb = len(blocks)
     anomalies: list[dict[str, Any]] = []
     matches: list[str] = []
@@ -318,6 +327,8 @@ def _build_candidate(
         expected = {v[0] for v in fuzzy_map.values()}
         n_extras = sum(1 for st in state if st not in fuzzy_map)
         _ = expected  # flat missing is not used beyond this point
+    elif n_extras_flat is not None:
+        n_extras = n_extras_flat
     else:
         _missing_flat, extras_flat = diff_missing_extras(present_flat, state, b2j)
         n_extras = len(extras_flat)
@@ -448,6 +459,8 @@ def _candidates_indexed(
     ok = (sims * 100.0 >= threshold * 100.0 - 1e-6) & (sims >= threshold)
     sel, lcs, lens, sims = sel[ok], lcs[ok], lens[ok], sims[ok]
     recs = idx.records
+    if kernel.enabled():
+        return _candidates_kernel(idx, stm, state, threshold, limit, sel, sims)
     b2j = index_b(state)
     if sel.size <= limit:
         out = []
@@ -478,6 +491,54 @@ def _candidates_indexed(
             heapq.heapreplace(kth, pre)
     built.sort(key=lambda t: (t[0], t[1]))
     return [t[2] for t in built[:limit]]
+
+
+def _candidates_kernel(
+    idx: PatternIndex,
+    stm: list[list[str]],
+    state: list[str],
+    threshold: float,
+    limit: int,
+    sel: npt.NDArray[np.intp],
+    sims: npt.NDArray[np.float64],
+) -> list[_Cand]:
+    """Step 3 of ``_candidates_indexed`` with the C kernel: the same pruned set, cheaper.
+
+    The kernel gives every passing candidate's M, E, block count and present length, so
+    ``_pre_potential`` is computed for all of them in numpy (same IEEE operations, same
+    order); the top ``limit`` by (-pre_potential, name) are then built in Python, reusing
+    the kernel's blocks and flat-extras count.
+    """
+    q = kernel.state_codes(idx, state)
+    m, e, nb, plen = kernel.prepot_inputs(idx, sel.astype(np.int64), q)
+    if threshold > 0.0:  # zero blocks: dropped (§5.3 C); impossible when LCS >= 1
+        keep = np.flatnonzero(nb > 0)
+        if keep.size < sel.size:
+            sel, sims = sel[keep], sims[keep]
+            m, e, nb, plen = m[keep], e[keep], nb[keep], plen[keep]
+    recs = idx.records
+    if sel.size > limit:
+        neg = -kernel.pre_potentials(m, e, nb, plen, idx.lens[sel])
+        if limit <= 0:
+            chosen = np.zeros(0, dtype=np.intp)
+        else:
+            kth = np.partition(neg, limit - 1)[limit - 1]
+            better = np.flatnonzero(neg < kth)
+            ties = np.flatnonzero(neg == kth)
+            need = limit - better.size
+            if ties.size > need:
+                tl = sorted(ties.tolist(), key=lambda t: recs[int(sel[t])].name)[:need]
+                ties = np.asarray(tl, dtype=np.intp)
+            chosen = np.concatenate([better, ties])
+        sel, sims, e = sel[chosen], sims[chosen], e[chosen]
+    sel_l = sel.tolist()
+    blocks = kernel.blocks_batch(idx, sel_l, q)
+    out: list[_Cand] = []
+    for i, sim, bl, ne in zip(sel_l, sims.tolist(), blocks, e.tolist(), strict=True):
+        c = _build_candidate(recs[i], sim, state, stm, threshold, 0.0, None, bl, ne)
+        if c is not None:
+            out.append(c)
+    return out
 
 
 def _full_path(

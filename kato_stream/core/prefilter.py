@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from .knowledge import KnowledgeBase, PatternRecord
 
 _ATTR = "_kato_pattern_index"
 _MARGIN = 1e-9
+_A = TypeVar("_A", npt.NDArray[np.int32], npt.NDArray[np.int64])
 
 
 class PatternIndex:
@@ -37,6 +39,14 @@ class PatternIndex:
         # Each distinct token as one code point, so rapidfuzz runs token LCS on plain str.
         self.codes: dict[str, str] = {}
         self.encoded: list[str] = []
+        # Int-coded copies for the C kernel (kernel.py), grown on demand by ``coded()``:
+        # token codes (= ord of the code point) and event lengths, concatenated.
+        self._evlens: list[list[int]] = []
+        self._n_coded = 0
+        self._flat = np.zeros(0, dtype=np.int32)
+        self._offs = np.zeros(1, dtype=np.int64)
+        self._evlen = np.zeros(0, dtype=np.int32)
+        self._evoffs = np.zeros(1, dtype=np.int64)
         self.sync(kb)
 
     def code(self, token: str) -> str:
@@ -74,6 +84,7 @@ class PatternIndex:
             i = len(self.records)
             self.records.append(rec)
             self._lens.append(len(rec.flat))
+            self._evlens.append([len(e) for e in rec.events])
             self.encoded.append("".join(self.code(t) for t in rec.flat))
             for s, c in Counter(rec.flat).items():
                 post = self._post.get(s)
@@ -83,6 +94,35 @@ class PatternIndex:
                 post[1].append(c)
                 self._arrays.pop(s, None)
         self.lens = np.asarray(self._lens, dtype=np.int64)
+
+    def coded(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64]
+    ]:
+        """Flat token codes, pattern offsets, event lengths, event offsets (all patterns).
+
+        Appended incrementally with amortised doubling, so a learn between two predictions
+        costs only the new patterns.
+        """
+        n0, n1 = self._n_coded, len(self.records)
+        if n1 > n0:
+            new = np.frombuffer("".join(self.encoded[n0:n1]).encode("utf-32-le"), dtype=np.uint32)
+            evl = [x for ls in self._evlens[n0:n1] for x in ls]
+            nf, ne = int(self._offs[n0]), int(self._evoffs[n0])
+            self._flat = _grow(self._flat, nf + new.size)
+            self._flat[nf : nf + new.size] = new
+            self._evlen = _grow(self._evlen, ne + len(evl))
+            self._evlen[ne : ne + len(evl)] = evl
+            self._offs = _grow(self._offs, n1 + 1)
+            self._offs[n0 + 1 : n1 + 1] = nf + np.cumsum(self._lens[n0:n1], dtype=np.int64)
+            self._evoffs = _grow(self._evoffs, n1 + 1)
+            self._evoffs[n0 + 1 : n1 + 1] = ne + np.cumsum(
+                [len(ls) for ls in self._evlens[n0:n1]], dtype=np.int64
+            )
+            self._n_coded = n1
+        nf, ne = int(self._offs[n1]), int(self._evoffs[n1])
+        return self._flat[:nf], self._offs[: n1 + 1], self._evlen[:ne], self._evoffs[: n1 + 1]
 
     def postings(self, s: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int32]] | None:
         arr = self._arrays.get(s)
@@ -104,6 +144,15 @@ class PatternIndex:
             idx, cnt = arr
             bound[idx] += np.minimum(cnt, cs) if cs > 1 else 1
         return bound
+
+
+def _grow(arr: _A, size: int) -> _A:
+    """``arr`` with room for ``size`` items (same dtype, contents kept, capacity doubled)."""
+    if arr.size >= size:
+        return arr
+    out = np.zeros(max(size, 2 * arr.size, 64), dtype=arr.dtype)
+    out[: arr.size] = arr
+    return out
 
 
 def pattern_index(kb: KnowledgeBase) -> PatternIndex:

@@ -43,6 +43,26 @@ def point_id(vctr_name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, vctr_name))
 
 
+def collection_tuning(settings: Settings) -> dict[str, Any]:
+    """HNSW and quantization of new collections (docs/tuning.md).
+
+    Local mode ignores both (it searches by brute force); a Qdrant server honours them.
+    """
+    quant = None
+    if settings.qdrant_quantization == "int8":
+        quant = models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+        )
+    return {
+        "hnsw_config": models.HnswConfigDiff(
+            m=settings.qdrant_hnsw_m,
+            ef_construct=settings.qdrant_hnsw_ef_construct,
+            full_scan_threshold=settings.qdrant_full_scan_threshold,
+        ),
+        "quantization_config": quant,
+    }
+
+
 class QdrantStore:
     """Async service over one Qdrant (``async start()``/``stop()``; stop flushes indexes).
 
@@ -167,11 +187,8 @@ class QdrantStore:
             self._c.create_collection(
                 coll,
                 vectors_config=models.VectorParams(size=dim, distance=models.Distance.EUCLID),
-                hnsw_config=models.HnswConfigDiff(
-                    m=self.settings.qdrant_hnsw_m,
-                    ef_construct=self.settings.qdrant_hnsw_ef_construct,
-                ),
                 on_disk_payload=True,
+                **collection_tuning(self.settings),
             )
             self._dims[coll] = dim
         points = []

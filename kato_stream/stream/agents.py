@@ -1,13 +1,13 @@
 """The command agent: the thin I/O loop around :class:`~kato_stream.stream.processor.Processor`.
 
-Per input record, in this order: pattern events (so the output's reader can rely on the
-pattern being on its way to every worker), the table write (reassigned, never mutated in
-place: only assignment reaches the changelog), the dead letter, then the output record with
-its timing in headers.  The agent waits for the LTM to be rebuilt before its first record.
+Per input record: send the pattern events, the dead letter and the output record (timing in
+headers), wait until the broker has acknowledged them, and only then write the session's
+table value (reassigned, never mutated in place: only assignment reaches the changelog).  The agent waits for the LTM to be rebuilt before its first record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
+
+
+def partition_lag(app: Any, msg: Any) -> int:
+    """Records still behind ``msg`` in its partition: the adaptive controller's lag signal."""
+    try:
+        high = app.consumer.highwater(msg.tp)
+    except Exception:  # consumer rebalancing or not started: no signal
+        return 0
+    return max(0, int(high or 0) - int(msg.offset) - 1)
 
 
 def register_agents(w: Worker) -> None:
@@ -46,13 +55,32 @@ def register_agents(w: Worker) -> None:
             )
             if outcome.duplicate:
                 continue
-            for node_id, pe in outcome.pattern_events:
+            elapsed = time.perf_counter() - t0
+            futures = [
                 await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
+                for node_id, pe in outcome.pattern_events
+            ]
+            if outcome.dead_letter is not None:
+                futures.append(
+                    await w.dlq_topic.send(key=msg.key, value=codecs.dumps(outcome.dead_letter))
+                )
+            futures.append(
+                await w.output_topic.send(
+                    key=outcome.key,
+                    value=codecs.dumps(outcome.record),
+                    headers=[
+                        (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
+                        (RECEIVED_HEADER, f"{received:.6f}".encode()),
+                        (WORKER_HEADER, worker_id),
+                    ],
+                )
+            )
+            # The session's "applied up to offset" mark must never reach the changelog before
+            # the command's outputs are acknowledged: a crash in between would skip the
+            # redelivered command and lose its output or learn event for good.
+            await asyncio.gather(*futures)
             if outcome.table_value is not None and outcome.session_id is not None:
                 sessions[outcome.session_id] = outcome.table_value
-            if outcome.dead_letter is not None:
-                await w.dlq_topic.send(key=msg.key, value=codecs.dumps(outcome.dead_letter))
-            elapsed = time.perf_counter() - t0
             rec = outcome.record or {}
             err = rec.get("error") or {}
             metrics.observe_command(
@@ -60,12 +88,3 @@ def register_agents(w: Worker) -> None:
             )
             if outcome.dead_letter is not None:
                 metrics.observe_dlq()
-            await w.output_topic.send(
-                key=outcome.key,
-                value=codecs.dumps(outcome.record),
-                headers=[
-                    (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
-                    (RECEIVED_HEADER, f"{received:.6f}".encode()),
-                    (WORKER_HEADER, worker_id),
-                ],
-            )

@@ -16,7 +16,9 @@ import mode
 
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
+from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
+from kato_stream.stream.prediction_cache import PredictionCache, apply_redis_memory
 from kato_stream.stream.processor import EngineAdapter, Processor
 
 SESSIONS_TABLE = "sessions"
@@ -36,6 +38,8 @@ class Worker:
     ltm: LtmRegistry
     follower: PatternFollower
     processor: Processor
+    adaptive: AdaptiveRecall | None = None
+    prediction_cache: PredictionCache | None = None
 
 
 def _brokers(bootstrap: str) -> list[str]:
@@ -61,10 +65,14 @@ def build_worker(
     """Wire a worker for ``settings``; ``engine`` defaults to the real engine core and
     ``vector_factory`` (one vector index per node) to the in-memory index."""
     codecs.register_faust_codec()
+    adaptive = (
+        AdaptiveRecall(AdaptiveBounds.from_settings(settings)) if settings.adaptive_recall else None
+    )
+    cache = PredictionCache.from_settings(settings) if settings.prediction_cache else None
     if engine is None:
         from kato_stream.stream.engine_adapter import CoreEngineAdapter
 
-        engine = CoreEngineAdapter.from_settings(settings)
+        engine = CoreEngineAdapter.from_settings(settings, predictor=cache, adaptive=adaptive)
     app = faust.App(
         settings.app_id,
         broker=_brokers(settings.kafka_bootstrap),
@@ -84,6 +92,11 @@ def build_worker(
         broker_session_timeout=settings.session_timeout,
         consumer_group_instance_id=settings.instance_id or None,
         broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
+        producer_compression_type=None
+        if settings.producer_compression == "none"
+        else settings.producer_compression,
+        producer_linger=settings.producer_linger_ms / 1000.0,
+        producer_max_batch_size=settings.producer_batch_bytes,
     )
     ltm = LtmRegistry() if vector_factory is None else LtmRegistry(vector_factory=vector_factory)
     follower = PatternFollower(settings.kafka_bootstrap, settings.topic("patterns"), ltm)
@@ -104,15 +117,31 @@ def build_worker(
         ltm=ltm,
         follower=follower,
         processor=Processor(engine, ltm, max_bytes=settings.max_message_bytes),
+        adaptive=adaptive,
+        prediction_cache=cache,
     )
 
     @app.service
     class LtmService(mode.Service):  # starts/stops the pattern follower with the app
         async def on_start(self) -> None:
+            if settings.redis_maxmemory or settings.redis_maxmemory_policy:
+                import redis
+
+                client = redis.Redis.from_url(
+                    settings.redis_url, socket_timeout=settings.store_timeout
+                )
+                with client:
+                    apply_redis_memory(
+                        client, settings.redis_maxmemory, settings.redis_maxmemory_policy
+                    )
+            if cache is not None:
+                cache.start()
             await follower.start()
 
         async def on_stop(self) -> None:
             await follower.stop()
+            if cache is not None:
+                cache.stop()
 
     from kato_stream.stream.agents import register_agents
 

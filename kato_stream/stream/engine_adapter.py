@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from kato_stream.core.config import EngineDefaults
-from kato_stream.core.engine import Command, Engine
+from kato_stream.core.engine import Command, Engine, Predictor
 from kato_stream.core.session import SessionState
 from kato_stream.settings import Settings
+from kato_stream.stream.adaptive import AdaptiveRecall
 from kato_stream.stream.envelope import Envelope
 from kato_stream.stream.ltm import NodeMemory
 from kato_stream.stream.processor import Handled, Source
@@ -25,14 +26,20 @@ def source_id(source: Source) -> str:
 
 
 class CoreEngineAdapter:
-    """``Engine.handle`` with table-dict state."""
+    """``Engine.handle`` with table-dict state; under load, the adaptive recall floor."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, adaptive: AdaptiveRecall | None = None) -> None:
         self.engine = engine
+        self.adaptive = adaptive
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CoreEngineAdapter:
-        return cls(Engine(EngineDefaults.from_object(settings)))
+    def from_settings(
+        cls,
+        settings: Settings,
+        predictor: Predictor | None = None,
+        adaptive: AdaptiveRecall | None = None,
+    ) -> CoreEngineAdapter:
+        return cls(Engine(EngineDefaults.from_object(settings), predictor), adaptive)
 
     def command(self, env: Envelope, source: Source) -> Command:
         return Command(
@@ -48,7 +55,8 @@ class CoreEngineAdapter:
         self, env: Envelope, source: Source, state: dict[str, Any] | None, mem: NodeMemory
     ) -> Handled:
         st = SessionState.from_dict(state) if state is not None else None
-        r = self.engine.handle(self.command(env, source), st, mem.kb, mem.vectors)
+        floor = self.adaptive.floor if self.adaptive is not None else None
+        r = self.engine.handle(self.command(env, source), st, mem.kb, mem.vectors, floor)
         new = r.state
         return Handled(
             state=new.to_dict() if new is not None else None,

@@ -137,3 +137,24 @@ class PredictionCache:
         self.errors += 1
         if self.errors == 1 or self.errors % 1000 == 0:
             log.warning("prediction cache unavailable (%d errors), computing: %s", self.errors, exc)
+
+
+def apply_redis_memory(client: redis.Redis, maxmemory: str, policy: str) -> dict[str, str]:
+    """``CONFIG SET`` the Redis memory settings that are set; returns what was applied.
+
+    Cache entries carry a TTL and knowledge-base keys do not, so a ``volatile-*`` policy
+    evicts cache entries (and expiring session records) under memory pressure and never a
+    pattern (``Settings`` refuses ``allkeys-*``).  Managed Redis often forbids CONFIG: that
+    is logged, not fatal, and the server's own configuration then applies.
+    """
+    applied: dict[str, str] = {}
+    for name, value in (("maxmemory", maxmemory), ("maxmemory-policy", policy)):
+        if not value:
+            continue
+        try:
+            client.config_set(name, value)
+        except (RedisError, OSError) as exc:
+            log.warning("could not set Redis %s=%s: %s", name, value, exc)
+            continue
+        applied[name] = value
+    return applied

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -133,10 +134,13 @@ async def archive(
         bar.refresh()
 
     try:
-        async for rec in read_range(bootstrap, spec, on_resolved=resolved):
-            out.write(record_to_line(rec) + b"\n")
-            n += 1
-            bar.update(1)
+        async with contextlib.aclosing(
+            read_range(bootstrap, spec, on_resolved=resolved)
+        ) as records:
+            async for rec in records:
+                out.write(record_to_line(rec) + b"\n")
+                n += 1
+                bar.update(1)
     finally:
         bar.close()
     out.flush()
@@ -166,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
     out: IO[bytes] = sys.stdout.buffer if to_stdout else open(args.output, "wb")  # noqa: SIM115
     try:
         summary = asyncio.run(archive(bootstrap, spec, out, show_progress=not args.no_progress))
+    except (ValueError, TimeoutError, OSError) as exc:
+        print(f"archive failed: {exc}", file=sys.stderr)
+        return 1
     finally:
         if not to_stdout:
             out.close()

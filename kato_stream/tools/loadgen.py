@@ -379,20 +379,23 @@ def run(args: argparse.Namespace) -> int:
             "need --sessions >= 1, --duration > 0, --vocab >= 3, 0 <= --noise <= 1", file=sys.stderr
         )
         return 2
-    report = asyncio.run(
-        run_load(
-            args.bootstrap or s.kafka_bootstrap,
-            args.input_topic or s.topic("observations"),
-            args.output_topic or s.topic("predictions"),
-            node=args.node,
-            sessions=args.sessions,
-            rate=args.rate,
-            duration=args.duration,
-            preload=args.preload,
-            workload=Workload(seed=args.seed, vocab=args.vocab, noise=args.noise),
-            drain_timeout=args.drain_timeout,
-        )
+    coro = run_load(
+        args.bootstrap or s.kafka_bootstrap,
+        args.input_topic or s.topic("observations"),
+        args.output_topic or s.topic("predictions"),
+        node=args.node,
+        sessions=args.sessions,
+        rate=args.rate,
+        duration=args.duration,
+        preload=args.preload,
+        workload=Workload(seed=args.seed, vocab=args.vocab, noise=args.noise),
+        drain_timeout=args.drain_timeout,
     )
+    try:
+        report = asyncio.run(coro)
+    except (ValueError, TimeoutError, OSError) as exc:
+        print(f"loadgen failed: {exc}", file=sys.stderr)
+        return 1
     print(orjson.dumps(report).decode() if args.json else format_report(report))
     return 1 if report["missing"] else 0
 

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -128,13 +128,13 @@ def rewrite(rec: SourceRecord, opts: ReplayOptions) -> tuple[bytes, bytes]:
     return env["session_id"].encode("utf-8"), dumps(env)
 
 
-async def _aiter(records: Iterable[SourceRecord]) -> AsyncIterator[SourceRecord]:
+async def _aiter(records: Iterable[SourceRecord]) -> AsyncGenerator[SourceRecord, None]:
     for r in records:
         yield r
 
 
 async def replay(
-    records: AsyncIterator[SourceRecord] | Iterable[SourceRecord],
+    records: AsyncGenerator[SourceRecord, None] | Iterable[SourceRecord],
     bootstrap: str,
     topic: str,
     opts: ReplayOptions,
@@ -147,7 +147,7 @@ async def replay(
     """Publish the rewritten ``records`` to ``topic``; returns once every send is acknowledged."""
     from aiokafka import AIOKafkaProducer
 
-    source = records if isinstance(records, AsyncIterator) else _aiter(records)
+    source = records if isinstance(records, AsyncGenerator) else _aiter(records)
     summary = ReplaySummary(target_topic=topic)
     limiter = RateLimiter(rate)
     producer = AIOKafkaProducer(
@@ -167,24 +167,25 @@ async def replay(
     t0 = time.monotonic()
     await producer.start()
     try:
-        async for rec in source:
-            summary.read += 1
-            if ranges is not None and bar.total is None:
-                bar.total = ranges_total(ranges)
-            bar.update(1)
-            try:
-                key, value = rewrite(rec, opts)
-            except Skip as skip:
-                if skip.reason == "filter":
-                    summary.skipped_filter += 1
-                else:
-                    summary.skipped_invalid += 1
-                continue
-            await limiter.wait()
-            part = rec.partition if opts.partitioning == "source" else None
-            pending.append(await producer.send(topic, value, key=key, partition=part))
-            if len(pending) >= 2000:
-                await settle()
+        async with contextlib.aclosing(source):  # stops the source's consumer on any error
+            async for rec in source:
+                summary.read += 1
+                if ranges is not None and bar.total is None:
+                    bar.total = ranges_total(ranges)
+                bar.update(1)
+                try:
+                    key, value = rewrite(rec, opts)
+                except Skip as skip:
+                    if skip.reason == "filter":
+                        summary.skipped_filter += 1
+                    else:
+                        summary.skipped_invalid += 1
+                    continue
+                await limiter.wait()
+                part = rec.partition if opts.partitioning == "source" else None
+                pending.append(await producer.send(topic, value, key=key, partition=part))
+                if len(pending) >= 2000:
+                    await settle()
         await producer.flush()
         await settle()
     finally:
@@ -290,7 +291,11 @@ def run(args: argparse.Namespace) -> int:
         coro = replay_topic(
             bootstrap, spec, out_bootstrap, target, opts, rate=args.rate, show_progress=show
         )
-    summary = asyncio.run(coro)
+    try:
+        summary = asyncio.run(coro)
+    except (ValueError, TimeoutError, OSError) as exc:
+        print(f"replay failed: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(orjson.dumps(asdict(summary)).decode())
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +116,7 @@ async def read_range(
     *,
     idle_timeout: float = 30.0,
     on_resolved: Callable[[list[PartitionRange]], None] | None = None,
-) -> AsyncIterator[SourceRecord]:
+) -> AsyncGenerator[SourceRecord, None]:
     """Yield every record of the range, each partition in offset order.
 
     Partitions are read together (getmany); the order *between* partitions is not defined, as

@@ -1,7 +1,7 @@
 """Replay a KATO conformance recording over HTTP and list every difference.
 
-Comparison rules (shared/conformance/README.md): server-generated values are skipped
-(session ids are substituted, ``unique_id``, timestamps, ``time_ms``); floats within 1e-9;
+Comparison rules (README of shared/conformance/, bundled in tests/conformance_data/):
+server-generated values are skipped (session ids are substituted, ``unique_id``, timestamps, ``time_ms``); floats within 1e-9;
 prediction lists in ranking order with ties compared as a set keyed by name.  Deliberate
 deviations (docs/gateway.md, DESIGN.md) are passed in as ``(step, path-prefix)`` pairs
 that may differ.
@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-CONFORMANCE = Path("/work/shared/conformance/kato-3.10.1")
+CONFORMANCE = Path(__file__).resolve().parents[1] / "conformance_data" / "kato-3.10.1"
 GENERATED = {"unique_id", "created_at", "expires_at", "time_ms", "elapsed_ms"}
 PLACEHOLDER = re.compile(r"<(SESSION|NODE):([^>]+)>")
 

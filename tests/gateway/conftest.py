@@ -35,7 +35,12 @@ def settings_env(s: Settings) -> dict[str, str]:
     env = {}
     for f in fields(Settings):
         v = getattr(s, f.name)
-        env[f.metadata["env"]] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+        if isinstance(v, bool):
+            env[f.metadata["env"]] = "true" if v else "false"
+        elif isinstance(v, tuple | list):
+            env[f.metadata["env"]] = ",".join(str(x) for x in v)
+        else:
+            env[f.metadata["env"]] = str(v)
     return env
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from kato_stream.settings import Settings
@@ -88,3 +91,63 @@ def test_bounds_from_settings() -> None:
         }
     )
     assert AdaptiveBounds.from_settings(s) == AdaptiveBounds(0.2, 0.8, 0.1, 50, 5, 0.5, 0.1, 2.0)
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(240)
+async def test_worker_raises_threshold_under_lag_and_lowers_it_after(
+    stream_settings: Settings, spawn_worker: Any
+) -> None:
+    """A real worker started behind a backlog: records report the raised threshold, within
+    bounds, and the threshold falls back once the backlog is gone."""
+    from kato_stream.stream import codecs
+    from tests.stream.harness import collect, env_record, publish, setup_topics
+
+    s = dataclasses.replace(
+        stream_settings,
+        adaptive_recall=True,
+        adaptive_recall_min=0.1,
+        adaptive_recall_max=0.4,
+        adaptive_recall_step=0.1,
+        adaptive_lag_high=30,
+        adaptive_lag_low=5,
+        adaptive_seconds_high=10.0,  # only lag drives this test
+        adaptive_seconds_low=5.0,
+        adaptive_interval=0.0,
+    )
+    await setup_topics(s)
+    sid, node = "sess", s.topic_prefix + "-node"
+    k = sid.encode()
+    items = []
+    for i, seq in enumerate([["a", "b", "c"], ["a", "x", "y"], ["q", "r", "s"]]):
+        items += [(k, env_record("observe", sid, node, {"strings": [x]})) for x in seq]
+        items.append((k, env_record("learn", sid, node, {}, msg_id=f"l{i}")))
+    for _ in range(50):
+        items += [(k, env_record("observe", sid, node, {"strings": [x]})) for x in ("a", "b")]
+        items.append((k, env_record("clear_stm", sid, node, {})))
+    await publish(s.kafka_bootstrap, s.topic("observations"), items)
+    w = spawn_worker(s)
+    recs = await collect(s.kafka_bootstrap, s.topic("predictions"), len(items), timeout=120)
+    assert len(recs) == len(items), w.log_tail()
+    for i in range(3):  # backlog gone: one command at a time
+        await publish(
+            s.kafka_bootstrap,
+            s.topic("observations"),
+            [(k, env_record("observe", sid, node, {"strings": ["a"]}))],
+        )
+        recs = await collect(
+            s.kafka_bootstrap, s.topic("predictions"), len(items) + i + 1, timeout=60
+        )
+    out = [codecs.loads(r.value) for r in sorted(recs, key=lambda r: r.offset)]
+    thresholds = [round(r["recall_threshold"], 6) for r in out]
+    assert set(thresholds) <= {0.1, 0.2, 0.3, 0.4}
+    top = thresholds.index(0.4)  # reached the maximum under lag, never beyond
+    assert 0.1 in thresholds[top:]  # and came back down
+    assert thresholds[-3:] == [0.1, 0.1, 0.1]
+    for r in out:  # predictions honour the threshold the record reports
+        assert all(
+            p["similarity"] >= r["recall_threshold"]
+            for p in r["predictions"]
+            if len(p["matches"]) > 1
+        )
+    w.stop()

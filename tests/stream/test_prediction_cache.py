@@ -21,6 +21,8 @@ from kato_stream.embedded import free_port
 from kato_stream.stream import codecs
 from kato_stream.stream.prediction_cache import PredictionCache, cache_key
 
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
+
 VOCAB = [f"s{i}" for i in range(12)]
 
 
