@@ -36,7 +36,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
     s = _settings(args)
     specs = topic_specs(s)
     if args.action == "create":
-        made = asyncio.run(create_topics(s.kafka_bootstrap, specs, replication_factor=s.replication_factor))
+        made = asyncio.run(
+            create_topics(s.kafka_bootstrap, specs, replication_factor=s.replication_factor)
+        )
         for spec in specs:
             print(f"{spec.name}\t{spec.partitions}\t{'created' if spec.name in made else 'exists'}")
         return 0
@@ -78,7 +80,6 @@ async def publish_lines(bootstrap: str, topic: str, lines: Sequence[bytes]) -> i
     from aiokafka import AIOKafkaProducer
 
     from kato_stream.stream import codecs
-
     from kato_stream.topics import describe_partitions
 
     if topic not in await describe_partitions(bootstrap, [topic]):
@@ -167,7 +168,13 @@ async def consume_records(
 def cmd_consume(args: argparse.Namespace) -> int:
     s = _settings(args)
     recs = asyncio.run(
-        consume_records(s.kafka_bootstrap, args.topic or s.topic("predictions"), count=args.count, timeout=args.timeout, to_end=args.count is None)
+        consume_records(
+            s.kafka_bootstrap,
+            args.topic or s.topic("predictions"),
+            count=args.count,
+            timeout=args.timeout,
+            to_end=args.count is None,
+        )
     )
     for r in recs:
         sys.stdout.buffer.write(r.value + b"\n")
@@ -187,18 +194,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
-    from kato_stream.stream.dev import run_dev
-
-    return run_dev(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kato-stream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--bootstrap", help="Kafka bootstrap (overrides KATO_STREAM_KAFKA_BOOTSTRAP)")
+        sp.add_argument(
+            "--bootstrap", help="Kafka bootstrap (overrides KATO_STREAM_KAFKA_BOOTSTRAP)"
+        )
 
     t = sub.add_parser("topics", help="create or check the topics (topics/topics.json)")
     t.add_argument("action", choices=("create", "check"))
@@ -211,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(w)
     w.set_defaults(func=cmd_worker)
 
-    pub = sub.add_parser("publish", help="publish JSON-lines command envelopes (keyed by session_id)")
+    pub = sub.add_parser(
+        "publish", help="publish JSON-lines command envelopes (keyed by session_id)"
+    )
     pub.add_argument("file", nargs="?", default="-", help="JSON-lines file, - for stdin")
     pub.add_argument("--topic", help="default: <prefix>.observations")
     common(pub)
@@ -233,25 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     common(g)
     g.set_defaults(func=cmd_gateway)
 
-    d = sub.add_parser("dev", help="embedded broker + topics + worker + sample data, printing predictions")
-    d.add_argument("--data-dir", help="default: KATO_STREAM_DATA_DIR")
-    d.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0 = until Ctrl-C)")
-    d.add_argument(
-        "--port", type=int, default=8000, help="KATO REST gateway port, in the worker process (0 = none)"
-    )
-    d.add_argument("--host", default="127.0.0.1", help="KATO REST gateway address")
-    d.set_defaults(func=cmd_dev)
-
-    from kato_stream.tools import archive, loadgen, replay  # light: aiokafka is imported on use
-
-    for name, mod, text in (
-        ("archive", archive, "dump a topic range (offsets or time) to JSON lines"),
-        ("replay", replay, "re-publish a topic range or an archive (backfill, fresh node)"),
-        ("loadgen", loadgen, "load the stack and report throughput and latency percentiles"),
-    ):
-        sp = sub.add_parser(name, help=text)
-        mod.add_arguments(sp)
-        sp.set_defaults(func=mod.run)
     return p
 
 

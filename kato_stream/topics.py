@@ -100,7 +100,9 @@ async def create_topics(
         await admin.close()
 
 
-async def describe_partitions(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, int]:
+async def describe_partitions(
+    bootstrap: str, names: list[str], timeout: float = 30.0
+) -> dict[str, int]:
     """Partition count of each named topic that exists."""
     from aiokafka import AIOKafkaConsumer
 

@@ -8,6 +8,7 @@
  * predictions._pre_potential needs (spec 5.3 C, 5.4):
  *   M     = len(matches)   (sum of block sizes of blocks(P, state))
  *   E     = len(extras_flat) = len(state) - matched size of blocks(present_flat, state)
+ *           (= len(state) - M, see py_prepot)
  *   NB    = number of merged blocks (sentinel excluded)
  *   PLEN  = total symbols of the present events (after the "matches[0] in past[-1]" fix-up)
  * The float arithmetic is left to the caller (numpy), so no compiler flag can change it.
@@ -323,7 +324,7 @@ static PyObject *py_prepot(PyObject *self, PyObject *args) {
         int64_t p = sel[q];
         int la = (int)(offs[p + 1] - offs[p]);
         map_pattern(&c, flat + offs[p], la);
-        int m, m2;
+        int m;
         int nb = matching_blocks(&c, c.a, la, &m);
         int i0 = 0, end = la, j0 = 0;
         if (nb > 0) {
@@ -331,7 +332,13 @@ static PyObject *py_prepot(PyObject *self, PyObject *args) {
             j0 = c.mj[0];
             end = c.mi[nb - 1] + c.mk[nb - 1];
         }
-        matching_blocks(&c, c.a + i0, end - i0, &m2);
+        /* E: the blocks of (present_flat, state) are the blocks of (P, state) shifted by i0.
+           Every block of (P, state) lies in [i0, end), so in each recursive sub-problem the
+           longest match of the clipped a-range is the same (i, j, k) (a run of the clipped
+           range is a run of the full one, and the full one's choice lies inside the clipped
+           range), by induction on the recursion.  Hence the matched size is M and
+           E = len(state) - M (tests/core/test_kernel.py checks it against difflib). */
+        int m2 = m;
         /* event mapping with flat counts (predictions._build_candidate) */
         const int32_t *ev = evlen + evoffs[p];
         int nev = (int)(evoffs[p + 1] - evoffs[p]);

@@ -160,19 +160,43 @@ def _rank(preds: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, A
 # fast path (§5.7)
 
 
+_FT_ATTR = "_kato_first_token_ranking"
+
+
+def _first_token_ranking(kb: KnowledgeBase, symbol: str) -> list[PatternRecord]:
+    """Patterns starting with ``symbol`` by (-unweighted fast-path potential, name).
+
+    Cached per ``kb.version`` (and per ``patterns`` dict, which a clear replaces).
+    """
+    cache: tuple[int, dict[str, PatternRecord], dict[str, list[PatternRecord]]] | None
+    cache = getattr(kb, _FT_ATTR, None)
+    if cache is None or cache[0] != kb.version or cache[1] is not kb.patterns:
+        cache = (kb.version, kb.patterns, {})
+        setattr(kb, _FT_ATTR, cache)
+    ranked = cache[2].get(symbol)
+    if ranked is None:
+        cands = kb.candidates_first_token(symbol)
+        ranked = sorted(cands, key=lambda r: (-((1 / len(r.flat) + 1.0) * 1.0 + 1.0), r.name))
+        cache[2][symbol] = ranked
+    return ranked
+
+
 def _fast_path(kb: KnowledgeBase, symbol: str, params: PredictParams) -> list[dict[str, Any]]:
-    cands = list(kb.candidates_first_token(symbol))
-    if not cands:
+    n_cands = len(kb.by_first_token.get(symbol, ()))
+    if not n_cands:
         return []
     weights = None
+    cands: list[PatternRecord]
+    if not params.affinity_emotive and n_cands > params.max_predictions:
+        # Unweighted potential is (1/n + 1.0) * 1.0 + 1.0: rank first, build only the top.
+        # The order depends only on the patterns, so it is cached per KB version.
+        cands = _first_token_ranking(kb, symbol)[: max(0, params.max_predictions)]
+    else:
+        cands = list(kb.candidates_first_token(symbol))
     if params.affinity_emotive:
         weights = _affinity_weights(
             kb, chain([symbol], (s for r in cands for s in r.flat)), params.affinity_emotive
         )
-    elif len(cands) > params.max_predictions:
-        # Unweighted potential is (1/n + 1.0) * 1.0 + 1.0: rank first, build only the top.
-        cands = sorted(cands, key=lambda r: (-((1 / len(r.flat) + 1.0) * 1.0 + 1.0), r.name))
-        cands = cands[: max(0, params.max_predictions)]
     out: list[dict[str, Any]] = []
     for rec in cands:
         flat = rec.flat

@@ -91,7 +91,9 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
     except ValueError as exc:
         raise EnvelopeError("MALFORMED_JSON", f"value is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise EnvelopeError("NOT_AN_OBJECT", f"envelope must be a JSON object, got {type(doc).__name__}")
+        raise EnvelopeError(
+            "NOT_AN_OBJECT", f"envelope must be a JSON object, got {type(doc).__name__}"
+        )
     partial = {
         "session_id": _str_or_none(doc.get("session_id")),
         "node_id": _str_or_none(doc.get("node_id")),
@@ -104,28 +106,46 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
         v = doc[name]
         if not isinstance(v, str):
             raise EnvelopeError(
-                "WRONG_TYPE", f"'{name}' must be a string, got {type(v).__name__}", {"field": name}, partial
+                "WRONG_TYPE",
+                f"'{name}' must be a string, got {type(v).__name__}",
+                {"field": name},
+                partial,
             )
         if not v:
-            raise EnvelopeError("WRONG_TYPE", f"'{name}' must not be empty", {"field": name}, partial)
+            raise EnvelopeError(
+                "WRONG_TYPE", f"'{name}' must not be empty", {"field": name}, partial
+            )
     extra = sorted(set(doc) - _FIELDS)
     if extra:
-        raise EnvelopeError("UNKNOWN_FIELD", f"unknown envelope field(s): {', '.join(extra)}", {"fields": extra}, partial)
+        raise EnvelopeError(
+            "UNKNOWN_FIELD",
+            f"unknown envelope field(s): {', '.join(extra)}",
+            {"fields": extra},
+            partial,
+        )
     msg_id = doc.get("msg_id")
     if msg_id is not None and not isinstance(msg_id, str):
         raise EnvelopeError(
-            "WRONG_TYPE", f"'msg_id' must be a string or null, got {type(msg_id).__name__}", {"field": "msg_id"}, partial
+            "WRONG_TYPE",
+            f"'msg_id' must be a string or null, got {type(msg_id).__name__}",
+            {"field": "msg_id"},
+            partial,
         )
     payload = doc.get("payload", {})
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
         raise EnvelopeError(
-            "WRONG_TYPE", f"'payload' must be an object, got {type(payload).__name__}", {"field": "payload"}, partial
+            "WRONG_TYPE",
+            f"'payload' must be an object, got {type(payload).__name__}",
+            {"field": "payload"},
+            partial,
         )
     op = doc["op"]
     if op not in OPS:
-        raise EnvelopeError("UNKNOWN_OP", f"unknown op {op!r}", {"op": op, "known": sorted(OPS)}, partial)
+        raise EnvelopeError(
+            "UNKNOWN_OP", f"unknown op {op!r}", {"op": op, "known": sorted(OPS)}, partial
+        )
     if key is not None and key != doc["session_id"].encode("utf-8"):
         raise EnvelopeError(
             "KEY_MISMATCH",
@@ -133,4 +153,6 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
             {"key": key.decode("utf-8", "replace")},
             partial,
         )
-    return Envelope(op=op, session_id=doc["session_id"], node_id=doc["node_id"], msg_id=msg_id, payload=payload)
+    return Envelope(
+        op=op, session_id=doc["session_id"], node_id=doc["node_id"], msg_id=msg_id, payload=payload
+    )

@@ -24,7 +24,9 @@ async def group_members(bootstrap: str, group: str) -> list[str]:
         await admin.close()
 
 
-async def evict_members(bootstrap: str, group: str, member_ids: list[str] | None = None) -> list[str]:
+async def evict_members(
+    bootstrap: str, group: str, member_ids: list[str] | None = None
+) -> list[str]:
     """Remove ``member_ids`` (default: every member) from ``group``; returns those removed."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

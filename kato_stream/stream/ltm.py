@@ -128,7 +128,9 @@ class PatternFollower:
             await self._consumer._client.force_metadata_update()  # noqa: SLF001
             parts = self._consumer.partitions_for_topic(self.topic) or set()
         if not parts:
-            raise RuntimeError(f"topic {self.topic} does not exist: run `kato-stream topics create`")
+            raise RuntimeError(
+                f"topic {self.topic} does not exist: run `kato-stream topics create`"
+            )
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)

@@ -121,7 +121,12 @@ class Processor:
         if _is_applied(stored, source):
             return Outcome(duplicate=True, session_id=env.session_id)
         state = stored.get("state") if stored else None
-        ident = {"session_id": env.session_id, "node_id": env.node_id, "msg_id": env.msg_id, "op": env.op}
+        ident = {
+            "session_id": env.session_id,
+            "node_id": env.node_id,
+            "msg_id": env.msg_id,
+            "op": env.op,
+        }
         if state is not None and stored is not None and stored.get("node_id") != env.node_id:
             err = EnvelopeError(
                 "NODE_MISMATCH",

@@ -4,11 +4,10 @@ Why each rule exists:
 
 * **Stable msg_id.** Every replayed envelope carries a msg_id derived from its original
   identity: its own msg_id if it had one, else ``"{id_prefix}{topic}:{partition}:{offset}"``
-  (prefix ``replay:`` by default).  The worker's learn_id is the msg_id, and the knowledge base
-  applies a learn_id once, so replaying the same range twice counts each learn once.
-  ``--id-prefix ''`` gives the exact learn_id the worker gave the original record, so a replay
-  into the node that already processed it changes nothing (see docs/replay.md for when to
-  choose which).
+  (prefix ``replay:`` by default).  The worker's learn id is ``"{session}/{msg_id}"`` and the
+  knowledge base applies a learn id once, so replaying the same range twice (to the same
+  sessions) counts each learn once.  A new ``--id-prefix`` starts a new generation (see
+  docs/replay.md for replaying into the node that processed the original).
 * **Order.** Records are published in source order per source partition, keyed by session id,
   and aiokafka keeps one batch in flight per partition: the same session always lands on one
   partition, in order.  ``--partitioning source`` keeps the source partition number instead

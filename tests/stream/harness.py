@@ -87,7 +87,13 @@ class WorkerProc:
             return ""
 
 
-def env_record(op: str, session: str, node: str, payload: dict[str, Any] | None = None, msg_id: str | None = None) -> bytes:
+def env_record(
+    op: str,
+    session: str,
+    node: str,
+    payload: dict[str, Any] | None = None,
+    msg_id: str | None = None,
+) -> bytes:
     doc: dict[str, Any] = {"op": op, "session_id": session, "node_id": node}
     if payload is not None:
         doc["payload"] = payload
@@ -103,16 +109,23 @@ class Sent:
     source: Source
 
 
-async def publish(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> list[Sent]:
+async def publish(
+    bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]
+) -> list[Sent]:
     """Publish in order (one in flight at a time per call keeps per-key order); returns sources."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, max_request_size=8 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=2, max_request_size=8 * 1024 * 1024
+    )
     await producer.start()
     try:
         futs = [await producer.send(topic, v, key=k) for k, v in items]
         metas = await asyncio.gather(*futs)
     finally:
         await producer.stop()
-    return [Sent(k, v, Source(topic, m.partition, m.offset)) for (k, v), m in zip(items, metas, strict=True)]
+    return [
+        Sent(k, v, Source(topic, m.partition, m.offset))
+        for (k, v), m in zip(items, metas, strict=True)
+    ]
 
 
 async def setup_topics(s: Settings) -> None:
@@ -124,7 +137,9 @@ async def collect(bootstrap: str, topic: str, n: int, timeout: float) -> list[An
     deadline = time.monotonic() + timeout
     out: list[Any] = []
     while time.monotonic() < deadline:
-        out = await consume_records(bootstrap, topic, timeout=max(1.0, deadline - time.monotonic()), to_end=True)
+        out = await consume_records(
+            bootstrap, topic, timeout=max(1.0, deadline - time.monotonic()), to_end=True
+        )
         if len(out) >= n:
             break
         await asyncio.sleep(0.3)
@@ -140,10 +155,14 @@ def by_source(records: list[Any]) -> dict[tuple[int, int], list[bytes]]:
     return out
 
 
-def expected_outputs(sent: list[Sent], settings: Settings) -> tuple[dict[tuple[int, int], bytes], LtmRegistry, dict[str, Any]]:
+def expected_outputs(
+    sent: list[Sent], settings: Settings
+) -> tuple[dict[tuple[int, int], bytes], LtmRegistry, dict[str, Any]]:
     """Run the commands in publish order through the Processor and real engine, in process."""
     ltm = LtmRegistry()
-    proc = Processor(CoreEngineAdapter.from_settings(settings), ltm, max_bytes=settings.max_message_bytes)
+    proc = Processor(
+        CoreEngineAdapter.from_settings(settings), ltm, max_bytes=settings.max_message_bytes
+    )
     table: dict[str, Any] = {}
     out: dict[tuple[int, int], bytes] = {}
     for s in sent:

@@ -14,7 +14,14 @@ import pytest
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.topics import validate
-from tests.stream.harness import by_source, collect, env_record, expected_outputs, publish, setup_topics
+from tests.stream.harness import (
+    by_source,
+    collect,
+    env_record,
+    expected_outputs,
+    publish,
+    setup_topics,
+)
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
@@ -26,13 +33,26 @@ def _commands() -> list[tuple[bytes | None, bytes]]:
         k = s.encode()
         items.append((k, env_record("open", s, n, {"config": {"max_predictions": 5}})))
         for seq in (["hello"], ["world", "x"], ["foo"]):
-            items.append((k, env_record("observe", s, n, {"strings": seq, "emotives": {"joy": 0.5}})))
+            items.append(
+                (k, env_record("observe", s, n, {"strings": seq, "emotives": {"joy": 0.5}}))
+            )
         items.append((k, env_record("learn", s, n, {}, msg_id=f"learn-{i}")))
         items.append((k, env_record("observe", s, n, {"strings": ["hello"]})))
         items.append((k, env_record("observe", s, n, {"strings": ["world"]})))
         items.append((k, env_record("predict", s, n, {})))
         items.append(
-            (k, env_record("observe_sequence", s, n, {"observations": [{"strings": ["a"]}, {"strings": ["b"]}], "learn_at_end": True}))
+            (
+                k,
+                env_record(
+                    "observe_sequence",
+                    s,
+                    n,
+                    {
+                        "observations": [{"strings": ["a"]}, {"strings": ["b"]}],
+                        "learn_at_end": True,
+                    },
+                ),
+            )
         )
         items.append((k, env_record("configure", s, n, {"config": {"recall_threshold": 0.3}})))
         items.append((k, env_record("get", s, n, {})))
@@ -45,13 +65,43 @@ def _poison(valid_session: str) -> list[tuple[bytes | None, bytes, str]]:
         (k, b"{not json", "MALFORMED_JSON"),
         (k, b"[1, 2]", "NOT_AN_OBJECT"),
         (k, codecs.dumps({"op": "observe", "session_id": valid_session}), "MISSING_FIELD"),
-        (k, codecs.dumps({"op": "observe", "session_id": valid_session, "node_id": 7}), "WRONG_TYPE"),
-        (k, codecs.dumps({"op": "fly", "session_id": valid_session, "node_id": "node-0"}), "UNKNOWN_OP"),
-        (k, b'{"op":"observe","session_id":"sess-0","node_id":"node-0","payload":{"strings":["' + b"z" * 3000 + b'"]}}', "OVERSIZED"),
-        (k, env_record("observe", valid_session, "other-node", {"strings": ["q"]}), "NODE_MISMATCH"),
-        (b"someone-else", env_record("observe", valid_session, "node-0", {"strings": ["q"]}), "KEY_MISMATCH"),
-        (k, env_record("observe", valid_session, "node-0", {"strings": "notalist"}), "OBSERVATION_INVALID"),
-        (k, env_record("configure", valid_session, "node-0", {"config": {"recall_threshold": 7}}), "CONFIG_INVALID"),
+        (
+            k,
+            codecs.dumps({"op": "observe", "session_id": valid_session, "node_id": 7}),
+            "WRONG_TYPE",
+        ),
+        (
+            k,
+            codecs.dumps({"op": "fly", "session_id": valid_session, "node_id": "node-0"}),
+            "UNKNOWN_OP",
+        ),
+        (
+            k,
+            b'{"op":"observe","session_id":"sess-0","node_id":"node-0","payload":{"strings":["'
+            + b"z" * 3000
+            + b'"]}}',
+            "OVERSIZED",
+        ),
+        (
+            k,
+            env_record("observe", valid_session, "other-node", {"strings": ["q"]}),
+            "NODE_MISMATCH",
+        ),
+        (
+            b"someone-else",
+            env_record("observe", valid_session, "node-0", {"strings": ["q"]}),
+            "KEY_MISMATCH",
+        ),
+        (
+            k,
+            env_record("observe", valid_session, "node-0", {"strings": "notalist"}),
+            "OBSERVATION_INVALID",
+        ),
+        (
+            k,
+            env_record("configure", valid_session, "node-0", {"config": {"recall_threshold": 7}}),
+            "CONFIG_INVALID",
+        ),
         (None, b"\xff\xfe garbage", "MALFORMED_JSON"),
     ]
 

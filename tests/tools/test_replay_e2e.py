@@ -140,8 +140,10 @@ async def test_replaying_twice_counts_each_learn_once(
     after1 = await run(same, "n1", "same1")
     assert sorted(after1.values()) == [1, 2, 4]
     assert await run(same, "n1", "same2") == after1
-    # With --id-prefix '' the ids are the worker's own learn_ids: nothing is counted again.
-    assert await run(ReplayOptions(node="n1", id_prefix=""), "n1", "noprefix") == after1
+    # A new prefix is a new generation (the way to re-count after a clear_all): the id-less
+    # learns count once more, the client-id learn ("{session}/{msg_id}") still does not.
+    after3 = await run(ReplayOptions(node="n1", id_prefix="replay2:"), "n1", "gen2")
+    assert sorted(after3.values()) == [1, 3, 6]
     assert w.alive(), w.log_tail()
 
 
