@@ -6,7 +6,11 @@ stored pattern keeping 30-70% of each event's tokens plus 0-3 noise tokens; sing
 queries are the first token of a stored pattern.  Default prediction parameters.
 
     python benchmarks/bench_core.py --sizes 1000,10000,100000 --queries 200 \
-        --out benchmarks/results/core.json
+        --pure-python 1000,10000 --out benchmarks/results/core.json
+
+``--pure-python SIZES`` also times the same queries with the C kernel disabled (the
+pure-Python fallback, ``KATO_STREAM_PURE_PYTHON=1``) at those sizes, in the same run, and
+checks that both paths return byte-identical predictions.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import random
 import statistics
@@ -24,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kato_stream.core import kernel  # noqa: E402
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent  # noqa: E402
 from kato_stream.core.predictions import PredictParams, predict  # noqa: E402
 
@@ -59,7 +65,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def bench(size: int, n_queries: int, seed: int = 42) -> dict[str, Any]:
+def bench(size: int, n_queries: int, pure: bool, seed: int = 42) -> dict[str, Any]:
     rng = random.Random(seed)
     patterns = make_patterns(rng, size)
     events = [
@@ -84,36 +90,57 @@ def bench(size: int, n_queries: int, seed: int = 42) -> dict[str, Any]:
     predict(kb, multi[0], params)  # first call builds the derived index
     index_build_s = time.perf_counter() - t0
 
-    def run(queries: list[list[list[str]]]) -> tuple[list[float], float]:
+    def run(queries: list[list[list[str]]]) -> tuple[list[float], list[float], float, list[bytes]]:
         lat = []
+        wall = []
         n_preds = 0
+        dumps = []
         for q in queries:
             # CPU time of this process: the shared 2-core host is often loaded by others.
             t = time.process_time()
+            w = time.perf_counter()
             res = predict(kb, q, params)
+            wall.append((time.perf_counter() - w) * 1000.0)
             lat.append((time.process_time() - t) * 1000.0)
             n_preds += len(res.predictions)
-        return lat, n_preds / len(queries)
+            dumps.append(hashlib.sha1(json.dumps(res.predictions).encode()).digest())
+        return lat, wall, n_preds / len(queries), dumps
 
-    lat_m, avg_m = run(multi)
-    lat_s, avg_s = run(single)
-    return {
+    def summary(lat: list[float], wall: list[float], avg: float) -> dict[str, float]:
+        return {
+            "p50_ms": round(statistics.median(lat), 3),
+            "p99_ms": round(pct(lat, 0.99), 3),
+            "mean_ms": round(statistics.fmean(lat), 3),
+            "wall_p50_ms": round(statistics.median(wall), 3),
+            "avg_predictions": round(avg, 1),
+        }
+
+    def paths() -> tuple[dict[str, Any], list[bytes]]:
+        lat_m, wall_m, avg_m, d_m = run(multi)
+        lat_s, wall_s, avg_s, d_s = run(single)
+        return {
+            "multi": summary(lat_m, wall_m, avg_m),
+            "single": summary(lat_s, wall_s, avg_s),
+        }, d_m + d_s
+
+    out: dict[str, Any] = {
         "patterns": size,
+        "queries": {"multi": len(multi), "single": len(single)},
         "learn_patterns_per_s": round(size / learn_s, 1),
         "first_predict_ms_incl_index_build": round(index_build_s * 1000, 2),
-        "multi": {
-            "p50_ms": round(statistics.median(lat_m), 3),
-            "p99_ms": round(pct(lat_m, 0.99), 3),
-            "mean_ms": round(statistics.fmean(lat_m), 3),
-            "avg_predictions": round(avg_m, 1),
-        },
-        "single": {
-            "p50_ms": round(statistics.median(lat_s), 3),
-            "p99_ms": round(pct(lat_s, 0.99), 3),
-            "mean_ms": round(statistics.fmean(lat_s), 3),
-            "avg_predictions": round(avg_s, 1),
-        },
     }
+    res, dumps = paths()
+    out.update(res)
+    if pure:
+        saved = kernel.ENABLED
+        kernel.ENABLED = False
+        try:
+            res_p, dumps_p = paths()
+        finally:
+            kernel.ENABLED = saved
+        out["pure_python"] = res_p
+        out["pure_python"]["identical_predictions"] = dumps_p == dumps
+    return out
 
 
 def main() -> None:
@@ -121,16 +148,31 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--out", default="")
+    ap.add_argument(
+        "--pure-python",
+        default="",
+        help="comma-separated sizes at which to also time the pure-Python fallback",
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    pure = {int(s) for s in args.pure_python.split(",") if s}
+    load_before = os.getloadavg()
     # Fewer queries at 100k: the full path is ~linear in passing candidates.
-    results = [bench(n, args.queries if n < 100_000 else max(5, args.queries // 10)) for n in sizes]
+    results = [
+        bench(n, args.queries if n < 100_000 else max(5, args.queries // 10), n in pure)
+        for n in sizes
+    ]
     report = {
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
-            "note": "single process, one core; latencies are CPU time (time.process_time)",
+            "cpus": os.cpu_count(),
+            "loadavg_before": [round(x, 1) for x in load_before],
+            "loadavg_after": [round(x, 1) for x in os.getloadavg()],
+            "c_kernel": kernel.enabled(),
+            "note": "single process, one core; latencies are CPU time (time.process_time)"
+            " unless named wall_*",
         },
         "params": "defaults: recall_threshold 0.1, max_predictions 100, token matching",
         "results": results,

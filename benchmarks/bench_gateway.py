@@ -117,7 +117,9 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
         s.kafka_bootstrap, s.topic("observations"), s.topic("predictions"), timeout=120
     )
     await client.start()
-    times: dict[str, list[float]] = {k: [] for k in ("http_observe", "topic_observe", "http_predictions", "topic_predictions")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("http_observe", "topic_observe", "http_predictions", "topic_predictions")
+    }
     try:
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
             loader = "bench-loader"
@@ -125,8 +127,11 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
             for i, pat in enumerate(patterns):
                 obs = [{"strings": ev} for ev in pat]
                 rec = await client.request(
-                    "observe_sequence", loader, node,
-                    {"observations": obs, "learn_at_end": True}, msg_id=f"load-{node}-{i}",
+                    "observe_sequence",
+                    loader,
+                    node,
+                    {"observations": obs, "learn_at_end": True},
+                    msg_id=f"load-{node}-{i}",
                 )
                 assert rec["status"] == "ok", rec
             load_s = time.perf_counter() - t0
@@ -140,7 +145,9 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
                     times["http_observe"].append(time.perf_counter() - t)
                     assert r.status_code == 200, r.text
                     t = time.perf_counter()
-                    rec = await client.request("observe", direct, node, {"strings": ev}, msg_id=new_msg_id("obs"))
+                    rec = await client.request(
+                        "observe", direct, node, {"strings": ev}, msg_id=new_msg_id("obs")
+                    )
                     times["topic_observe"].append(time.perf_counter() - t)
                     assert rec["status"] == "ok", rec
                 t = time.perf_counter()
@@ -170,14 +177,21 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         s = dataclasses.replace(
-            stack.settings(Settings()), topic_prefix="bench", partitions=args.partitions,
-            data_dir=str(tmp / "worker"), app_id="kato-stream-bench",
+            stack.settings(Settings()),
+            topic_prefix="bench",
+            partitions=args.partitions,
+            data_dir=str(tmp / "worker"),
+            app_id="kato-stream-bench",
         )
         await create_topics(s.kafka_bootstrap, topic_specs(s))
-        procs.append(spawn([sys.executable, "-m", "kato_stream.cli", "worker"], s, tmp / "worker.log"))
+        procs.append(
+            spawn([sys.executable, "-m", "kato_stream.cli", "worker"], s, tmp / "worker.log")
+        )
         port = free_port()
         log = tmp / "gateway.log"
-        procs.append(spawn([sys.executable, "-m", "kato_stream.cli", "gateway", "--port", str(port)], s, log))
+        procs.append(
+            spawn([sys.executable, "-m", "kato_stream.cli", "gateway", "--port", str(port)], s, log)
+        )
         deadline = time.monotonic() + 120
         while "gateway ready" not in log.read_text(errors="replace"):
             if time.monotonic() > deadline or procs[-1].poll() is not None:
@@ -191,7 +205,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "gateway",
         "command": " ".join(["python", "benchmarks/bench_gateway.py", *sys.argv[1:]]),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
         "patterns": args.patterns,
         "queries": args.queries,
         "partitions": args.partitions,
@@ -200,7 +218,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--patterns", type=int, default=1000)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--partitions", type=int, default=2)

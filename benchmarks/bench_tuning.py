@@ -37,7 +37,12 @@ def build(size: int, seed: int) -> tuple[KnowledgeBase, list[list[list[str]]], r
     kb = KnowledgeBase("bench")
     for i, p in enumerate(patterns):
         kb.apply_learn(
-            LearnEvent("bench", f"l{i}", hashlib.sha1(str(p).encode()).hexdigest(), tuple(tuple(e) for e in p))
+            LearnEvent(
+                "bench",
+                f"l{i}",
+                hashlib.sha1(str(p).encode()).hexdigest(),
+                tuple(tuple(e) for e in p),
+            )
         )
     return kb, patterns, rng
 
@@ -50,7 +55,9 @@ def stats(lat: list[float], n_preds: int, n: int) -> dict[str, float]:
     }
 
 
-def run(kb: KnowledgeBase, queries: list[list[list[str]]], params: PredictParams) -> dict[str, float]:
+def run(
+    kb: KnowledgeBase, queries: list[list[list[str]]], params: PredictParams
+) -> dict[str, float]:
     lat, n_preds = [], 0
     for q in queries:
         t = time.process_time()
@@ -75,7 +82,10 @@ def cache_run(kb: KnowledgeBase, queries: list[list[list[str]]], url: str) -> di
                 t = time.perf_counter()
                 cache(kb, q, PredictParams())
                 lat.append((time.perf_counter() - t) * 1000.0)
-            out[label] = {"p50_ms": round(statistics.median(lat), 3), "p99_ms": round(pct(lat, 0.99), 3)}
+            out[label] = {
+                "p50_ms": round(statistics.median(lat), 3),
+                "p99_ms": round(pct(lat, 0.99), 3),
+            }
         out["hits"], out["misses"], out["errors"] = cache.hits, cache.misses, cache.errors
     finally:
         cache.stop()
@@ -88,8 +98,12 @@ def bench(size: int, n_queries: int, redis_url: str, seed: int = 42) -> dict[str
     predict(kb, queries[0], PredictParams())  # build the derived index outside the timings
     result: dict[str, Any] = {
         "patterns": size,
-        "recall_threshold": {str(t): run(kb, queries, PredictParams(recall_threshold=t)) for t in THRESHOLDS},
-        "max_predictions": {str(m): run(kb, queries, PredictParams(max_predictions=m)) for m in MAX_PREDICTIONS},
+        "recall_threshold": {
+            str(t): run(kb, queries, PredictParams(recall_threshold=t)) for t in THRESHOLDS
+        },
+        "max_predictions": {
+            str(m): run(kb, queries, PredictParams(max_predictions=m)) for m in MAX_PREDICTIONS
+        },
     }
     if redis_url:
         result["cache"] = cache_run(kb, queries, redis_url)
@@ -100,7 +114,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--redis-url", default="", help="measure the prediction cache against this Redis")
+    ap.add_argument(
+        "--redis-url", default="", help="measure the prediction cache against this Redis"
+    )
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     report = {

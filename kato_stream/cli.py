@@ -194,6 +194,32 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from kato_stream.dev import run_dev
+
+    import os
+
+    s = Settings.from_env()
+    if "KATO_STREAM_REDIS_URL" not in os.environ:
+        # the embedded stack starts its own Redis: keep clear of a system one on 6379
+        s = dataclasses.replace(s, redis_url="redis://127.0.0.1:16379/0")
+    if args.data_dir:
+        s = dataclasses.replace(s, data_dir=args.data_dir)
+    try:
+        return asyncio.run(
+            run_dev(
+                s,
+                host=args.host,
+                port=args.port,
+                sample=not args.no_sample,
+                exit_after_sample=args.exit_after_sample,
+                timeout=args.timeout,
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kato-stream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -237,6 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--port", type=int, default=8000)
     common(g)
     g.set_defaults(func=cmd_gateway)
+
+    d = sub.add_parser(
+        "dev",
+        help="embedded stack (broker, redis, chdb, qdrant) + topics + worker + gateway, "
+        "with sample data streaming",
+    )
+    d.add_argument("--host", default="127.0.0.1", help="gateway address")
+    d.add_argument("--port", type=int, default=8000, help="gateway port (0 = no gateway)")
+    d.add_argument("--data-dir", help="override KATO_STREAM_DATA_DIR")
+    d.add_argument("--no-sample", action="store_true", help="do not stream the sample data")
+    d.add_argument(
+        "--exit-after-sample", action="store_true", help="stop once the sample is answered"
+    )
+    d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for answers")
+    d.set_defaults(func=cmd_dev)
 
     return p
 

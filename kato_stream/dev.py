@@ -1,0 +1,227 @@
+"""``kato-stream dev``: the whole embedded stack in one command.
+
+Starts the broker and Redis (``EmbeddedStack``), creates the topics with their partition
+counts, runs one worker and the KATO-compatible gateway as child processes (so each owns
+its event loop and can be killed alone), then streams a small sample data set through the
+input topic and prints the prediction records as they arrive.  Ctrl-C (or ``--exit-after-
+sample``) stops everything: children get SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from kato_stream.settings import Settings
+
+SAMPLE_SEQUENCES: tuple[tuple[tuple[str, ...], ...], ...] = (
+    (("hello",), ("world",), ("bar", "foo")),
+    (("hello",), ("there",), ("foo",)),
+    (("wake",), ("coffee",), ("work",), ("lunch",)),
+    (("wake",), ("run",), ("shower",), ("work",)),
+)
+SAMPLE_PROBES: tuple[tuple[tuple[str, ...], ...], ...] = (
+    (("hello",), ("world",)),
+    (("wake",), ("coffee",)),
+    (("wake",), ("shower",)),
+)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the environment variables that reproduce it in a child process."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, bool):
+            env[f.metadata["env"]] = str(value).lower()
+        elif isinstance(value, tuple):
+            env[f.metadata["env"]] = ",".join(str(v) for v in value)
+        else:
+            env[f.metadata["env"]] = str(value)
+    return env
+
+
+def sample_envelopes(node: str, session: str) -> list[dict[str, Any]]:
+    """Learn the sample sequences, then observe each probe (clearing the STM between)."""
+    out: list[dict[str, Any]] = []
+
+    def cmd(op: str, payload: dict[str, Any] | None = None) -> None:
+        out.append(
+            {
+                "op": op,
+                "session_id": session,
+                "node_id": node,
+                "msg_id": f"dev-{len(out)}",
+                "payload": payload or {},
+            }
+        )
+
+    for seq in SAMPLE_SEQUENCES:
+        for event in seq:
+            cmd("observe", {"strings": list(event)})
+        cmd("learn")
+    for probe in SAMPLE_PROBES:
+        cmd("clear_stm")
+        for event in probe:
+            cmd("observe", {"strings": list(event)})
+    return out
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One readable line for a prediction record."""
+    op = record.get("op")
+    if record.get("status") != "ok":
+        err = record.get("error") or {}
+        return f"{op:<10} REJECTED {err.get('code')}: {err.get('message')}"
+    line = f"{op:<10} stm_length={record.get('stm_length')}"
+    learned = record.get("learned_patterns") or []
+    if learned:
+        line += f" learned={learned[0][:17]}..."
+    preds = record.get("predictions") or []
+    if preds:
+        top = preds[0]
+        line += (
+            f" predictions={len(preds)} top: future={top.get('future')}"
+            f" similarity={top.get('similarity'):.3f} potential={top.get('potential'):.3f}"
+        )
+    return line
+
+
+class Child:
+    """A child process that is stopped with SIGTERM, then SIGKILL after ``grace`` seconds."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(list(argv), env=env, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if not self.running():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+async def _wait_http(url: str, timeout: float, child: Child) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if not child.running():
+                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url, timeout=2.0)).status_code == 200:
+                    return
+            await asyncio.sleep(0.3)
+    raise RuntimeError(f"{child.name} did not answer {url} within {timeout:.0f} s")
+
+
+async def stream_sample(settings: Settings, timeout: float) -> int:
+    """Publish the sample, print each record; returns the number of records answered."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from kato_stream.stream import codecs
+
+    node, session = "dev-node", f"dev-{uuid.uuid4().hex[:8]}"
+    envelopes = sample_envelopes(node, session)
+    consumer = AIOKafkaConsumer(
+        settings.topic("predictions"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    await producer.start()
+    try:
+        # make sure the consumer holds its positions before anything is published
+        await consumer.getmany(timeout_ms=500)
+        for env in envelopes:
+            await producer.send_and_wait(
+                settings.topic("observations"), codecs.dumps(env), key=session.encode()
+            )
+        print(f"published {len(envelopes)} commands for session {session}", flush=True)
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while seen < len(envelopes) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for rec in records:
+                    doc = codecs.loads(rec.value)
+                    if doc.get("session_id") != session:
+                        continue
+                    seen += 1
+                    print(f"[{doc.get('msg_id')}] {describe(doc)}", flush=True)
+        return seen
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def run_dev(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    sample: bool = True,
+    exit_after_sample: bool = False,
+    timeout: float = 120.0,
+) -> int:
+    """Run the embedded stack, a worker and the gateway until Ctrl-C; 0 on success."""
+    from kato_stream.embedded.launcher import EmbeddedStack
+    from kato_stream.topics import create_topics, topic_specs
+
+    stack = EmbeddedStack.from_settings(settings)
+    await stack.start()
+    children: list[Child] = []
+    try:
+        s = stack.settings(settings)
+        await create_topics(
+            s.kafka_bootstrap, topic_specs(s), replication_factor=s.replication_factor
+        )
+        print(f"kafka      {s.kafka_bootstrap}", flush=True)
+        print(f"redis      {s.redis_url} ({stack.redis_backend})", flush=True)
+        env = {**os.environ, **settings_env(s)}
+        py = sys.executable
+        children.append(Child("worker", [py, "-m", "kato_stream.cli", "worker"], env))
+        if port:
+            gw = [py, "-m", "kato_stream.cli", "gateway", "--host", host, "--port", str(port)]
+            children.append(Child("gateway", gw, env))
+            await _wait_http(f"http://{host}:{port}/health", timeout, children[-1])
+            print(f"gateway    http://{host}:{port} (KATO REST API)", flush=True)
+        if sample:
+            answered = await stream_sample(s, timeout)
+            expected = len(sample_envelopes("n", "s"))
+            print(f"sample: {answered}/{expected} commands answered", flush=True)
+            if answered != expected:
+                return 1
+        if exit_after_sample:
+            return 0
+        print("ready: press Ctrl-C to stop", flush=True)
+        while all(c.running() for c in children):
+            await asyncio.sleep(0.5)
+        dead = [c.name for c in children if not c.running()]
+        print(f"stopped: {', '.join(dead)} exited", file=sys.stderr)
+        return 1
+    finally:
+        for c in children:
+            c.stop()
+        await stack.stop()

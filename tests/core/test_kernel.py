@@ -1,0 +1,210 @@
+"""Exactness of the C kernel (``_kernel.c`` via ``kernel.py``) against the pure-Python path.
+
+* blocks: the kernel's matching blocks equal ``difflib`` (no junk, no autojunk) and
+  ``matcher.matching_blocks`` on random sequences with many repeats;
+* per-candidate inputs of ``_pre_potential`` (M, E, number of blocks, present length)
+  equal what ``predictions._build_candidate`` computes;
+* ``predict()`` with the kernel is byte-identical (orjson) to the pure-Python path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kato_stream.core import kernel
+from kato_stream.core import predictions as pred_mod
+from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
+from kato_stream.core.matcher import diff_missing_extras, matching_blocks
+from kato_stream.core.predictions import PredictParams, predict
+from kato_stream.core.prefilter import pattern_index
+
+needs_kernel = pytest.mark.skipif(not kernel.AVAILABLE, reason="C kernel not built")
+
+
+def learn(kb: KnowledgeBase, events: Sequence[Sequence[str]]) -> None:
+    ev = tuple(tuple(e) for e in events)
+    name = hashlib.sha1(repr(ev).encode()).hexdigest()
+    kb.apply_learn(LearnEvent("n", f"l{len(kb.applied)}", name, ev))
+
+
+def dump(res: pred_mod.PredictionResult) -> bytes:
+    return orjson.dumps([res.predictions, res.future_potentials, res.fast_path])
+
+
+def both_paths(
+    kb: KnowledgeBase, stm: list[list[str]], params: PredictParams, mp: pytest.MonkeyPatch
+) -> tuple[bytes, bytes]:
+    with mp.context() as m:
+        m.setattr(kernel, "ENABLED", True)
+        fast = dump(predict(kb, stm, params))
+    with mp.context() as m:
+        m.setattr(kernel, "ENABLED", False)
+        slow = dump(predict(kb, stm, params))
+    return fast, slow
+
+
+# --- blocks ------------------------------------------------------------------------------
+
+ints = st.lists(st.integers(min_value=0, max_value=5), max_size=30)
+
+
+@needs_kernel
+@settings(max_examples=3000, deadline=None)
+@given(a=ints, b=ints)
+def test_blocks_equal_difflib(a: list[int], b: list[int]) -> None:
+    got = kernel.blocks(a, b)
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    assert got == [tuple(x) for x in sm.get_matching_blocks()]
+    assert got == matching_blocks(a, b)
+
+
+@needs_kernel
+def test_blocks_long_sequences_with_repeats() -> None:
+    rng = random.Random(3)
+    for _ in range(300):
+        k = rng.randint(1, 8)
+        a = [rng.randint(0, k) for _ in range(rng.randint(0, 300))]
+        b = [rng.randint(0, k) for _ in range(rng.randint(0, 120))]
+        sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        assert kernel.blocks(a, b) == [tuple(x) for x in sm.get_matching_blocks()]
+
+
+# --- per-candidate pre-potential inputs -----------------------------------------------------
+
+VOCAB = [f"s{i}" for i in range(8)]
+event = st.lists(st.sampled_from(VOCAB), min_size=0, max_size=5)
+pattern = st.lists(event, min_size=1, max_size=5).filter(lambda es: sum(map(len, es)) >= 1)
+state_tok = st.sampled_from([*VOCAB, "unknown1", "unknown2"])
+
+
+@needs_kernel
+@settings(max_examples=400, deadline=None)
+@given(
+    patterns=st.lists(pattern, min_size=1, max_size=12),
+    state=st.lists(state_tok, min_size=1, max_size=14),
+)
+def test_prepot_inputs_match_python(patterns: list[list[list[str]]], state: list[str]) -> None:
+    kb = KnowledgeBase("n")
+    for p in patterns:
+        learn(kb, p)
+    idx = pattern_index(kb)
+    sel = np.arange(len(idx.records), dtype=np.int64)
+    q = kernel.state_codes(idx, state)
+    m, e, nb, plen = kernel.prepot_inputs(idx, sel, q)
+    bl = kernel.blocks_batch(idx, sel.tolist(), q)
+    stm = [state]
+    for k, rec in enumerate(idx.records):
+        blocks = matching_blocks(rec.flat, state)[:-1]
+        assert bl[k] == blocks
+        assert int(nb[k]) == len(blocks)
+        assert int(m[k]) == sum(n for _i, _j, n in blocks)
+        if blocks:
+            i0, end = blocks[0][0], blocks[-1][0] + blocks[-1][2]
+            present_flat = rec.flat[i0:end]
+        else:
+            present_flat = rec.flat
+        _missing, extras = diff_missing_extras(present_flat, state)
+        assert int(e[k]) == len(extras)
+        c = pred_mod._build_candidate(rec, 0.5, state, stm, 0.0, 0.0)
+        assert c is not None
+        assert int(plen[k]) == len(c.present_flat)
+        pre = kernel.pre_potentials(
+            m[k : k + 1], e[k : k + 1], nb[k : k + 1], plen[k : k + 1], idx.lens[k : k + 1]
+        )
+        assert float(pre[0]) == pred_mod._pre_potential(c)
+
+
+# --- whole predictions ------------------------------------------------------------------------
+
+stm_event = st.lists(state_tok, min_size=1, max_size=4).map(sorted)
+
+
+@needs_kernel
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    patterns=st.lists(pattern, min_size=1, max_size=30),
+    stm=st.lists(stm_event, min_size=1, max_size=4),
+    thr=st.sampled_from([0.0, 0.05, 0.1, 0.2, 0.3333333333333333, 0.5, 0.6666666666666665, 1.0]),
+    maxp=st.sampled_from([1, 2, 3, 100]),
+)
+def test_predict_kernel_equals_pure_python(
+    patterns: list[list[list[str]]],
+    stm: list[list[str]],
+    thr: float,
+    maxp: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kb = KnowledgeBase("n")
+    for p in patterns:
+        learn(kb, p)
+    params = PredictParams(recall_threshold=thr, max_predictions=maxp)
+    fast, slow = both_paths(kb, stm, params, monkeypatch)
+    assert fast == slow
+
+
+@needs_kernel
+def test_predict_kernel_equals_pure_python_bench_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Larger KBs of the benchmark's shape, many candidates pruned, incremental learns."""
+    rng = random.Random(11)
+    voc = [f"t{i:03d}" for i in range(60)]
+    w = [1.0 / (i + 1) ** 0.8 for i in range(60)]
+    kb = KnowledgeBase("n")
+    for round_ in range(3):
+        for _ in range(400):
+            learn(
+                kb,
+                [
+                    sorted(set(rng.choices(voc, w, k=rng.randint(2, 9))))
+                    for _ in range(rng.randint(1, 5))
+                ],
+            )
+        for _ in range(15):
+            stm = [
+                sorted(rng.choices(voc, w, k=rng.randint(1, 6))) for _ in range(rng.randint(1, 4))
+            ]
+            for maxp in (5, 40):
+                params = PredictParams(max_predictions=maxp, recall_threshold=0.1 * round_)
+                fast, slow = both_paths(kb, stm, params, monkeypatch)
+                assert fast == slow
+
+
+def test_fast_path_ranking_cache_follows_learns() -> None:
+    kb = KnowledgeBase("n")
+    rng = random.Random(5)
+    voc = [f"v{i}" for i in range(6)]
+    params = PredictParams(max_predictions=2)
+    used = 0
+    for _ in range(5):
+        for _ in range(20):
+            learn(kb, [sorted(rng.sample(voc, rng.randint(1, 4))) for _ in range(2)])
+        for s in voc:
+            cached = predict(kb, [[s]], params)
+            used += kb.__dict__.pop(pred_mod._FT_ATTR, None) is not None
+            fresh = predict(kb, [[s]], params)
+            assert dump(cached) == dump(fresh)
+    assert used > 0
+    kb.clear("c1")
+    assert predict(kb, [["v1"]], params).predictions == []
+
+
+def test_pure_python_env_switch() -> None:
+    code = "from kato_stream.core import kernel; print(kernel.ENABLED, kernel.enabled())"
+    env = dict(os.environ, KATO_STREAM_PURE_PYTHON="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
