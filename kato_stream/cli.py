@@ -279,6 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for answers")
     d.set_defaults(func=cmd_dev)
 
+    from kato_stream.tools import archive, loadgen, replay  # light: aiokafka is imported on use
+
+    for name, mod, text in (
+        ("archive", archive, "dump a topic range (offsets or time) to JSON lines"),
+        ("replay", replay, "re-publish a topic range or an archive (backfill, fresh node)"),
+        ("loadgen", loadgen, "load the stack and report throughput and latency percentiles"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run)
     return p
 
 
