@@ -215,6 +215,11 @@ class Settings:
         check=lambda v: v >= 0,
     )
     # -- stores --------------------------------------------------------------------------
+    persist: bool = setting(
+        "KATO_STREAM_PERSIST",
+        True,
+        "Worker persists kato.patterns to ClickHouse/Redis/Qdrant (group <app_id>-persist) and the latest record per session to Redis.",
+    )
     clickhouse_url: str = setting(
         "KATO_STREAM_CLICKHOUSE_URL",
         "",

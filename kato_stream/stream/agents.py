@@ -64,10 +64,11 @@ def register_agents(w: Worker) -> None:
                 futures.append(
                     await w.dlq_topic.send(key=msg.key, value=codecs.dumps(outcome.dead_letter))
                 )
+            out_value = codecs.dumps(outcome.record)
             futures.append(
                 await w.output_topic.send(
                     key=outcome.key,
-                    value=codecs.dumps(outcome.record),
+                    value=out_value,
                     headers=[
                         (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
                         (RECEIVED_HEADER, f"{received:.6f}".encode()),
@@ -81,6 +82,8 @@ def register_agents(w: Worker) -> None:
             await asyncio.gather(*futures)
             if outcome.table_value is not None and outcome.session_id is not None:
                 sessions[outcome.session_id] = outcome.table_value
+            if w.latest is not None and outcome.session_id is not None and outcome.record:
+                w.latest.put(outcome.session_id, out_value)
             rec = outcome.record or {}
             err = rec.get("error") or {}
             metrics.observe_command(

@@ -18,6 +18,7 @@ from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
+from kato_stream.stream.persist import LatestWriter, PatternPersister
 from kato_stream.stream.prediction_cache import PredictionCache, apply_redis_memory
 from kato_stream.stream.processor import EngineAdapter, Processor
 
@@ -40,6 +41,8 @@ class Worker:
     processor: Processor
     adaptive: AdaptiveRecall | None = None
     prediction_cache: PredictionCache | None = None
+    persister: PatternPersister | None = None
+    latest: LatestWriter | None = None
 
 
 def _brokers(bootstrap: str) -> list[str]:
@@ -119,6 +122,8 @@ def build_worker(
         processor=Processor(engine, ltm, max_bytes=settings.max_message_bytes),
         adaptive=adaptive,
         prediction_cache=cache,
+        persister=PatternPersister(settings) if settings.persist else None,
+        latest=LatestWriter(settings) if settings.persist else None,
     )
 
     @app.service
@@ -142,6 +147,19 @@ def build_worker(
             await follower.stop()
             if cache is not None:
                 cache.stop()
+
+    if worker.persister is not None and worker.latest is not None:
+        persister, latest = worker.persister, worker.latest
+
+        @app.service
+        class PersistService(mode.Service):  # kato.patterns -> stores (persist.py)
+            async def on_start(self) -> None:
+                await persister.start()
+                await latest.start()
+
+            async def on_stop(self) -> None:
+                await latest.stop()
+                await persister.stop()
 
     from kato_stream.stream.agents import register_agents
 

@@ -1,0 +1,334 @@
+"""Persistence: ``kato.patterns`` -> ClickHouse, Redis and Qdrant; latest records -> Redis.
+
+:class:`PatternPersister` consumes the pattern topic in its own consumer group
+(``"<app_id>-persist"``), so each event is persisted once per deployment whichever worker
+holds the partition, and writes every
+
+* learn event to ClickHouse (``add_learn`` with ``seq`` = the topic offset, so
+  ``load_node`` replays a node in topic order; a node's events share one partition),
+  Redis (``write_learn``: KATO's key layout) and Qdrant (the event's vectors);
+* clear event to all three (``clear_node`` / ``clear``).
+
+It reads a batch, writes it, waits until every store acknowledged (ClickHouse flushed,
+Redis transactions executed, Qdrant upserts ``wait=True``) and only then commits the
+batch's offsets.  Delivery is at least once, which is safe: every write is idempotent
+(ClickHouse dedupes by ``learn_id``/``clear_id`` keeping the least ``seq``, Redis records
+applied ids, Qdrant upserts by point id and a clear deletes the collection).
+
+A store that fails (or cannot be opened, e.g. a chdb directory locked by another process)
+never stops the worker: the persister logs, reopens its consumer at the committed offsets
+and retries with backoff; nothing past the last commit is lost.
+
+:class:`LatestWriter` keeps the latest output record per session in Redis
+(``RedisStore.set_latest``) off the agent's path: records are coalesced per session and
+written in pipelined batches every ``store_flush_seconds``; best effort (a Redis outage
+drops them, the record itself is on ``kato.predictions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from kato_stream.core.knowledge import LearnEvent
+from kato_stream.settings import Settings
+from kato_stream.stream import codecs
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+MAX_BACKOFF = 10.0
+
+
+def persist_group(settings: Settings) -> str:
+    """The persister's consumer group of a deployment."""
+    return f"{settings.app_id}-persist"
+
+
+class PatternPersister:
+    """Writes ``kato.patterns`` to the durable stores (``async start()``/``stop()``).
+
+    Stores passed in are used as given (already started, not stopped here, flushed on
+    stop); stores not passed are built from ``settings``, opened by the run loop (with
+    retries) and closed by :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clickhouse: Any = None,
+        redis: Any = None,
+        qdrant: Any = None,
+        group_id: str | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topic("patterns")
+        self.group_id = group_id or persist_group(settings)
+        self.max_batch = max_batch
+        self._given = {"clickhouse": clickhouse, "redis": redis, "qdrant": qdrant}
+        self.clickhouse: Any = clickhouse
+        self.redis: Any = redis
+        self.qdrant: Any = qdrant
+        self._owned: list[Any] = []
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.committed: dict[int, int] = {}  # partition -> next offset to persist
+        self.persisted = 0  # events written (redeliveries included)
+        self.errors = 0
+        self.running = asyncio.Event()  # stores open and consumer subscribed
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the run loop (stores and consumer are opened by it, with retries)."""
+        if self._task is not None:
+            return
+        self._stopping = asyncio.Event()
+        self.running = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="kato-persist")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Finish the batch in hand (write + commit), then close; stores are flushed."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()
+            wait = timeout if timeout is not None else max(5.0, 3 * self.settings.store_timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), wait)
+            except TimeoutError:
+                log.warning("persister did not finish its batch in %.1fs: cancelled", wait)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            except Exception:
+                log.exception("persister loop failed")
+        await self._close_consumer()
+        for name in ("clickhouse", "qdrant"):
+            store = getattr(self, name)
+            if store is not None and self._given[name] is not None:
+                with contextlib.suppress(Exception):
+                    await store.flush()
+        for store in reversed(self._owned):
+            try:
+                await store.stop()
+            except Exception:
+                log.exception("closing %s failed", type(store).__name__)
+        self._owned.clear()
+        for name, given in self._given.items():
+            setattr(self, name, given)
+
+    async def _open_stores(self) -> None:
+        from kato_stream.stores import ClickHouseStore, QdrantStore, RedisStore
+
+        factories = {"clickhouse": ClickHouseStore, "redis": RedisStore, "qdrant": QdrantStore}
+        for name, factory in factories.items():
+            if getattr(self, name) is None:
+                store = factory(self.settings)
+                await store.start()
+                setattr(self, name, store)
+                self._owned.append(store)
+
+    async def _open_consumer(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+            session_timeout_ms=int(max(6.0, self.settings.session_timeout) * 1000),
+            heartbeat_interval_ms=int(max(0.5, self.settings.session_timeout / 6) * 1000),
+            max_partition_fetch_bytes=max(1_048_576, self.settings.max_message_bytes * 4),
+        )
+        await consumer.start()
+        self._consumer = consumer
+
+    async def _close_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    # -- run loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                if self._consumer is None:
+                    await self._open_stores()
+                    await self._open_consumer()
+                    self.running.set()
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                if batches:
+                    await self._persist(batches)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors += 1
+                log.warning("persisting %s failed, retrying in %.1fs: %s", self.topic, backoff, exc)
+                self.running.clear()
+                # Reopen at the committed offsets: the failed batch is written again.
+                await self._close_consumer()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+
+    async def _persist(self, batches: dict[Any, list[Any]]) -> None:
+        """Write one fetched batch to every store, then commit its offsets."""
+        from aiokafka import TopicPartition
+        from aiokafka.structs import OffsetAndMetadata
+
+        ch, rd, qd = self.clickhouse, self.redis, self.qdrant
+        vectors: dict[str, list[tuple[str, tuple[float, ...]]]] = defaultdict(list)
+
+        async def flush_vectors(node_id: str | None = None) -> None:
+            for nid in [node_id] if node_id is not None else list(vectors):
+                pending = vectors.pop(nid, None)
+                if pending:
+                    await qd.add(nid, pending)
+
+        offsets: dict[TopicPartition, int] = {}
+        count = 0
+        for tp, msgs in batches.items():
+            for msg in msgs:
+                try:
+                    event = codecs.loads(msg.value)
+                    kind = event.get("type")
+                    node_id = str(event["node_id"])
+                except Exception:  # a bad event must not block the partition
+                    log.exception("bad pattern event at %s:%s: skipped", tp, msg.offset)
+                    continue
+                if kind == "learn":
+                    ev = LearnEvent.from_dict(event)
+                    ch.add_learn(ev, seq=msg.offset)
+                    await rd.write_learn(ev)
+                    if ev.vectors:
+                        vectors[node_id].extend((n, tuple(v)) for n, v in ev.vectors)
+                elif kind == "clear":
+                    clear_id = str(event["clear_id"])
+                    vectors.pop(node_id, None)  # deleted by the clear anyway
+                    await ch.clear_node(node_id, clear_id, seq=msg.offset)
+                    await rd.clear_node(node_id, clear_id)
+                    await qd.clear(node_id)
+                else:
+                    log.error("unknown pattern event type %r at %s:%s", kind, tp, msg.offset)
+                    continue
+                count += 1
+            if msgs:
+                offsets[tp] = msgs[-1].offset + 1
+        await flush_vectors()
+        await ch.flush()
+        if offsets:
+            await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+            for tp, o in offsets.items():
+                self.committed[tp.partition] = o
+        self.persisted += count
+
+    # -- introspection (tests, tools) ----------------------------------------------------
+
+    async def wait_caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until every event present on the topic now is persisted and committed."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        probe = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
+        await probe.start()
+        try:
+            parts = probe.partitions_for_topic(self.topic)
+            if not parts:
+                await probe._client.force_metadata_update()  # noqa: SLF001
+                parts = probe.partitions_for_topic(self.topic) or set()
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            end = await probe.end_offsets(tps) if tps else {}
+        finally:
+            await probe.stop()
+        deadline = time.monotonic() + timeout
+        while any(self.committed.get(tp.partition, 0) < off for tp, off in end.items() if off):
+            if self._task is None or self._task.done():
+                raise RuntimeError("persister is not running")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"persister behind after {timeout}s: committed {self.committed}, end "
+                    f"{ {tp.partition: o for tp, o in end.items()} }"
+                )
+            await asyncio.sleep(0.05)
+
+
+class LatestWriter:
+    """The latest output record per session in Redis, coalesced and written off-path."""
+
+    def __init__(self, settings: Settings, redis: Any = None, max_pending: int = 100_000) -> None:
+        self.settings = settings
+        self.redis: Any = redis
+        self._owned = redis is None
+        self.max_pending = max_pending
+        self._pending: dict[str, bytes] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def put(self, session_id: str, record: bytes) -> None:
+        """Remember ``record`` as the session's latest (synchronous, never blocks)."""
+        if session_id not in self._pending and len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        self._pending[session_id] = record
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="kato-latest")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._owned and self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.stop()
+            self.redis = None
+
+    async def flush(self) -> None:
+        """Write every pending record (one pipeline); on failure they are dropped."""
+        if not self._pending:
+            return
+        if self.redis is None:
+            from kato_stream.stores import RedisStore
+
+            store = RedisStore(self.settings)
+            await store.start()
+            self.redis = store
+        batch, self._pending = self._pending, {}
+        from kato_stream.stores.redis_store import LATEST_KEY
+
+        try:
+            async with self.redis.client.pipeline(transaction=False) as p:
+                for sid, value in batch.items():
+                    p.set(LATEST_KEY.format(sid=sid), value, ex=self.settings.latest_ttl)
+                await p.execute()
+        except Exception as exc:
+            self.dropped += len(batch)
+            raise exc
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.store_flush_seconds)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("writing latest records to Redis failed: %s", exc)
