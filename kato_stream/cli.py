@@ -195,9 +195,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from kato_stream.dev import run_dev
-
     import os
+
+    from kato_stream.dev import run_dev
 
     s = Settings.from_env()
     if "KATO_STREAM_REDIS_URL" not in os.environ:

@@ -176,6 +176,20 @@ async def stream_sample(settings: Settings, timeout: float) -> int:
         await consumer.stop()
 
 
+async def scrape_commands(url: str) -> float:
+    """Sum of ``kato_commands_total`` on a worker's ``/metrics`` (Prometheus text)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(url, timeout=5.0)).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "kato_commands":
+            total += sum(x.value for x in family.samples if x.name == "kato_commands_total")
+    return total
+
+
 async def run_dev(
     settings: Settings,
     *,
@@ -213,6 +227,9 @@ async def run_dev(
             print(f"sample: {answered}/{expected} commands answered", flush=True)
             if answered != expected:
                 return 1
+            if s.web_port > 0:
+                url = f"http://127.0.0.1:{s.web_port}/metrics"
+                print(f"metrics    {url}: kato_commands_total={await scrape_commands(url):.0f}")
         if exit_after_sample:
             return 0
         print("ready: press Ctrl-C to stop", flush=True)

@@ -40,6 +40,7 @@ def test_dev_streams_the_sample(tmp_path: Path) -> None:
         **os.environ,
         "KATO_STREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{_free_port()}",
         "KATO_STREAM_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
+        "KATO_STREAM_WEB_PORT": str(_free_port()),
     }
     argv = [sys.executable, "-m", "kato_stream.cli", "dev", "--exit-after-sample"]
     argv += ["--port", str(_free_port()), "--data-dir", str(tmp_path / "data")]
@@ -49,5 +50,7 @@ def test_dev_streams_the_sample(tmp_path: Path) -> None:
     n = len(sample_envelopes("n", "s"))
     assert f"sample: {n}/{n} commands answered" in out
     assert "gateway    http://127.0.0.1:" in out
+    # the worker's Prometheus endpoint counted exactly the commands the sample sent
+    assert f"kato_commands_total={n}" in out
     # the last probe ([wake],[shower]) predicts the learned wake/run/shower/work sequence
     assert "future=[['work']]" in out

@@ -247,7 +247,7 @@ class ClickHouseStore:
         async with self._flush_lock:
             if not self._learns:
                 return
-            learns, patterns = self._learns, self._patterns
+            learns, patterns = list(self._learns), list(self._patterns)  # adds may run meanwhile
             await self._run(self._insert, learns, patterns)
             del self._learns[: len(learns)]
             del self._patterns[: len(patterns)]

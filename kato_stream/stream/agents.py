@@ -91,3 +91,8 @@ def register_agents(w: Worker) -> None:
             )
             if outcome.dead_letter is not None:
                 metrics.observe_dlq()
+            threshold = rec.get("recall_threshold")
+            if threshold is not None:
+                metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
+            if w.adaptive is not None:
+                w.adaptive.update(partition_lag(w.app, msg), elapsed, time.monotonic())

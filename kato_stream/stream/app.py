@@ -85,7 +85,8 @@ def build_worker(
         topic_replication_factor=settings.replication_factor,
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
-        web_enabled=False,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port,
         autodiscover=False,
         producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4),
         consumer_max_fetch_size=max(4 * 1_048_576, settings.max_message_bytes * 4),
@@ -101,6 +102,10 @@ def build_worker(
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=settings.producer_batch_bytes,
     )
+    if settings.web_port > 0:
+        from kato_stream.metrics import install_faust
+
+        install_faust(app, settings)
     ltm = LtmRegistry() if vector_factory is None else LtmRegistry(vector_factory=vector_factory)
     follower = PatternFollower(settings.kafka_bootstrap, settings.topic("patterns"), ltm)
     sessions = app.Table(

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from typing import Any
 
 from kato_stream.core.knowledge import LearnEvent
@@ -81,6 +80,7 @@ class PatternPersister:
         self._stopping = asyncio.Event()
         self.committed: dict[int, int] = {}  # partition -> next offset to persist
         self.persisted = 0  # events written (redeliveries included)
+        self.skipped = 0  # redelivered or echoed events (ids already applied)
         self.errors = 0
         self.running = asyncio.Event()  # stores open and consumer subscribed
 
@@ -185,55 +185,70 @@ class PatternPersister:
                 backoff = min(MAX_BACKOFF, backoff * 2)
 
     async def _persist(self, batches: dict[Any, list[Any]]) -> None:
-        """Write one fetched batch to every store, then commit its offsets."""
-        from aiokafka import TopicPartition
+        """Write one fetched batch to every store, then commit its offsets.
+
+        Events whose id Redis already recorded (redeliveries, echoes) are skipped: the
+        ClickHouse tables are ReplacingMergeTrees without a version column, so a second row
+        of an id at a later offset could replace the first one's ``seq`` and reorder
+        ``load_node``.  Hence the order: ClickHouse (flushed) and Qdrant first, Redis (which
+        records the ids) last; a failure in between re-writes the same rows, same ``seq``.
+        """
         from aiokafka.structs import OffsetAndMetadata
 
+        from kato_stream.stores.redis_store import APPLIED_KEY
+
         ch, rd, qd = self.clickhouse, self.redis, self.qdrant
-        vectors: dict[str, list[tuple[str, tuple[float, ...]]]] = defaultdict(list)
-
-        async def flush_vectors(node_id: str | None = None) -> None:
-            for nid in [node_id] if node_id is not None else list(vectors):
-                pending = vectors.pop(nid, None)
-                if pending:
-                    await qd.add(nid, pending)
-
-        offsets: dict[TopicPartition, int] = {}
-        count = 0
+        todo: list[tuple[str, dict[str, Any], int]] = []
+        offsets: dict[Any, int] = {}
         for tp, msgs in batches.items():
             for msg in msgs:
                 try:
                     event = codecs.loads(msg.value)
-                    kind = event.get("type")
+                    kind = str(event.get("type"))
                     node_id = str(event["node_id"])
+                    ident = str(event["learn_id"] if kind == "learn" else event["clear_id"])
+                    if kind not in ("learn", "clear"):
+                        raise ValueError(f"unknown pattern event type {kind!r}")
                 except Exception:  # a bad event must not block the partition
                     log.exception("bad pattern event at %s:%s: skipped", tp, msg.offset)
                     continue
-                if kind == "learn":
-                    ev = LearnEvent.from_dict(event)
-                    ch.add_learn(ev, seq=msg.offset)
-                    await rd.write_learn(ev)
-                    if ev.vectors:
-                        vectors[node_id].extend((n, tuple(v)) for n, v in ev.vectors)
-                elif kind == "clear":
-                    clear_id = str(event["clear_id"])
-                    vectors.pop(node_id, None)  # deleted by the clear anyway
-                    await ch.clear_node(node_id, clear_id, seq=msg.offset)
-                    await rd.clear_node(node_id, clear_id)
-                    await qd.clear(node_id)
-                else:
-                    log.error("unknown pattern event type %r at %s:%s", kind, tp, msg.offset)
-                    continue
-                count += 1
+                todo.append((ident, event, msg.offset))
             if msgs:
                 offsets[tp] = msgs[-1].offset + 1
-        await flush_vectors()
+        # ids already applied (Redis) or seen earlier in this batch
+        async with rd.client.pipeline(transaction=False) as pipe:
+            for ident, event, _ in todo:
+                pipe.sismember(APPLIED_KEY.format(kb=rd.kb(str(event["node_id"]))), ident)
+            known = await pipe.execute() if todo else []
+        seen: set[tuple[str, str]] = set()
+        fresh: list[tuple[dict[str, Any], int]] = []
+        for (ident, event, offset), done in zip(todo, known, strict=True):
+            key = (str(event["node_id"]), ident)
+            if not done and key not in seen:
+                seen.add(key)
+                fresh.append((event, offset))
+        for event, offset in fresh:  # ClickHouse and Qdrant, in topic order
+            node_id = str(event["node_id"])
+            if event["type"] == "learn":
+                ev = LearnEvent.from_dict(event)
+                ch.add_learn(ev, seq=offset)
+                if ev.vectors:
+                    await qd.add(node_id, [(n, tuple(v)) for n, v in ev.vectors])
+            else:
+                await ch.clear_node(node_id, str(event["clear_id"]), seq=offset)
+                await qd.clear(node_id)
         await ch.flush()
+        for event, _ in fresh:  # Redis last: it records the applied ids
+            if event["type"] == "learn":
+                await rd.write_learn(LearnEvent.from_dict(event))
+            else:
+                await rd.clear_node(str(event["node_id"]), str(event["clear_id"]))
         if offsets:
             await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
             for tp, o in offsets.items():
                 self.committed[tp.partition] = o
-        self.persisted += count
+        self.persisted += len(fresh)
+        self.skipped += len(todo) - len(fresh)
 
     # -- introspection (tests, tools) ----------------------------------------------------
 
@@ -245,9 +260,15 @@ class PatternPersister:
         await probe.start()
         try:
             parts = probe.partitions_for_topic(self.topic)
-            if not parts:
+            for _ in range(100):  # a just-created topic may be missing from the metadata
+                if parts:
+                    break
                 await probe._client.force_metadata_update()  # noqa: SLF001
-                parts = probe.partitions_for_topic(self.topic) or set()
+                parts = probe.partitions_for_topic(self.topic)
+                if not parts:
+                    await asyncio.sleep(0.1)
+            if not parts:
+                raise RuntimeError(f"topic {self.topic} not found")
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             end = await probe.end_offsets(tps) if tps else {}
         finally:

@@ -24,6 +24,7 @@ import pytest
 
 from kato_stream.gateway.app import create_app
 from kato_stream.gateway.service import Gateway
+from kato_stream.embedded import free_port
 from kato_stream.settings import Settings
 from kato_stream.topics import create_topics, topic_specs
 
@@ -55,6 +56,7 @@ def gw_settings(embedded_stack: object, tmp_path_factory: pytest.TempPathFactory
         app_id=f"kato-stream-{token}",
         partitions=2,
         data_dir=str(data_dir),
+        web_port=free_port(),
     )
     asyncio.run(create_topics(s.kafka_bootstrap, topic_specs(s)))
     return s

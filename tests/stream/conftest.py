@@ -20,6 +20,7 @@ def stream_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
         partitions=4,
         data_dir=str(tmp_path / "worker"),
         commit_interval=0.5,
+        persist=False,  # workers here share one Qdrant dir; persistence: test_persist.py
     )
 
 
