@@ -69,21 +69,8 @@ def make_query(rng: random.Random, patterns: list[list[list[str]]]) -> list[list
     return events
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    env = {}
-    for f in dataclasses.fields(Settings):
-        v = getattr(s, f.name)
-        if isinstance(v, bool):
-            env[f.metadata["env"]] = "true" if v else "false"
-        elif isinstance(v, tuple | list):
-            env[f.metadata["env"]] = ",".join(str(x) for x in v)
-        else:
-            env[f.metadata["env"]] = str(v)
-    return env
-
-
 def spawn(argv: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as fh:
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import subprocess
@@ -34,20 +33,6 @@ SAMPLE_PROBES: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("wake",), ("coffee",)),
     (("wake",), ("shower",)),
 )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``settings`` as the environment variables that reproduce it in a child process."""
-    env: dict[str, str] = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, bool):
-            env[f.metadata["env"]] = str(value).lower()
-        elif isinstance(value, tuple):
-            env[f.metadata["env"]] = ",".join(str(v) for v in value)
-        else:
-            env[f.metadata["env"]] = str(value)
-    return env
 
 
 def sample_envelopes(node: str, session: str) -> list[dict[str, Any]]:
@@ -213,7 +198,7 @@ async def run_dev(
         )
         print(f"kafka      {s.kafka_bootstrap}", flush=True)
         print(f"redis      {s.redis_url} ({stack.redis_backend})", flush=True)
-        env = {**os.environ, **settings_env(s)}
+        env = {**os.environ, **s.to_env()}
         py = sys.executable
         children.append(Child("worker", [py, "-m", "kato_stream.cli", "worker"], env))
         if port:

@@ -68,7 +68,9 @@ class Settings:
         "KATO_STREAM_KAFKA_BOOTSTRAP", "127.0.0.1:19092", "Kafka bootstrap servers (host:port,...)."
     )
     topic_prefix: str = setting(
-        "KATO_STREAM_TOPIC_PREFIX", "kato", "Prefix of every topic name (<prefix>.observations, ...)."
+        "KATO_STREAM_TOPIC_PREFIX",
+        "kato",
+        "Prefix of every topic name (<prefix>.observations, ...).",
     )
     partitions: int = setting(
         "KATO_STREAM_PARTITIONS",
@@ -77,7 +79,10 @@ class Settings:
         check=lambda v: 1 <= v <= 10_000,
     )
     replication_factor: int = setting(
-        "KATO_STREAM_REPLICATION_FACTOR", 1, "Replication factor for created topics.", check=lambda v: v >= 1
+        "KATO_STREAM_REPLICATION_FACTOR",
+        1,
+        "Replication factor for created topics.",
+        check=lambda v: v >= 1,
     )
     max_message_bytes: int = setting(
         "KATO_STREAM_MAX_MESSAGE_BYTES",
@@ -88,7 +93,9 @@ class Settings:
     # -- worker --------------------------------------------------------------------------
     app_id: str = setting("KATO_STREAM_APP_ID", "kato-stream", "Faust app id (consumer group).")
     data_dir: str = setting(
-        "KATO_STREAM_DATA_DIR", ".kato-stream", "Directory for the embedded stack and local table data."
+        "KATO_STREAM_DATA_DIR",
+        ".kato-stream",
+        "Directory for the embedded stack and local table data.",
     )
     table_store: str = setting(
         "KATO_STREAM_TABLE_STORE",
@@ -126,7 +133,10 @@ class Settings:
         "KATO_STREAM_COMMIT_INTERVAL", 1.0, "Seconds between offset commits.", check=lambda v: v > 0
     )
     commit_every: int = setting(
-        "KATO_STREAM_COMMIT_EVERY", 1000, "Commit after this many records at most.", check=lambda v: v >= 1
+        "KATO_STREAM_COMMIT_EVERY",
+        1000,
+        "Commit after this many records at most.",
+        check=lambda v: v >= 1,
     )
     session_timeout: float = setting(
         "KATO_STREAM_SESSION_TIMEOUT",
@@ -140,7 +150,10 @@ class Settings:
         "Static group membership id (e.g. the pod name): a restarted worker takes its partitions back at once; empty = dynamic.",
     )
     stream_buffer: int = setting(
-        "KATO_STREAM_BUFFER", 1000, "Records buffered per partition ahead of the agent.", check=lambda v: v >= 1
+        "KATO_STREAM_BUFFER",
+        1000,
+        "Records buffered per partition ahead of the agent.",
+        check=lambda v: v >= 1,
     )
     producer_compression: str = setting(
         "KATO_STREAM_PRODUCER_COMPRESSION",
@@ -275,7 +288,14 @@ class Settings:
         "KATO_STREAM_REDIS_MAXMEMORY_POLICY",
         "",
         "If set, CONFIG SET maxmemory-policy; only TTL-scoped policies (KB keys have no TTL).",
-        choices=("", "noeviction", "volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random"),
+        choices=(
+            "",
+            "noeviction",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-ttl",
+            "volatile-random",
+        ),
     )
     prediction_cache: bool = setting(
         "KATO_STREAM_PREDICTION_CACHE",
@@ -317,10 +337,16 @@ class Settings:
         check=lambda v: 0.0 <= v <= 1.0,
     )
     max_predictions: int = setting(
-        "MAX_PREDICTIONS", 100, "Default number of predictions returned.", check=lambda v: 1 <= v <= 10000
+        "MAX_PREDICTIONS",
+        100,
+        "Default number of predictions returned.",
+        check=lambda v: 1 <= v <= 10000,
     )
     max_pattern_length: int = setting(
-        "MAX_PATTERN_LENGTH", 0, "Default auto-learn length in events (0 = off).", check=lambda v: v >= 0
+        "MAX_PATTERN_LENGTH",
+        0,
+        "Default auto-learn length in events (0 = off).",
+        check=lambda v: v >= 0,
     )
     persistence: int = setting(
         "PERSISTENCE", 5, "Default emotive window kept per pattern.", check=lambda v: 1 <= v <= 100
@@ -349,33 +375,51 @@ class Settings:
         check=lambda v: set(v) <= _FILTERS,
     )
     length_min_ratio: float = setting(
-        "KATO_STREAM_LENGTH_MIN_RATIO", 0.5, "Default length filter: min pattern/STM length ratio.",
+        "KATO_STREAM_LENGTH_MIN_RATIO",
+        0.5,
+        "Default length filter: min pattern/STM length ratio.",
         check=lambda v: 0.0 <= v <= 1.0,
     )
     length_max_ratio: float = setting(
-        "KATO_STREAM_LENGTH_MAX_RATIO", 2.0, "Default length filter: max pattern/STM length ratio.",
+        "KATO_STREAM_LENGTH_MAX_RATIO",
+        2.0,
+        "Default length filter: max pattern/STM length ratio.",
         check=lambda v: v >= 1.0,
     )
     jaccard_threshold: float = setting(
-        "KATO_STREAM_JACCARD_THRESHOLD", 0.3, "Default jaccard filter: least token-set similarity.",
+        "KATO_STREAM_JACCARD_THRESHOLD",
+        0.3,
+        "Default jaccard filter: least token-set similarity.",
         check=lambda v: 0.0 <= v <= 1.0,
     )
     jaccard_min_overlap: int = setting(
-        "KATO_STREAM_JACCARD_MIN_OVERLAP", 2, "Default jaccard filter: least shared tokens.",
+        "KATO_STREAM_JACCARD_MIN_OVERLAP",
+        2,
+        "Default jaccard filter: least shared tokens.",
         check=lambda v: v >= 1,
     )
     minhash_threshold: float = setting(
-        "KATO_STREAM_MINHASH_THRESHOLD", 0.7, "Default minhash filter: LSH similarity threshold.",
+        "KATO_STREAM_MINHASH_THRESHOLD",
+        0.7,
+        "Default minhash filter: LSH similarity threshold.",
         check=lambda v: 0.0 <= v <= 1.0,
     )
     minhash_bands: int = setting(
-        "KATO_STREAM_MINHASH_BANDS", 20, "Default minhash filter: LSH bands.", check=lambda v: 1 <= v <= 100
+        "KATO_STREAM_MINHASH_BANDS",
+        20,
+        "Default minhash filter: LSH bands.",
+        check=lambda v: 1 <= v <= 100,
     )
     minhash_rows: int = setting(
-        "KATO_STREAM_MINHASH_ROWS", 5, "Default minhash filter: rows per band.", check=lambda v: 1 <= v <= 20
+        "KATO_STREAM_MINHASH_ROWS",
+        5,
+        "Default minhash filter: rows per band.",
+        check=lambda v: 1 <= v <= 20,
     )
     minhash_num_hashes: int = setting(
-        "KATO_STREAM_MINHASH_NUM_HASHES", 100, "Default minhash filter: permutations.",
+        "KATO_STREAM_MINHASH_NUM_HASHES",
+        100,
+        "Default minhash filter: permutations.",
         check=lambda v: 10 <= v <= 256,
     )
 
@@ -419,6 +463,20 @@ class Settings:
                 raise SettingsError(f"{name}={value!r}: out of range ({f.metadata['doc']})")
             values[f.name] = value
         return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make ``from_env`` return these settings
+        (how a worker or gateway child process inherits them)."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                env[f.metadata["env"]] = "true" if value else "false"
+            elif isinstance(value, tuple | list):
+                env[f.metadata["env"]] = ",".join(str(v) for v in value)
+            else:
+                env[f.metadata["env"]] = str(value)
+        return env
 
     def topic(self, name: str) -> str:
         """Full topic name, e.g. ``topic("observations") -> "kato.observations"``."""

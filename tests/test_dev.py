@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kato_stream.dev import describe, sample_envelopes, settings_env
+from kato_stream.dev import describe, sample_envelopes
 from kato_stream.settings import Settings
 
 
@@ -19,8 +19,9 @@ def _free_port() -> int:
 
 
 def test_settings_env_round_trips() -> None:
-    s = Settings.from_env({})
-    assert Settings.from_env(settings_env(s)) == s
+    s = Settings.from_env({"KATO_STREAM_FILTER_PIPELINE": "length,jaccard", "SORT_SYMBOLS": "0"})
+    assert s.filter_pipeline == ("length", "jaccard") and s.sort_symbols is False
+    assert Settings.from_env(s.to_env()) == s
 
 
 def test_sample_is_keyed_and_ordered() -> None:

@@ -36,6 +36,7 @@ from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq
 
 from . import kernel
+from .config import RANK_SORT_ALGOS
 from .knowledge import KnowledgeBase, PatternRecord, average_emotives
 from .matcher import (
     diff_missing_extras,
@@ -49,28 +50,7 @@ from .prefilter import PatternIndex, candidate_indices, pattern_index
 #: Switch for the exactness property test (indexed path vs brute force).
 USE_INDEX = True
 
-RANK_KEYS = (
-    "potential",
-    "similarity",
-    "evidence",
-    "confidence",
-    "snr",
-    "fragmentation",
-    "frequency",
-    "normalized_entropy",
-    "global_normalized_entropy",
-    "itfdf_similarity",
-    "confluence",
-    "predictive_information",
-    "bayesian_posterior",
-    "bayesian_prior",
-    "bayesian_likelihood",
-    "tfidf_score",
-    "weighted_similarity",
-    "weighted_evidence",
-    "weighted_confidence",
-    "weighted_snr",
-)
+RANK_KEYS = RANK_SORT_ALGOS  # every key a session may rank by
 
 
 @dataclass(frozen=True)

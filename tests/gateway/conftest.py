@@ -16,33 +16,18 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import httpx
 import pytest
 
+from kato_stream.embedded import free_port
 from kato_stream.gateway.app import create_app
 from kato_stream.gateway.service import Gateway
-from kato_stream.embedded import free_port
 from kato_stream.settings import Settings
 from kato_stream.topics import create_topics, topic_specs
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def settings_env(s: Settings) -> dict[str, str]:
-    """The environment that makes ``Settings.from_env()`` return ``s``."""
-    env = {}
-    for f in fields(Settings):
-        v = getattr(s, f.name)
-        if isinstance(v, bool):
-            env[f.metadata["env"]] = "true" if v else "false"
-        elif isinstance(v, tuple | list):
-            env[f.metadata["env"]] = ",".join(str(x) for x in v)
-        else:
-            env[f.metadata["env"]] = str(v)
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +53,7 @@ def worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker process (engine core, stores) consuming the private topics."""
     log = tmp_path_factory.mktemp("gateway-worker") / "worker.log"
-    env = {**os.environ, **settings_env(gw_settings), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, **gw_settings.to_env(), "PYTHONPATH": str(REPO)}
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kato_stream.cli", "worker"],

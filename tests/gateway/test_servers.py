@@ -19,13 +19,13 @@ from kato_stream.embedded import free_port
 from kato_stream.settings import Settings
 from kato_stream.topics import create_topics, topic_specs
 from tests.gateway.conformance import CONFORMANCE, replay
-from tests.gateway.conftest import REPO, settings_env
+from tests.gateway.conftest import REPO
 
 SCENARIO = CONFORMANCE / "s01_basic_three_events.json"
 
 
 def _spawn(argv: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as fh:
         return subprocess.Popen(
             argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT

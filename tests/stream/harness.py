@@ -26,20 +26,6 @@ from kato_stream.topics import create_topics, topic_specs
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    """Environment that makes ``Settings.from_env()`` equal ``s``."""
-    env = {}
-    for f in dataclasses.fields(s):
-        v = getattr(s, f.name)
-        if isinstance(v, bool):
-            env[f.metadata["env"]] = "true" if v else "false"
-        elif isinstance(v, (tuple, list)):
-            env[f.metadata["env"]] = ",".join(str(x) for x in v)
-        else:
-            env[f.metadata["env"]] = str(v)
-    return env
-
-
 class WorkerProc:
     """``python -m kato_stream.cli worker`` as a subprocess that can be SIGKILLed."""
 
@@ -49,7 +35,7 @@ class WorkerProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProc:
-        env = {**os.environ, **settings_env(self.settings), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **self.settings.to_env(), "PYTHONPATH": str(ROOT)}
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
