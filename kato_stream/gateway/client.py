@@ -98,6 +98,20 @@ class StreamClient:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def info(self) -> dict[str, Any]:
+        """Connection state for ``GET /connection-pools``."""
+        parts = self._consumer.assignment() if self._consumer is not None else set()
+        return {
+            "bootstrap": self.bootstrap,
+            "running": self.running,
+            "producer_started": self._producer is not None,
+            "input_topic": self.input_topic,
+            "output_topic": self.output_topic,
+            "output_partitions_assigned": sorted(tp.partition for tp in parts),
+            "pending_requests": len(self._pending),
+            "request_timeout_seconds": self.timeout,
+        }
+
     async def stop(self) -> None:
         """Stop reading, fail every waiting request, close both connections."""
         if self._task is not None:

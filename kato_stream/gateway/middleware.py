@@ -23,6 +23,7 @@ from kato_stream.gateway.sessions import SessionRegistry
 _SESSION_PATH = re.compile(r"^/sessions/([^/]+)(/.*)?$")
 
 RequestHook = Callable[[str, str, int, float], None]
+StartHook = Callable[[], None]
 
 
 def _route_template(request: Request) -> str:
@@ -38,10 +39,12 @@ class SessionMiddleware(BaseHTTPMiddleware):
         app: object,
         registry: Callable[[], SessionRegistry],
         on_request: RequestHook | None = None,
+        on_start: StartHook | None = None,
     ) -> None:
         super().__init__(app)  # type: ignore[arg-type]
         self._registry = registry
         self._on_request = on_request
+        self._on_start = on_start
 
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -68,7 +71,15 @@ class SessionMiddleware(BaseHTTPMiddleware):
                     return response
                 request.state.session = record
                 session_id = sid
-        response = await call_next(request)
+        if self._on_start is not None:
+            self._on_start()
+        try:
+            response = await call_next(request)
+        except BaseException:
+            if self._on_request is not None:
+                elapsed = time.perf_counter() - started
+                self._on_request(request.method, _route_template(request), 500, elapsed)
+            raise
         response.headers["X-Trace-ID"] = trace_id
         if session_id is not None and response.status_code < 400:
             response.headers["X-Session-ID"] = session_id

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from kato_stream.gateway.client import new_msg_id
 from kato_stream.gateway.errors import detail
+from kato_stream.gateway.events import EventHub
 from kato_stream.gateway.models import CreateSessionRequest, ObservationData, ObserveSequenceRequest
 from kato_stream.gateway.service import Gateway, Reply
 from kato_stream.gateway.sessions import SessionRecord, iso_z, new_session_id
@@ -25,6 +26,13 @@ router = APIRouter()
 def _gw(request: Request) -> Gateway:
     gw: Gateway = request.app.state.gateway
     return gw
+
+
+def _publish(request: Request, event_type: str, data: dict[str, Any]) -> None:
+    """Tell this process's ``/ws/events`` clients (KATO: same worker only)."""
+    hub: EventHub | None = getattr(request.app.state, "events", None)
+    if hub is not None:
+        hub.publish(event_type, data)
 
 
 def _session(request: Request) -> SessionRecord:
@@ -78,7 +86,13 @@ async def create_session(body: CreateSessionRequest, request: Request) -> JSONRe
     except Reply:
         await gw.sessions.delete(sid)
         raise
-    return JSONResponse(_session_response(rec, cfg, rec.ttl_seconds))
+    body = _session_response(rec, cfg, rec.ttl_seconds)
+    _publish(
+        request,
+        "session.created",
+        {"session_id": sid, "node_id": rec.node_id, "created_at": body["created_at"]},
+    )
+    return JSONResponse(body)
 
 
 @router.get("/sessions/count")
@@ -115,6 +129,15 @@ async def delete_session(session_id: str, request: Request) -> Response:
     await gw.command("close", session_id, rec.node_id)
     if await gw.sessions.delete(session_id) is None:
         return detail(404, f"Session {session_id} not found")
+    _publish(
+        request,
+        "session.destroyed",
+        {
+            "session_id": session_id,
+            "destroyed_at": iso_z(datetime.now(UTC)),
+            "reason": "explicit_delete",
+        },
+    )
     return JSONResponse({"status": "deleted", "session_id": session_id})
 
 

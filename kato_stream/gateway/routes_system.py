@@ -18,6 +18,7 @@ from kato_stream import __version__, metrics
 from kato_stream.gateway.patterns import pattern_body, read_affinities, read_symbol_stats
 from kato_stream.gateway.service import Gateway
 from kato_stream.gateway.stats import GatewayStats
+from kato_stream.gateway.timeseries import disk_percent, memory_percent
 from kato_stream.stores.kb_id import kb_id
 
 router = APIRouter()
@@ -65,7 +66,7 @@ async def root(request: Request) -> JSONResponse:
     )
 
 
-async def _issues(gw: Gateway) -> list[str]:
+async def health_issues(gw: Gateway) -> list[str]:
     issues = []
     try:
         assert gw.redis is not None
@@ -77,7 +78,7 @@ async def _issues(gw: Gateway) -> list[str]:
     return issues
 
 
-async def _active(gw: Gateway) -> int:
+async def active_sessions(gw: Gateway) -> int:
     try:
         return await gw.sessions.count()
     except Exception:
@@ -88,7 +89,7 @@ async def _active(gw: Gateway) -> int:
 async def health(request: Request) -> JSONResponse:
     """Always 200; ``degraded`` when Redis or the stream client is down."""
     gw = _gw(request)
-    issues = await _issues(gw)
+    issues = await health_issues(gw)
     return JSONResponse(
         {
             "status": "degraded" if issues else "healthy",
@@ -98,7 +99,7 @@ async def health(request: Request) -> JSONResponse:
             "issues": issues,
             "metrics_collected": _stats(request).requests,
             "last_collection": gw.started_at,
-            "active_sessions": await _active(gw),
+            "active_sessions": await active_sessions(gw),
             "timestamp": time.time(),
         }
     )
@@ -107,7 +108,7 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/status")
 async def status(request: Request) -> JSONResponse:
     gw = _gw(request)
-    n = await _active(gw)
+    n = await active_sessions(gw)
     return JSONResponse(
         {
             "status": "healthy",
@@ -148,30 +149,10 @@ async def metrics_json(request: Request) -> Response:
     """KATO's JSON shape; a Prometheus scraper (Accept text/plain or OpenMetrics) gets exposition."""
     if _wants_prometheus(request.headers.get("accept")):
         return await metrics_prometheus(request)
-    gw = _gw(request)
-    st = _stats(request)
-    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return JSONResponse(
         {
             "timestamp": datetime.now(UTC).isoformat(),
-            "sessions": {
-                "total_created": st.sessions_created,
-                "total_deleted": st.sessions_deleted,
-                "active": await _active(gw),
-                "operations_total": st.session_operations,
-            },
-            "performance": {
-                "total_requests": st.requests,
-                "total_errors": st.errors,
-                "error_rate": st.error_rate,
-                "average_response_time": st.average_seconds,
-            },
-            "resources": {
-                "cpu_percent": min(100.0, 100.0 * load1 / (os.cpu_count() or 1)),
-                "memory_percent": _memory_percent(),
-                "disk_percent": _disk_percent(gw.settings.data_dir),
-            },
-            "databases": {},
+            **await summary(_gw(request), _stats(request)),
             "rates": {},
             "processor_manager": {},
             "uptime_seconds": None,
@@ -181,24 +162,29 @@ async def metrics_json(request: Request) -> Response:
     )
 
 
-def _memory_percent() -> float:
-    try:
-        info = {}
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                k, v = line.split(":", 1)
-                info[k] = int(v.split()[0])
-        return 100.0 * (1 - info["MemAvailable"] / info["MemTotal"])
-    except (OSError, KeyError, ValueError):
-        return 0.0
-
-
-def _disk_percent(path: str) -> float:
-    try:
-        st = os.statvfs(path if os.path.isdir(path) else ".")
-        return 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
-    except OSError:
-        return 0.0
+async def summary(gw: Gateway, st: GatewayStats) -> dict[str, Any]:
+    """``sessions``, ``performance``, ``resources``, ``databases`` of ``/metrics`` and ``/stats``."""
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return {
+        "sessions": {
+            "total_created": st.sessions_created,
+            "total_deleted": st.sessions_deleted,
+            "active": await active_sessions(gw),
+            "operations_total": st.session_operations,
+        },
+        "performance": {
+            "total_requests": st.requests,
+            "total_errors": st.errors,
+            "error_rate": st.error_rate,
+            "average_response_time": st.average_seconds,
+        },
+        "resources": {
+            "cpu_percent": min(100.0, 100.0 * load1 / (os.cpu_count() or 1)),
+            "memory_percent": memory_percent(),
+            "disk_percent": disk_percent(gw.settings.data_dir),
+        },
+        "databases": {},
+    }
 
 
 @router.get("/pattern/{pattern_id}")

@@ -7,6 +7,7 @@ not stopped; the ones the gateway creates itself it also closes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class Gateway:
     ltm: LtmRegistry | None = None
     """Long-term memory for pattern reads; None = follow ``kato.patterns`` here (own copy)."""
     request_timeout: float = 30.0
+    stm_info: Callable[[], dict[str, Any]] | None = None
+    """Inside a worker: describes the worker's STM table (``GET /distributed-stm/stats``)."""
     started_at: float = field(default_factory=time.time)
     _owned: list[Any] = field(default_factory=list, init=False, repr=False)
     _sessions: SessionRegistry | None = field(default=None, init=False, repr=False)

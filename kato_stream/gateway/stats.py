@@ -13,9 +13,17 @@ class GatewayStats:
     sessions_created: int = 0
     sessions_deleted: int = 0
     session_operations: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+    def start(self) -> None:
+        """Middleware hook: a request began (``record`` ends it)."""
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         """Middleware hook: one finished request."""
+        self.in_flight = max(0, self.in_flight - 1)
         self.requests += 1
         self.total_seconds += seconds
         if status >= 500:
