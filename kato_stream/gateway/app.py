@@ -8,6 +8,8 @@ worker process can hand in its own connections instead.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,11 +18,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from kato_stream import metrics
-from kato_stream.gateway import routes_sessions, routes_system
+from kato_stream.gateway import routes_diagnostics, routes_sessions, routes_system
 from kato_stream.gateway.errors import internal_error
+from kato_stream.gateway.events import EventHub
 from kato_stream.gateway.middleware import SessionMiddleware
 from kato_stream.gateway.service import Gateway, Reply
 from kato_stream.gateway.stats import GatewayStats
+from kato_stream.gateway.timeseries import MetricHistory
 from kato_stream.settings import Settings
 
 
@@ -28,18 +32,31 @@ def create_app(gateway: Gateway | None = None) -> FastAPI:
     """The gateway app; ``gateway`` defaults to one built from the environment."""
     gw = gateway or Gateway(Settings.from_env())
     stats = GatewayStats()
+    events = EventHub()
+    history = MetricHistory(
+        stats,
+        data_dir=gw.settings.data_dir,
+        active_sessions=lambda: gw.sessions.count(),
+        websocket_clients=lambda: events.clients,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.start()
+        sampler = asyncio.create_task(history.run(), name="gateway-metric-sampler")
         try:
             yield
         finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             await gw.stop()
 
     app = FastAPI(title="KATO API (kato-stream gateway)", version="3.10.1", lifespan=lifespan)
     app.state.gateway = gw
     app.state.stats = stats
+    app.state.events = events
+    app.state.history = history
 
     @app.exception_handler(Reply)
     async def _reply(_: Request, exc: Reply) -> Response:
@@ -51,7 +68,13 @@ def create_app(gateway: Gateway | None = None) -> FastAPI:
 
     app.include_router(routes_sessions.router)
     app.include_router(routes_system.router)
-    app.add_middleware(SessionMiddleware, registry=lambda: gw.sessions, on_request=stats.record)
+    app.include_router(routes_diagnostics.router)
+    app.add_middleware(
+        SessionMiddleware,
+        registry=lambda: gw.sessions,
+        on_request=stats.record,
+        on_start=stats.start,
+    )
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
     )

@@ -61,7 +61,7 @@ def attach_to_worker(
     import mode
 
     settings: Settings = worker.settings
-    gateway = Gateway(settings, ltm=worker.ltm)
+    gateway = Gateway(settings, ltm=worker.ltm, stm_info=lambda: _stm_info(worker))
     server = _QuietServer(_config(create_app(gateway), host, port))
     url = f"http://{host}:{port}"
 
@@ -82,6 +82,23 @@ def attach_to_worker(
             if self._task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(self._task, 10)
+
+
+def _stm_info(worker: Any) -> dict[str, Any]:
+    """This worker's share of the session table (``GET /distributed-stm/stats``)."""
+    table = worker.sessions
+    changelog = table.changelog_topic.get_topic_name()
+    assignor = worker.app.assignor
+    topics = {changelog, worker.settings.topic("observations")}  # co-partitioned
+    actives = assignor.assigned_actives()
+    standbys = assignor.assigned_standbys()
+    return {
+        "table": table.name,
+        "changelog_topic": changelog,
+        "active_partitions": sorted({tp.partition for tp in actives if tp.topic in topics}),
+        "standby_partitions": sorted({tp.partition for tp in standbys if tp.topic in topics}),
+        "sessions_in_table": len(table),
+    }
 
 
 def _announce(url: str) -> None:

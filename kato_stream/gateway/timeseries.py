@@ -11,6 +11,7 @@ from ``/proc`` (the host's, as KATO's psutil numbers); request numbers from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -93,7 +94,8 @@ def process_rss_bytes() -> int:
         return 0
 
 
-def _counter(name: str) -> float:
+def counter_value(name: str) -> float:
+    """Current value of an unlabelled counter of ``kato_stream.metrics``."""
     return metrics.REGISTRY.get_sample_value(name) or 0.0
 
 
@@ -139,7 +141,11 @@ class MetricHistory:
         put = self._put
         cpu = cpu_times()
         if cpu is not None and self._cpu is not None and cpu[1] > self._cpu[1]:
-            put("kato_cpu_usage_percent", now, 100.0 * (cpu[0] - self._cpu[0]) / (cpu[1] - self._cpu[1]))
+            put(
+                "kato_cpu_usage_percent",
+                now,
+                100.0 * (cpu[0] - self._cpu[0]) / (cpu[1] - self._cpu[1]),
+            )
         self._cpu = cpu
         mem_pct, mem_bytes = memory_info()
         put("kato_memory_usage_percent", now, mem_pct)
@@ -160,18 +166,23 @@ class MetricHistory:
         self._requests = (st.requests, st.total_seconds, now)
         put("kato_concurrent_requests", now, st.in_flight)
         if self.active_sessions is not None:
-            try:
+            # Redis down: no point rather than a wrong one
+            with contextlib.suppress(Exception):
                 put("kato_active_sessions", now, await self.active_sessions())
-            except Exception:  # Redis down: no point rather than a wrong one
-                pass
         put("kato_sessions_created_total", now, st.sessions_created)
         put("kato_sessions_deleted_total", now, st.sessions_deleted)
         put("kato_session_operations_total", now, st.session_operations)
         if self.websocket_clients is not None:
             put("kato_websocket_connections", now, self.websocket_clients())
-        put("kato_prediction_cache_hits_total", now, _counter("kato_prediction_cache_hits_total"))
         put(
-            "kato_prediction_cache_misses_total", now, _counter("kato_prediction_cache_misses_total")
+            "kato_prediction_cache_hits_total",
+            now,
+            counter_value("kato_prediction_cache_hits_total"),
+        )
+        put(
+            "kato_prediction_cache_misses_total",
+            now,
+            counter_value("kato_prediction_cache_misses_total"),
         )
 
     def _put(self, name: str, ts: float, value: float) -> None:

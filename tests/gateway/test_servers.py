@@ -84,14 +84,21 @@ def in_worker(embedded_stack: object, tmp_path: Path) -> Iterator[str]:
         _stop(proc)
 
 
-async def _check(base: str) -> None:
+async def _check(base: str, mode: str) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         health = (await http.get("/health")).json()
         assert health["status"] == "healthy", health
         result = await replay(http, SCENARIO)
+        stm = (await http.get("/distributed-stm/stats")).json()
     assert result.steps == 12 and not result.diffs, result.diffs
+    if mode == "in_worker":  # the worker's own share of the session table
+        local = stm["local_worker"]
+        assert local["table"] == "sessions" and local["active_partitions"] == [0, 1], local
+        assert isinstance(local["sessions_in_table"], int)
+    else:
+        assert stm["local_worker"] is None
 
 
 @pytest.mark.parametrize("mode", ["standalone", "in_worker"])
 def test_conformance_over_a_socket(mode: str, request: pytest.FixtureRequest) -> None:
-    asyncio.run(_check(request.getfixturevalue(mode)))
+    asyncio.run(_check(request.getfixturevalue(mode), mode))
