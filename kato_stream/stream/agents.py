@@ -8,6 +8,7 @@ table value (reassigned, never mutated in place: only assignment reaches the cha
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -19,6 +20,8 @@ from kato_stream.stream.processor import Source
 
 if TYPE_CHECKING:
     from kato_stream.stream.app import Worker
+
+log = logging.getLogger(__name__)
 
 PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
@@ -54,6 +57,8 @@ def register_agents(w: Worker) -> None:
                 msg.key, msg.value, Source(msg.topic, msg.partition, msg.offset), lookup
             )
             if outcome.duplicate:
+                # redelivery of an applied command (after a crash or rebalance): no effects
+                log.info("skipped applied %s:%s:%s", msg.topic, msg.partition, msg.offset)
                 continue
             elapsed = time.perf_counter() - t0
             futures = [

@@ -49,8 +49,11 @@ def stream(sessions: int, rounds: int) -> list[tuple[bytes | None, bytes]]:
 
 
 @pytest.mark.skip(
-    reason="known gap: after SIGKILL + restart some commands are skipped as already applied "
-    "while their outputs are missing (at_least_once; exactly_once stalls on noida-db); under investigation"
+    reason="open defect (issue 3): fails in about half the runs. After SIGKILL + restart, one "
+    "input partition resumes past a contiguous run of commands (from the kill point) that "
+    "were never answered; they are NOT skipped as applied (the worker logs every skip), so "
+    "the consumer offset committed ran ahead of the processed work or the broker lost "
+    "acknowledged outputs. See faust-streaming issues #606/#315 on offset commits with gaps."
 )
 async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_worker) -> None:
     s = stream_settings
