@@ -52,9 +52,11 @@ def parse_time(text: str) -> int:
 
 
 class RateLimiter:
-    """Paces calls to ``rate`` per second on a fixed schedule (no drift, no burst after a stall
-    longer than one second: the schedule is reset rather than caught up, so a slow broker never
-    makes the tool exceed the rate it was given)."""
+    """Paces calls to ``rate`` per second on a fixed schedule: no drift, and never a burst.
+
+    When a call comes late (a slow broker, a busy CPU), the schedule is re-anchored at now
+    instead of being caught up, so consecutive calls are always at least ``1/rate`` apart and
+    no one-second window ever holds more than ``rate + 1`` calls."""
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate if rate and rate > 0 else None
@@ -70,8 +72,8 @@ class RateLimiter:
         due = self._start + self._n / self.rate
         if due > now:
             await asyncio.sleep(due - now)
-        elif now - due > 1.0:
-            self._start, self._n = now, 0
+        else:  # late: re-anchor so that this call is on schedule (no catching up)
+            self._start = now - self._n / self.rate
         self._n += 1
 
 

@@ -75,3 +75,15 @@ async def test_rate_limiter_paces_and_does_not_burst_after_a_stall() -> None:
         await lim.wait()
     assert time.monotonic() - t1 >= 0.09
     assert RateLimiter(0).rate is None
+
+
+async def test_rate_limiter_never_catches_up_after_a_short_stall() -> None:
+    # A stall shorter than a second used to release the overdue calls in one burst.
+    lim = RateLimiter(100)
+    for _ in range(5):
+        await lim.wait()
+    await asyncio.sleep(0.5)  # 50 calls' worth of schedule is now in the past
+    t1 = time.monotonic()
+    for _ in range(11):
+        await lim.wait()
+    assert time.monotonic() - t1 >= 0.09  # still 1/rate apart: no catch-up burst
