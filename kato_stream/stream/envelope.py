@@ -12,23 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kato_stream.core.engine import OPS as ENGINE_OPS
 from kato_stream.stream import codecs
 
-OPS: frozenset[str] = frozenset(
-    {
-        "open",
-        "observe",
-        "observe_sequence",
-        "learn",
-        "clear_stm",
-        "clear_all",
-        "configure",
-        "predict",
-        "get",
-        "finalize_training",
-        "close",
-    }
-)
+OPS: frozenset[str] = frozenset(ENGINE_OPS)  # the ops the engine handles, nothing else
 _FIELDS = frozenset({"op", "session_id", "node_id", "msg_id", "payload"})
 
 
