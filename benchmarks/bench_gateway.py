@@ -38,26 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from benchmarks.bench_core import VOCAB, make_patterns  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.gateway.client import StreamClient, new_msg_id  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
 from kato_stream.topics import create_topics, topic_specs  # noqa: E402
-
-VOCAB = [f"t{i:03d}" for i in range(200)]
-WEIGHTS = [1.0 / (i + 1) ** 0.8 for i in range(200)]
-
-
-def sample_unique(rng: random.Random, k: int) -> list[str]:
-    out: set[str] = set()
-    while len(out) < k:
-        out.update(rng.choices(VOCAB, WEIGHTS, k=k - len(out)))
-    return sorted(out)
-
-
-def make_patterns(rng: random.Random, n: int) -> list[list[list[str]]]:
-    return [
-        [sample_unique(rng, rng.randint(3, 15)) for _ in range(rng.randint(2, 5))] for _ in range(n)
-    ]
 
 
 def make_query(rng: random.Random, patterns: list[list[list[str]]]) -> list[list[str]]:

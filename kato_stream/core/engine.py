@@ -59,25 +59,6 @@ OPS = (
     "close",
 )
 
-# Config keys that change what ``predict`` computes.
-_PREDICT_KEYS = (
-    "recall_threshold",
-    "max_predictions",
-    "use_token_matching",
-    "fuzzy_token_threshold",
-    "rank_sort_algo",
-    "affinity_emotive",
-    "filter_pipeline",
-    "length_min_ratio",
-    "length_max_ratio",
-    "jaccard_threshold",
-    "jaccard_min_overlap",
-    "minhash_threshold",
-    "minhash_bands",
-    "minhash_rows",
-    "minhash_num_hashes",
-)
-
 
 @dataclass(frozen=True)
 class Command:
