@@ -102,6 +102,11 @@ REJECTIONS = Counter(
     registry=REGISTRY,
 )
 DLQ = Counter("kato_dlq_total", "Records written to the dead-letter topic.", registry=REGISTRY)
+OFFSET_HOLES = Counter(
+    "kato_offset_holes_total",
+    "Input offsets the consumer skipped and the agent re-read and processed (continuity.py).",
+    registry=REGISTRY,
+)
 COMMAND_DURATION = Histogram(
     "kato_command_duration_seconds",
     "Worker time per command, from decode to output record queued.",
@@ -188,6 +193,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_commands_total",
         "kato_rejections_total",
         "kato_dlq_total",
+        "kato_offset_holes_total",
         "kato_command_duration_seconds",
         "kato_observation_duration_seconds",
         "kato_prediction_duration_seconds",
@@ -303,6 +309,11 @@ def observe_observations(node_id: str, count: int = 1) -> None:
 def observe_dlq(count: int = 1) -> None:
     """Count records sent to the dead-letter topic."""
     DLQ.inc(count)
+
+
+def observe_offset_hole(count: int) -> None:
+    """Count input offsets re-read because the consumer skipped them."""
+    OFFSET_HOLES.inc(count)
 
 
 def set_patterns(node_id: str, count: int) -> None:

@@ -16,6 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from kato_stream import metrics
 from kato_stream.stream import codecs
+from kato_stream.stream.continuity import (
+    ContinuityTracker,
+    ack_range,
+    committed_offset,
+    fetch_range,
+)
 from kato_stream.stream.processor import Source
 
 if TYPE_CHECKING:
@@ -43,61 +49,97 @@ def register_agents(w: Worker) -> None:
     sessions = w.sessions
     worker_id = f"{w.settings.app_id}/{socket.gethostname()}/{os.getpid()}".encode()
 
+    continuity = ContinuityTracker()
+
     def lookup(session_id: str) -> Any:
         return sessions.get(session_id)
+
+    async def handle(
+        key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+    ) -> float | None:
+        """Process one input record: outputs acknowledged first, then the table write.
+
+        Returns the engine time in seconds (None for a skipped redelivery)."""
+        received = time.time()
+        t0 = time.perf_counter()
+        outcome = processor.process(key, value, Source(topic, partition, offset), lookup)
+        if outcome.duplicate:
+            # redelivery of an applied command (after a crash or rebalance): no effects
+            log.info("skipped applied %s:%s:%s", topic, partition, offset)
+            return None
+        elapsed = time.perf_counter() - t0
+        futures = [
+            await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
+            for node_id, pe in outcome.pattern_events
+        ]
+        if outcome.dead_letter is not None:
+            futures.append(await w.dlq_topic.send(key=key, value=codecs.dumps(outcome.dead_letter)))
+        out_value = codecs.dumps(outcome.record)
+        futures.append(
+            await w.output_topic.send(
+                key=outcome.key,
+                value=out_value,
+                headers=[
+                    (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
+                    (RECEIVED_HEADER, f"{received:.6f}".encode()),
+                    (WORKER_HEADER, worker_id),
+                ],
+            )
+        )
+        # The session's "applied up to offset" mark must never reach the changelog before
+        # the command's outputs are acknowledged: a crash in between would skip the
+        # redelivered command and lose its output or learn event for good.
+        await asyncio.gather(*futures)
+        if outcome.table_value is not None and outcome.session_id is not None:
+            sessions[outcome.session_id] = outcome.table_value
+        if w.latest is not None and outcome.session_id is not None and outcome.record:
+            w.latest.put(outcome.session_id, out_value)
+        rec = outcome.record or {}
+        err = rec.get("error") or {}
+        metrics.observe_command(
+            str(rec.get("op")), str(rec.get("status")), elapsed, reason=str(err.get("code", ""))
+        )
+        if outcome.dead_letter is not None:
+            metrics.observe_dlq()
+        threshold = rec.get("recall_threshold")
+        if threshold is not None:
+            metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
+        return elapsed
+
+    async def fill_hole(tp: Any, start: int, end: int) -> None:
+        """Process the records of ``[start, end)`` that the consumer skipped (continuity.py)."""
+        log.warning(
+            "offsets %s..%s of %s were skipped by the consumer: filling", start, end - 1, tp
+        )
+        metrics.observe_offset_hole(end - start)
+        records = await fetch_range(
+            w.settings.kafka_bootstrap,
+            tp.topic,
+            tp.partition,
+            start,
+            end,
+            max_fetch_bytes=max(4 * 1_048_576, w.settings.max_message_bytes * 4),
+        )
+        for r in records:
+            await handle(r.key, r.value, r.topic, r.partition, r.offset)
+        ack_range(w.app, tp.topic, tp.partition, start, end)
+
+    @w.app.on_partitions_assigned.connect
+    async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
+        continuity.reset()  # the next record of each partition is checked against its commit
 
     @w.app.agent(w.input_topic, name="kato-commands")
     async def commands(stream: Any) -> None:
         await w.follower.ready.wait()
         async for event in stream.events():
             msg = event.message
-            received = time.time()
-            t0 = time.perf_counter()
-            outcome = processor.process(
-                msg.key, msg.value, Source(msg.topic, msg.partition, msg.offset), lookup
-            )
-            if outcome.duplicate:
-                # redelivery of an applied command (after a crash or rebalance): no effects
-                log.info("skipped applied %s:%s:%s", msg.topic, msg.partition, msg.offset)
-                continue
-            elapsed = time.perf_counter() - t0
-            futures = [
-                await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
-                for node_id, pe in outcome.pattern_events
-            ]
-            if outcome.dead_letter is not None:
-                futures.append(
-                    await w.dlq_topic.send(key=msg.key, value=codecs.dumps(outcome.dead_letter))
-                )
-            out_value = codecs.dumps(outcome.record)
-            futures.append(
-                await w.output_topic.send(
-                    key=outcome.key,
-                    value=out_value,
-                    headers=[
-                        (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
-                        (RECEIVED_HEADER, f"{received:.6f}".encode()),
-                        (WORKER_HEADER, worker_id),
-                    ],
-                )
-            )
-            # The session's "applied up to offset" mark must never reach the changelog before
-            # the command's outputs are acknowledged: a crash in between would skip the
-            # redelivered command and lose its output or learn event for good.
-            await asyncio.gather(*futures)
-            if outcome.table_value is not None and outcome.session_id is not None:
-                sessions[outcome.session_id] = outcome.table_value
-            if w.latest is not None and outcome.session_id is not None and outcome.record:
-                w.latest.put(outcome.session_id, out_value)
-            rec = outcome.record or {}
-            err = rec.get("error") or {}
-            metrics.observe_command(
-                str(rec.get("op")), str(rec.get("status")), elapsed, reason=str(err.get("code", ""))
-            )
-            if outcome.dead_letter is not None:
-                metrics.observe_dlq()
-            threshold = rec.get("recall_threshold")
-            if threshold is not None:
-                metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
-            if w.adaptive is not None:
+            tp = msg.tp
+            if not continuity.knows(tp.partition):
+                continuity.expect(tp.partition, committed_offset(w.app, tp))
+            gap = continuity.hole(tp.partition, msg.offset)
+            if gap is not None:
+                await fill_hole(tp, *gap)
+            elapsed = await handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset)
+            continuity.done(tp.partition, msg.offset)
+            if w.adaptive is not None and elapsed is not None:
                 w.adaptive.update(partition_lag(w.app, msg), elapsed, time.monotonic())

@@ -17,6 +17,7 @@ import mode
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
+from kato_stream.stream.continuity import disable_gap_fill
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
 from kato_stream.stream.persist import LatestWriter, PatternPersister
 from kato_stream.stream.prediction_cache import PredictionCache, apply_redis_memory
@@ -68,6 +69,7 @@ def build_worker(
     """Wire a worker for ``settings``; ``engine`` defaults to the real engine core and
     ``vector_factory`` (one vector index per node) to the in-memory index."""
     codecs.register_faust_codec()
+    disable_gap_fill()  # the agent's continuity guard fills holes instead (continuity.py)
     adaptive = (
         AdaptiveRecall(AdaptiveBounds.from_settings(settings)) if settings.adaptive_recall else None
     )

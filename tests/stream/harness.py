@@ -88,6 +88,36 @@ def env_record(
     return codecs.dumps(doc)
 
 
+def mixed_stream(
+    sessions: int, rounds: range, *, gets: bool = True, prefix: str = "c"
+) -> list[tuple[bytes | None, bytes]]:
+    """Observes with emotives and learns with and without msg_id, one node per session (so
+    the outputs do not depend on how partitions interleave), then a ``get`` per session."""
+    items: list[tuple[bytes | None, bytes]] = []
+    for r in rounds:
+        for i in range(sessions):
+            s, n = f"{prefix}{i}", f"{prefix}n{i}"
+            k = s.encode()
+            items.append((k, env_record("observe", s, n, {"strings": [f"a{r % 3}", "b"]})))
+            items.append(
+                (
+                    k,
+                    env_record(
+                        "observe", s, n, {"strings": [f"c{r % 2}"], "emotives": {"e": r / 10}}
+                    ),
+                )
+            )
+            # learns with and without msg_id: both kinds must count once per command
+            items.append((k, env_record("learn", s, n, {}, msg_id=f"L{r}-{i}" if r % 2 else None)))
+            items.append((k, env_record("observe", s, n, {"strings": ["a0"]})))
+    if gets:
+        for i in range(sessions):
+            items.append(
+                (f"{prefix}{i}".encode(), env_record("get", f"{prefix}{i}", f"{prefix}n{i}", {}))
+            )
+    return items
+
+
 @dataclasses.dataclass
 class Sent:
     key: bytes | None

@@ -1,6 +1,10 @@
 """Crash recovery: SIGKILL a worker mid-stream, restart it, and check nothing was applied
 twice or lost: every command is answered (redelivered duplicates carry identical bytes),
-the final session states (``get``) and the pattern frequencies equal an uninterrupted run."""
+the final session states (``get``) and the pattern frequencies equal an uninterrupted run.
+
+About half the restarts hit faust-streaming's recovery race (stream partitions resumed before
+the seek to the committed offset), which skips a run of input offsets; the agent's continuity
+guard (``kato_stream/stream/continuity.py``) must fill them, or this test fails."""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ from kato_stream.settings import Settings
 from kato_stream.stream.group import evict_members
 from tests.stream.harness import (
     by_source,
-    env_record,
     expected_outputs,
     fold_patterns,
     kb_summary,
+    mixed_stream,
     publish,
     setup_topics,
 )
@@ -25,40 +29,10 @@ from tests.stream.harness import (
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 
-def stream(sessions: int, rounds: int) -> list[tuple[bytes | None, bytes]]:
-    items: list[tuple[bytes | None, bytes]] = []
-    for r in range(rounds):
-        for i in range(sessions):
-            s, n = f"c{i}", f"cn{i}"
-            k = s.encode()
-            items.append((k, env_record("observe", s, n, {"strings": [f"a{r % 3}", "b"]})))
-            items.append(
-                (
-                    k,
-                    env_record(
-                        "observe", s, n, {"strings": [f"c{r % 2}"], "emotives": {"e": r / 10}}
-                    ),
-                )
-            )
-            # learns with and without msg_id: both kinds must count once per command
-            items.append((k, env_record("learn", s, n, {}, msg_id=f"L{r}-{i}" if r % 2 else None)))
-            items.append((k, env_record("observe", s, n, {"strings": ["a0"]})))
-    for i in range(sessions):
-        items.append((f"c{i}".encode(), env_record("get", f"c{i}", f"cn{i}", {})))
-    return items
-
-
-@pytest.mark.skip(
-    reason="open defect (issue 3): fails in about half the runs. After SIGKILL + restart, one "
-    "input partition resumes past a contiguous run of commands (from the kill point) that "
-    "were never answered; they are NOT skipped as applied (the worker logs every skip), so "
-    "the consumer offset committed ran ahead of the processed work or the broker lost "
-    "acknowledged outputs. See faust-streaming issues #606/#315 on offset commits with gaps."
-)
 async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_worker) -> None:
     s = stream_settings
     await setup_topics(s)
-    items = stream(sessions=6, rounds=40)
+    items = mixed_stream(sessions=6, rounds=range(40))
     sent = await publish(s.kafka_bootstrap, s.topic("observations"), items)
     want, want_ltm, _ = expected_outputs(sent, s)
 
