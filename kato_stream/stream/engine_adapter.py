@@ -48,7 +48,7 @@ class CoreEngineAdapter:
             node_id=env.node_id,
             payload=env.payload,
             msg_id=env.msg_id,
-            source=source_id(source),
+            source=env.origin or source_id(source),
         )
 
     def handle(

@@ -16,7 +16,8 @@ from kato_stream.core.engine import OPS as ENGINE_OPS
 from kato_stream.stream import codecs
 
 OPS: frozenset[str] = frozenset(ENGINE_OPS)  # the ops the engine handles, nothing else
-_FIELDS = frozenset({"op", "session_id", "node_id", "msg_id", "payload"})
+_FIELDS = frozenset({"op", "session_id", "node_id", "msg_id", "origin", "payload"})
+MAX_ORIGIN = 1024
 
 
 class EnvelopeError(Exception):
@@ -53,6 +54,9 @@ class Envelope:
     node_id: str
     msg_id: str | None
     payload: dict[str, Any] = field(default_factory=dict)
+    #: identity of the record this one re-publishes (replay): stands in for the source
+    #: coordinates in the learn/clear ids of a command without msg_id
+    origin: str | None = None
 
 
 def _str_or_none(v: Any) -> str | None:
@@ -118,6 +122,14 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
             {"field": "msg_id"},
             partial,
         )
+    origin = doc.get("origin")
+    if origin is not None and not (isinstance(origin, str) and 0 < len(origin) <= MAX_ORIGIN):
+        raise EnvelopeError(
+            "WRONG_TYPE",
+            f"'origin' must be a non-empty string of at most {MAX_ORIGIN} characters or null",
+            {"field": "origin"},
+            partial,
+        )
     payload = doc.get("payload", {})
     if payload is None:
         payload = {}
@@ -141,5 +153,10 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
             partial,
         )
     return Envelope(
-        op=op, session_id=doc["session_id"], node_id=doc["node_id"], msg_id=msg_id, payload=payload
+        op=op,
+        session_id=doc["session_id"],
+        node_id=doc["node_id"],
+        msg_id=msg_id,
+        payload=payload,
+        origin=origin,
     )

@@ -2,12 +2,13 @@
 
 Why each rule exists:
 
-* **Stable msg_id.** Every replayed envelope carries a msg_id derived from its original
-  identity: its own msg_id if it had one, else ``"{id_prefix}{topic}:{partition}:{offset}"``
-  (prefix ``replay:`` by default).  The worker's learn id is ``"{session}/{msg_id}"`` and the
-  knowledge base applies a learn id once, so replaying the same range twice (to the same
-  sessions) counts each learn once.  A new ``--id-prefix`` starts a new generation (see
-  docs/replay.md for replaying into the node that processed the original).
+* **Stable identity.** A replayed envelope keeps its original's identity: its own msg_id
+  (the learn id is ``"{session}/{msg_id}"``), or, when it had none, an ``origin`` field holding
+  the original's ``topic:partition:offset``, which the worker uses in place of the replay's
+  own coordinates (the learn id of an id-less command is its coordinates).  A knowledge base
+  applies a learn id once, so a replay into the node that processed the original, or a second
+  replay of the same range, counts nothing twice.  ``--id-prefix`` (empty by default) prefixes
+  both kinds: a new prefix starts a new generation (see docs/replay.md).
 * **Order.** Records are published in source order per source partition, keyed by session id,
   and aiokafka keeps one batch in flight per partition: the same session always lands on one
   partition, in order.  ``--partitioning source`` keeps the source partition number instead
@@ -52,7 +53,7 @@ class ReplayOptions:
     exclude_ops: frozenset[str] = frozenset()
     to_node: str | None = None
     session_map: str | None = None  # template; None = keep ids unless to_node is set
-    id_prefix: str = "replay:"
+    id_prefix: str = ""
     partitioning: str = "key"  # or "source"
 
     def mapping(self) -> str | None:
@@ -117,8 +118,13 @@ def rewrite(rec: SourceRecord, opts: ReplayOptions) -> tuple[bytes, bytes]:
         raise Skip("filter")
     if env["op"] in opts.exclude_ops:
         raise Skip("filter")
-    mid = env.get("msg_id")
-    env["msg_id"] = mid if isinstance(mid, str) and mid else f"{opts.id_prefix}{rec.identity}"
+    mid, origin = env.get("msg_id"), env.get("origin")
+    if isinstance(mid, str) and mid:
+        env["msg_id"] = f"{opts.id_prefix}{mid}"
+    else:
+        # the original's identity was its coordinates (or its own origin, if it was a replay)
+        base = origin if isinstance(origin, str) and origin else rec.identity
+        env["origin"] = f"{opts.id_prefix}{base}"
     new_node = opts.to_node or nid
     template = opts.mapping()
     if template is not None:
@@ -246,8 +252,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--id-prefix",
-        default="replay:",
-        help="msg_id prefix for records without one (default 'replay:')",
+        default="",
+        help="prefix of every replayed identity (msg_id, or origin when there is none); "
+        "empty (default) = the originals' identities, so nothing already learned counts twice; "
+        "a new prefix = a new generation",
     )
     p.add_argument("--partitioning", choices=("key", "source"), default="key")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = unlimited)")

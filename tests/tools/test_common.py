@@ -49,13 +49,18 @@ def test_rewrite_rules() -> None:
     key, value = rewrite(rec, ReplayOptions(to_node="m"))
     assert key == b"s@m"
     assert (
-        value
-        == b'{"msg_id":"replay:obs:1:5","node_id":"m","op":"learn","payload":{},"session_id":"s@m"}'
+        value == b'{"node_id":"m","op":"learn","origin":"obs:1:5","payload":{},"session_id":"s@m"}'
     )
+    # a replay of a replay keeps the first origin; a prefix starts a new generation
+    again = SourceRecord("dst", 0, 9, None, b"s@m", value)
+    assert b'"origin":"obs:1:5"' in rewrite(again, ReplayOptions())[1]
+    assert b'"origin":"g2:obs:1:5"' in rewrite(again, ReplayOptions(id_prefix="g2:"))[1]
     with_id = SourceRecord(
         "obs", 1, 6, None, b"s", b'{"op":"learn","session_id":"s","node_id":"n","msg_id":"c1"}'
     )
-    assert b'"msg_id":"c1"' in rewrite(with_id, ReplayOptions(id_prefix="x:"))[1]
+    assert b'"msg_id":"c1"' in rewrite(with_id, ReplayOptions())[1]
+    assert b'"msg_id":"x:c1"' in rewrite(with_id, ReplayOptions(id_prefix="x:"))[1]
+    assert b"origin" not in rewrite(with_id, ReplayOptions())[1]
     for bad in (b"nope", b"[1]", b'{"op":"learn","session_id":"","node_id":"n"}', None):
         with pytest.raises(Skip, match="invalid"):
             rewrite(SourceRecord("obs", 0, 0, None, None, bad), ReplayOptions())

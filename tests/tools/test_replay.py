@@ -41,7 +41,7 @@ def _by_session(docs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _strip(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k != "msg_id"}
+    return {k: v for k, v in d.items() if k not in ("msg_id", "origin")}
 
 
 async def test_archive_roundtrip_preserves_payloads_and_order(
@@ -73,17 +73,17 @@ async def test_archive_roundtrip_preserves_payloads_and_order(
     assert {s: [_strip(d) for d in v] for s, v in got.items()} == {
         s: [_strip(d) for d in v] for s, v in want.items()
     }
-    # msg_id: the client's own, else derived from the source coordinates
+    # identity: the client's msg_id, else the source coordinates as origin
     src_id = {
         orjson.dumps(_strip(d), option=orjson.OPT_SORT_KEYS): f"{src}:{p}:{o}"
         for d, (p, o) in zip(docs, coords, strict=False)
     }
     for d, o in zip(want["s0"], got["s0"], strict=True):
-        expected = (
-            d.get("msg_id")
-            or "replay:" + src_id[orjson.dumps(_strip(d), option=orjson.OPT_SORT_KEYS)]
-        )
-        assert o["msg_id"] == expected
+        if d.get("msg_id"):
+            assert (o["msg_id"], o.get("origin")) == (d["msg_id"], None)
+        else:
+            assert o.get("msg_id") is None
+            assert o["origin"] == src_id[orjson.dumps(_strip(d), option=orjson.OPT_SORT_KEYS)]
 
 
 async def test_offset_range_selection(kafka_bootstrap: str, unique_id: str) -> None:
@@ -206,11 +206,14 @@ async def test_msg_ids_are_stable_across_replays(
     per_session = _by_session(out)
     for _s, seq in per_session.items():
         k = len(seq) // 3
-        ids = [d["msg_id"] for d in seq]
+        ids = [d.get("msg_id") or d["origin"] for d in seq]
         assert ids[:k] == ids[k : 2 * k] == ids[2 * k :]
         assert len(set(ids[:k])) == k
-    # ids without a client msg_id are derived from the source coordinates, with the prefix
-    assert all(d["msg_id"].startswith(("c-", f"replay:{src}:")) for d in out)
+    # records without a client msg_id carry the source coordinates as origin
+    assert all(
+        d["msg_id"].startswith("c-") if d.get("msg_id") else d["origin"].startswith(f"{src}:")
+        for d in out
+    )
 
 
 async def test_fresh_node_rewrite(kafka_bootstrap: str, unique_id: str) -> None:

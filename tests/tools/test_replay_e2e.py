@@ -133,17 +133,17 @@ async def test_replaying_twice_counts_each_learn_once(
     fresh = ReplayOptions(node="n1", to_node="bf")
     assert await run(fresh, "bf", "once") == await run(fresh, "bf", "twice") == _frequencies(before)
 
-    # Into the original node with the default "replay:" ids: the first replay is a second
-    # generation of the id-less learns (their frequencies double; the client msg_id learn is
-    # the same learn and stays at 1), and the second replay changes nothing.
+    # Into the original node: every replayed learn keeps its original's identity (msg_id, or
+    # the source coordinates as origin), so neither the first nor the second replay counts
+    # anything twice.
     same = ReplayOptions(node="n1")
     after1 = await run(same, "n1", "same1")
-    assert sorted(after1.values()) == [1, 2, 4]
+    assert after1 == _frequencies(before)
     assert await run(same, "n1", "same2") == after1
-    # A new prefix is a new generation (the way to re-count after a clear_all): the id-less
-    # learns count once more, the client-id learn ("{session}/{msg_id}") still does not.
+    # A new prefix is a new generation (the way to re-count after a clear_all): every learn,
+    # with or without a client msg_id, counts once more.
     after3 = await run(ReplayOptions(node="n1", id_prefix="replay2:"), "n1", "gen2")
-    assert sorted(after3.values()) == [1, 3, 6]
+    assert sorted(after3.values()) == [2, 2, 4]
     assert w.alive(), w.log_tail()
 
 
