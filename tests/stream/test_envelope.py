@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import jsonschema
 import orjson
 import pytest
 
 from kato_stream.settings import Settings
 from kato_stream.stream.engine_adapter import CoreEngineAdapter
-from kato_stream.stream.envelope import MAX_ORIGIN, EnvelopeError, parse_envelope
+from kato_stream.stream.envelope import _FIELDS, MAX_ORIGIN, EnvelopeError, parse_envelope
 from kato_stream.stream.ltm import LtmRegistry
 from kato_stream.stream.processor import Processor, Source
+from kato_stream.topics import load_schema, validate
 
 
 def _raw(**doc: object) -> bytes:
@@ -103,3 +105,14 @@ def test_origin_stands_in_for_the_source_in_learn_ids() -> None:
         + [(learn, Source("obs", 0, 8))]
     )
     assert plain == ["obs:0:1", "obs:0:8"]
+
+
+def test_command_schema_matches_the_parser() -> None:
+    """topics/schemas/command.schema.json describes exactly the fields the worker accepts."""
+    assert set(load_schema("command")["properties"]) == _FIELDS
+    validate(
+        "command",
+        {"op": "learn", "session_id": "s", "node_id": "n", "origin": "t:0:1", "payload": {}},
+    )
+    with pytest.raises(jsonschema.ValidationError):
+        validate("command", {"op": "learn", "session_id": "s", "node_id": "n", "origin": ""})
