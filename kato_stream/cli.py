@@ -31,14 +31,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from kato_stream.topics import create_topics, describe_partitions, topic_specs
+    from kato_stream.topics import TopicError, create_topics, describe_partitions, topic_specs
 
     s = _settings(args)
     specs = topic_specs(s)
     if args.action == "create":
-        made = asyncio.run(
-            create_topics(s.kafka_bootstrap, specs, replication_factor=s.replication_factor)
-        )
+        try:
+            made = asyncio.run(
+                create_topics(s.kafka_bootstrap, specs, replication_factor=s.replication_factor)
+            )
+        except TopicError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         for spec in specs:
             print(f"{spec.name}\t{spec.partitions}\t{'created' if spec.name in made else 'exists'}")
         return 0

@@ -69,13 +69,22 @@ def validate(name: str, value: Any) -> None:
     jsonschema.validate(value, load_schema(name))
 
 
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created, or exists with a different partition count."""
+
+
 async def create_topics(
     bootstrap: str, specs: list[TopicSpec], *, replication_factor: int = 1, timeout: float = 30.0
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
     Existing topics are left alone (their partition count is not changed: growing the input
-    topic would move sessions to other partitions and break per-session ordering).
+    topic would move sessions to other partitions and break per-session ordering), but one
+    with another partition count than its spec (an auto-created topic has one) raises
+    :class:`TopicError`, as does a failed creation.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -94,10 +103,21 @@ async def create_topics(
             if s.name not in existing
         ]
         if new:
-            await asyncio.wait_for(admin.create_topics(new), timeout)
-        return [t.name for t in new]
+            resp = await asyncio.wait_for(admin.create_topics(new), timeout)
+            for err in getattr(resp, "topic_errors", ()):
+                name, code = err[0], err[1]
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise TopicError(f"creating topic {name!r} failed: error {code} {err[2:]}")
     finally:
         await admin.close()
+    counts = await describe_partitions(bootstrap, [s.name for s in specs], timeout)
+    for spec in specs:
+        if counts.get(spec.name) != spec.partitions:
+            raise TopicError(
+                f"topic {spec.name!r} has {counts.get(spec.name)} partitions, "
+                f"expected {spec.partitions}"
+            )
+    return [t.name for t in new]
 
 
 async def describe_partitions(

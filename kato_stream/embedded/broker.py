@@ -1,24 +1,16 @@
-"""noida-db as the embedded Kafka broker, readiness checks and topic creation."""
+"""noida-db as the embedded Kafka broker, and its readiness check (topics: kato_stream.topics)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
 from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
 from kato_stream.embedded.process import ManagedProcess
-
-_TOPIC_ALREADY_EXISTS = 36
-
-
-class TopicError(RuntimeError):
-    """A topic could not be created, or exists with a different partition count."""
 
 
 def noida_binary() -> str:
@@ -65,44 +57,3 @@ async def wait_kafka(
             await client.close()
         await asyncio.sleep(0.1)
     raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last}")
-
-
-async def create_topics(
-    bootstrap: str,
-    topics: Mapping[str, int],
-    *,
-    replication_factor: int = 1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-    timeout: float = 30.0,
-) -> dict[str, int]:
-    """Create ``{name: partitions}`` (existing ones are kept); returns the partition counts.
-
-    Needed because auto-created topics get one partition.  Raises :class:`TopicError` if a
-    topic cannot be created or already exists with a different partition count.
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    await asyncio.wait_for(admin.start(), timeout)
-    try:
-        new = [
-            NewTopic(
-                name,
-                num_partitions=n,
-                replication_factor=replication_factor,
-                topic_configs=dict((configs or {}).get(name, {})),
-            )
-            for name, n in topics.items()
-        ]
-        if new:
-            resp = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
-            for err in getattr(resp, "topic_errors", ()):
-                name, code = err[0], err[1]
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    raise TopicError(f"creating topic {name!r} failed: error {code} {err[2:]}")
-        meta = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    counts = {m["topic"]: len(m["partitions"]) for m in meta}
-    for name, n in topics.items():
-        if counts.get(name) != n:
-            raise TopicError(f"topic {name!r} has {counts.get(name)} partitions, expected {n}")
-    return counts

@@ -14,14 +14,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kato_stream.embedded import (
     EmbeddedStack,
     EmbeddedStackError,
-    create_topics,
     free_port,
     wait_kafka,
 )
-from kato_stream.embedded.broker import TopicError
 from kato_stream.embedded.process import ManagedProcess
 from kato_stream.embedded.redis import redis_server_binary, wait_redis
 from kato_stream.settings import Settings
+from kato_stream.topics import TopicError, TopicSpec, create_topics, describe_partitions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,11 +83,15 @@ async def test_start_serve_stop_leaves_no_process(tmp_path: Path, use_redis_serv
 
 
 async def test_create_topics_sets_partitions(kafka_bootstrap: str, unique_id: str) -> None:
-    topics = {f"{unique_id}.obs": 4, f"{unique_id}.pred": 2}
-    assert await create_topics(kafka_bootstrap, topics) == topics
-    assert await create_topics(kafka_bootstrap, topics) == topics  # idempotent
+    specs = [TopicSpec(f"{unique_id}.obs", 4), TopicSpec(f"{unique_id}.pred", 2)]
+    assert await create_topics(kafka_bootstrap, specs) == [s.name for s in specs]
+    assert await create_topics(kafka_bootstrap, specs) == []  # idempotent
+    assert await describe_partitions(kafka_bootstrap, [s.name for s in specs]) == {
+        f"{unique_id}.obs": 4,
+        f"{unique_id}.pred": 2,
+    }
     with pytest.raises(TopicError, match="has 4 partitions, expected 8"):
-        await create_topics(kafka_bootstrap, {f"{unique_id}.obs": 8})
+        await create_topics(kafka_bootstrap, [TopicSpec(f"{unique_id}.obs", 8)])
 
 
 async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -131,7 +134,7 @@ async def test_waits_time_out_clearly() -> None:
 
 async def test_create_topics_on_unreachable_broker_fails() -> None:
     with pytest.raises(Exception) as err:
-        await create_topics(f"127.0.0.1:{free_port()}", {"x": 1}, timeout=2)
+        await create_topics(f"127.0.0.1:{free_port()}", [TopicSpec("x", 1)], timeout=2)
     assert "Unable to bootstrap" in str(err.value) or isinstance(err.value, TimeoutError)
 
 
