@@ -82,29 +82,17 @@ def stack_settings(embedded_stack: EmbeddedStack, qdrant_path: str, unique_id: s
 
 @pytest.fixture
 async def clickhouse_store(stack_settings: Settings) -> AsyncIterator[ClickHouseStore]:
-    store = ClickHouseStore(stack_settings)
-    await store.start()
-    try:
+    async with ClickHouseStore(stack_settings) as store:  # stop() flushes
         yield store
-    finally:
-        await store.stop()
 
 
 @pytest.fixture
 async def redis_store(stack_settings: Settings) -> AsyncIterator[RedisStore]:
-    store = RedisStore(stack_settings)
-    await store.start()
-    try:
+    async with RedisStore(stack_settings) as store:  # stop() flushes
         yield store
-    finally:
-        await store.stop()
 
 
 @pytest.fixture
 async def qdrant_store(stack_settings: Settings) -> AsyncIterator[QdrantStore]:
-    store = QdrantStore(stack_settings)
-    await store.start()
-    try:
+    async with QdrantStore(stack_settings) as store:  # stop() flushes
         yield store
-    finally:
-        await store.stop()
