@@ -1,17 +1,28 @@
 /*
- * kato_stream.core._kernel: difflib-compatible matching blocks and KATO's _pre_potential
- * inputs for many int-coded patterns against one int-coded state, in one call.
+ * kato_stream.core._kernel: KATO's full prediction path (predictions._full_path_kernel) for
+ * many int-coded patterns against one int-coded state.
  *
- * Exactly replicates kato_stream/core/matcher.py (difflib.SequenceMatcher with no junk and
- * no autojunk): greedy longest match (ties: smallest i, then smallest j), recursion on the
- * left and right remainders, sort, merge of adjacent blocks.  Per candidate it returns what
- * predictions._pre_potential needs (spec 5.3 C, 5.4):
+ * Blocks: exactly kato_stream/core/matcher.py (difflib.SequenceMatcher with no junk and no
+ * autojunk): greedy longest match (ties: smallest i, then smallest j), recursion on the left
+ * and right remainders, sort, merge of adjacent blocks.  The longest match of a box is taken
+ * from the maximal common runs of (P, state), clipped to the box (see longest_match).
+ *
+ * scan()/prepot() return per candidate what predictions._pre_potential needs (spec 5.3 C, 5.4):
  *   M     = len(matches)   (sum of block sizes of blocks(P, state))
  *   E     = len(extras_flat) = len(state) - matched size of blocks(present_flat, state)
  *           (= len(state) - M, see py_prepot)
  *   NB    = number of merged blocks (sentinel excluded)
  *   PLEN  = total symbols of the present events (after the "matches[0] in past[-1]" fix-up)
- * The float arithmetic is left to the caller (numpy), so no compiler flag can change it.
+ * scan() also computes the exact token LCS (bit-parallel) and the similarity test.
+ * survivors(), ensemble(), future_groups(), lists() and futures() compute the ensemble
+ * statistics and output lists of the pruned candidates.
+ *
+ * Floats: every float that reaches an output is computed with the same IEEE operations in
+ * the same order as the pure-Python path (tests/core/test_kernel.py compares both byte for
+ * byte).  libm's log/log2/log10/pow are the functions Python's math module and float ** call;
+ * products that feed an addition go through mulr() so that no compiler can contract them
+ * into a fused multiply-add; constants that Python computes (log10(1e-10), the cutoff) are
+ * passed in rather than folded by the compiler.
  *
  * Only the CPython C API is used.  Buffers are plain C-contiguous memory (numpy arrays);
  * the Python wrapper (kernel.py) guarantees dtypes: int32 tokens, int64 offsets.
@@ -21,6 +32,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 typedef struct {
     /* state side */
@@ -33,13 +45,15 @@ typedef struct {
     int *hvals;
     uint32_t hmask;
     /* scratch */
-    int *prev, *cur;  /* ns+1 each, j2len[j] stored at index j+1, kept zeroed */
-    int *tprev, *tcur;
+    int *tcur;        /* ns+1: cursor scratch */
     int *stack;       /* 4 ints per entry */
     int *fi, *fj, *fk; /* found blocks */
     int *a;           /* pattern as state ids (-1: not in state) */
+    int *hits;        /* positions i with a[i] >= 0, ascending */
     int cap_a;
     int *mi, *mj, *mk; /* merged blocks */
+    int *ri, *rj, *rl; /* maximal common runs of (a, b), ascending (i, j) */
+    int cap_r;
 } Ctx;
 
 static uint32_t hash32(int32_t x) {
@@ -59,8 +73,9 @@ static int lookup(const Ctx *c, int32_t key) {
 
 static void ctx_free(Ctx *c) {
     free(c->b); free(c->pstart); free(c->plist); free(c->hkeys); free(c->hvals);
-    free(c->prev); free(c->cur); free(c->tprev); free(c->tcur); free(c->stack);
-    free(c->fi); free(c->fj); free(c->fk); free(c->a); free(c->mi); free(c->mj); free(c->mk);
+    free(c->tcur); free(c->stack);
+    free(c->fi); free(c->fj); free(c->fk); free(c->a); free(c->hits); free(c->mi); free(c->mj); free(c->mk);
+    free(c->ri); free(c->rj); free(c->rl);
     memset(c, 0, sizeof(*c));
 }
 
@@ -79,9 +94,6 @@ static int ctx_init(Ctx *c, const int32_t *state, int ns, int cap_a) {
     c->plist = malloc(sizeof(int) * (ns + 1));
     c->hkeys = malloc(sizeof(int32_t) * hsize);
     c->hvals = malloc(sizeof(int) * hsize);
-    c->prev = calloc(ns + 2, sizeof(int));
-    c->cur = calloc(ns + 2, sizeof(int));
-    c->tprev = malloc(sizeof(int) * (ns + 1));
     c->tcur = malloc(sizeof(int) * (ns + 1));
     c->stack = malloc(sizeof(int) * 4 * (2 * nmin + 4));
     c->fi = malloc(sizeof(int) * nmin);
@@ -91,9 +103,9 @@ static int ctx_init(Ctx *c, const int32_t *state, int ns, int cap_a) {
     c->mj = malloc(sizeof(int) * nmin);
     c->mk = malloc(sizeof(int) * nmin);
     c->a = malloc(sizeof(int) * cap_a);
-    if (!c->b || !c->pstart || !c->plist || !c->hkeys || !c->hvals || !c->prev || !c->cur ||
-        !c->tprev || !c->tcur || !c->stack || !c->fi || !c->fj || !c->fk || !c->mi ||
-        !c->mj || !c->mk || !c->a) {
+    c->hits = malloc(sizeof(int) * cap_a);
+    if (!c->b || !c->pstart || !c->plist || !c->hkeys || !c->hvals || !c->tcur || !c->stack || !c->fi || !c->fj || !c->fk || !c->mi ||
+        !c->mj || !c->mk || !c->a || !c->hits) {
         ctx_free(c);
         return -1;
     }
@@ -123,61 +135,126 @@ static int ctx_init(Ctx *c, const int32_t *state, int ns, int cap_a) {
     /* fill positions ascending: use tcur as a cursor array (size >= ds) */
     for (int s = 0; s < ds; s++) c->tcur[s] = c->pstart[s];
     for (int j = 0; j < ns; j++) c->plist[c->tcur[c->b[j]]++] = j;
+    /* runs: at most one per matching pair (i, j), i.e. cap_a * (largest multiplicity) */
+    int mult = 1;
+    for (int s = 0; s < ds; s++)
+        if (c->pstart[s + 1] - c->pstart[s] > mult) mult = c->pstart[s + 1] - c->pstart[s];
+    c->cap_r = cap_a * mult;
+    c->ri = malloc(sizeof(int) * c->cap_r);
+    c->rj = malloc(sizeof(int) * c->cap_r);
+    c->rl = malloc(sizeof(int) * c->cap_r);
+    if (!c->ri || !c->rj || !c->rl) {
+        ctx_free(c);
+        return -1;
+    }
     return 0;
 }
 
-/* difflib find_longest_match(alo, ahi, blo, bhi) with an empty junk set. */
-static void longest_match(Ctx *c, const int *a, int alo, int ahi, int blo, int bhi,
-                          int *oi, int *oj, int *ok) {
-    int besti = alo, bestj = blo, bests = 0;
-    int *prev = c->prev, *cur = c->cur, *tp = c->tprev, *tc = c->tcur;
-    int np = 0;
+/* The maximal common runs ("diagonals") of a[0:la] and the state: (i, j, len) with
+   a[i:i+len] == b[j:j+len], not extendable left or right, in ascending (i, j).  Returns
+   their number. */
+static int find_runs(Ctx *c, const int *a, int la, const int *hits, int nh) {
     const int *b = c->b;
-    for (int i = alo; i < ahi; i++) {
-        int nc = 0;
+    int ns = c->ns, nr = 0;
+    for (int h = 0; h < nh; h++) {
+        int i = hits[h];
         int s = a[i];
-        if (s >= 0) {
-            int qe = c->pstart[s + 1];
-            for (int q = c->pstart[s]; q < qe; q++) {
-                int j = c->plist[q];
-                if (j < blo) continue;
-                if (j >= bhi) break;
-                int k = prev[j] + 1; /* j2len[j-1] of the previous row */
-                cur[j + 1] = k;
-                tc[nc++] = j + 1;
-                if (k > bests) {
-                    besti = i - k + 1;
-                    bestj = j - k + 1;
-                    bests = k;
-                }
-            }
+        int qe = c->pstart[s + 1];
+        for (int q = c->pstart[s]; q < qe; q++) {
+            int j = c->plist[q];
+            if (i > 0 && j > 0 && a[i - 1] == b[j - 1]) continue; /* inside a run */
+            int len = 1;
+            while (i + len < la && j + len < ns && a[i + len] == b[j + len]) len++;
+            c->ri[nr] = i; c->rj[nr] = j; c->rl[nr] = len; nr++;
         }
-        for (int t = 0; t < np; t++) prev[tp[t]] = 0;
-        int *x = prev; prev = cur; cur = x;
-        x = tp; tp = tc; tc = x;
-        np = nc;
     }
-    for (int t = 0; t < np; t++) prev[tp[t]] = 0;
-    while (besti > alo && bestj > blo && a[besti - 1] == b[bestj - 1]) {
-        besti--; bestj--; bests++;
-    }
-    while (besti + bests < ahi && bestj + bests < bhi && a[besti + bests] == b[bestj + bests])
-        bests++;
-    *oi = besti; *oj = bestj; *ok = bests;
+    return nr;
 }
 
-/* get_matching_blocks() of a[0:la] vs the state, merged, sentinel excluded.
+/* longest_match() of the full box: the first longest run (runs are in ascending (i, j)). */
+static void longest_run(const Ctx *c, int nr, int *oi, int *oj, int *ok) {
+    int best = -1, bk = 0;
+    for (int r = 0; r < nr; r++)
+        if (c->rl[r] > bk) { bk = c->rl[r]; best = r; }
+    *oi = best >= 0 ? c->ri[best] : 0;
+    *oj = best >= 0 ? c->rj[best] : 0;
+    *ok = bk;
+}
+
+/* Does any run reach into the box before (i0, j0) or the box after (i1, j1)?  A run meets
+   [0, i0) x [0, j0) iff it starts there; it meets [i1, la) x [j1, ns) iff it ends there. */
+static int outer_boxes_have_run(const Ctx *c, int nr, int i0, int j0, int i1, int j1) {
+    for (int r = 0; r < nr; r++) {
+        int ri = c->ri[r], rj = c->rj[r], rl = c->rl[r];
+        if ((ri < i0 && rj < j0) || (ri + rl > i1 && rj + rl > j1)) return 1;
+    }
+    return 0;
+}
+
+/* difflib find_longest_match(alo, ahi, blo, bhi) with an empty junk set, from the runs.
+   difflib scans i upward, then j upward, and keeps the first strictly longer run ending at
+   (i, j) within the box; with no junk its extension loops never extend.  A run clipped to
+   the box is one contiguous segment of its diagonal, so the answer is the longest clipped
+   run, ties to the smallest start i, then the smallest start j (equal lengths: the smallest
+   end is the smallest start). */
+static void longest_match(const Ctx *c, int nr, int alo, int ahi, int blo, int bhi,
+                          int *oi, int *oj, int *ok) {
+    int bi = alo, bj = blo, bk = 0;
+    for (int r = 0; r < nr; r++) {
+        int ri = c->ri[r];
+        if (ri >= ahi) break; /* ascending i */
+        int rl = c->rl[r];
+        if (ri + rl <= alo) continue;
+        int d = c->rj[r] - ri;
+        int st = ri;
+        if (alo > st) st = alo;
+        if (blo - d > st) st = blo - d;
+        int en = ri + rl;
+        if (ahi < en) en = ahi;
+        if (bhi - d < en) en = bhi - d;
+        int k = en - st;
+        if (k > bk || (k == bk && k > 0 && (st < bi || (st == bi && st + d < bj)))) {
+            bi = st; bj = st + d; bk = k;
+        }
+    }
+    *oi = bi; *oj = bj; *ok = bk;
+}
+
+/* get_matching_blocks() of a[0:la] vs the state, merged, sentinel excluded, given the
+   positions hits[0:nh] of a that occur in the state (ascending).
    Blocks go to c->mi/mj/mk; returns their count; *total = sum of sizes. */
-static int matching_blocks(Ctx *c, const int *a, int la, int *total) {
+static int blocks_from_runs(Ctx *c, int la, int nr, int ri, int rj, int rk, int *total);
+
+static int matching_blocks_h(Ctx *c, const int *a, int la, const int *hits, int nh,
+                             int *total) {
+    int nr = find_runs(c, a, la, hits, nh);
+    int ri, rj, rk;
+    longest_run(c, nr, &ri, &rj, &rk);
+    return blocks_from_runs(c, la, nr, ri, rj, rk, total);
+}
+
+/* The recursion of get_matching_blocks() over the runs, given the root's longest match
+   (ri, rj, rk) of the full box, then sort and merge (see matching_blocks_h). */
+static int blocks_from_runs(Ctx *c, int la, int nr, int ri, int rj, int rk, int *total) {
     int lb = c->ns;
     int *st = c->stack;
     int sp = 0, nf = 0;
-    st[0] = 0; st[1] = la; st[2] = 0; st[3] = lb; sp = 1;
+    if (rk) {
+        c->fi[0] = ri; c->fj[0] = rj; c->fk[0] = rk; nf = 1;
+        if (0 < ri && 0 < rj) {
+            int *e = st + 4 * sp++;
+            e[0] = 0; e[1] = ri; e[2] = 0; e[3] = rj;
+        }
+        if (ri + rk < la && rj + rk < lb) {
+            int *e = st + 4 * sp++;
+            e[0] = ri + rk; e[1] = la; e[2] = rj + rk; e[3] = lb;
+        }
+    }
     while (sp > 0) {
         sp--;
         int alo = st[4 * sp], ahi = st[4 * sp + 1], blo = st[4 * sp + 2], bhi = st[4 * sp + 3];
         int i, j, k;
-        longest_match(c, a, alo, ahi, blo, bhi, &i, &j, &k);
+        longest_match(c, nr, alo, ahi, blo, bhi, &i, &j, &k);
         if (k) {
             c->fi[nf] = i; c->fj[nf] = j; c->fk[nf] = k; nf++;
             if (alo < i && blo < j) {
@@ -215,6 +292,13 @@ static int matching_blocks(Ctx *c, const int *a, int la, int *total) {
     if (k1) { c->mi[nm] = i1; c->mj[nm] = j1; c->mk[nm] = k1; nm++; }
     *total = tot;
     return nm;
+}
+
+static int matching_blocks(Ctx *c, const int *a, int la, int *total) {
+    int nh = 0;
+    for (int i = 0; i < la; i++)
+        if (a[i] >= 0) c->hits[nh++] = i;
+    return matching_blocks_h(c, a, la, c->hits, nh, total);
 }
 
 static void map_pattern(Ctx *c, const int32_t *p, int la) {
@@ -428,6 +512,931 @@ release:
     return out;
 }
 
+/* ---- survivors and ensemble statistics (predictions._full_path_kernel) ----------------- */
+
+/* A product rounded to double before it is added anywhere: no FMA contraction, whatever the
+   compiler flags (Python evaluates a*b and the following +/- as two rounded operations). */
+static double mulr(double a, double b) {
+    volatile double r = a * b;
+    return r;
+}
+
+enum { SV_M, SV_E, SV_NB, SV_START, SV_E2, SV_PSTART, SV_PEND, SV_N };
+
+/* survivors(flat i32, offs i64, evlen i32, evoffs i64, sel i64, state i32, out i32[n*7],
+             uflag u8[ncodes]) -> None
+   Per selected pattern (out row of SV_N ints): M, E, number of blocks, first present event
+   (after the "matches[0] in past[-1]" fix-up), first future event, and the flat range
+   [pstart, pend) of the present events (relative to the pattern).  uflag[code] is set to 1
+   for every token of some present range (the union the ensemble statistics run over). */
+static PyObject *py_survivors(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[8];
+    if (!PyArg_ParseTuple(args, "OOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7]))
+        return NULL;
+    static const Py_ssize_t isz[8] = {4, 8, 4, 8, 8, 4, 4, 1};
+    static const char *names[8] = {"flat", "offs", "evlen", "evoffs", "sel", "state", "out",
+                                   "uflag"};
+    Py_buffer v[8];
+    int got = 0;
+    PyObject *ret = NULL;
+    for (; got < 8; got++)
+        if (get_buf(o[got], &v[got], isz[got], got >= 6, names[got]) < 0) goto release;
+    const int32_t *flat = v[0].buf;
+    const int64_t *offs = v[1].buf;
+    const int32_t *evlen = v[2].buf;
+    const int64_t *evoffs = v[3].buf;
+    const int64_t *sel = v[4].buf;
+    const int32_t *state = v[5].buf;
+    int32_t *out = v[6].buf;
+    uint8_t *uflag = v[7].buf;
+    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
+    Py_ssize_t n = v[4].len / 8, ncodes = v[7].len;
+    int ns = (int)(v[5].len / 4);
+    if (npat < 0 || v[3].len / 8 != npat + 1 || v[6].len / 4 < n * SV_N) {
+        PyErr_SetString(PyExc_ValueError, "survivors: inconsistent buffer sizes");
+        goto release;
+    }
+    int maxla = 1;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        if (p < 0 || p >= npat || offs[p] < 0 || offs[p + 1] < offs[p] || offs[p + 1] > nflat ||
+            evoffs[p] < 0 || evoffs[p + 1] < evoffs[p] || evoffs[p + 1] > nev_tot) {
+            PyErr_SetString(PyExc_IndexError, "survivors: pattern index or offsets out of range");
+            goto release;
+        }
+        for (int64_t t = offs[p]; t < offs[p + 1]; t++)
+            if (flat[t] < 0 || flat[t] >= ncodes) {
+                PyErr_SetString(PyExc_IndexError, "survivors: token code out of range");
+                goto release;
+            }
+        int la = (int)(offs[p + 1] - offs[p]);
+        if (la > maxla) maxla = la;
+    }
+    Ctx c;
+    if (ctx_init(&c, state, ns, maxla) < 0) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        const int32_t *pat = flat + offs[p];
+        int la = (int)(offs[p + 1] - offs[p]);
+        map_pattern(&c, pat, la);
+        int m;
+        int nb = matching_blocks(&c, c.a, la, &m);
+        int i0 = 0, end = la, j0 = 0;
+        if (nb > 0) {
+            i0 = c.mi[0];
+            j0 = c.mj[0];
+            end = c.mi[nb - 1] + c.mk[nb - 1];
+        }
+        const int32_t *ev = evlen + evoffs[p];
+        int nev = (int)(evoffs[p + 1] - evoffs[p]);
+        int c1 = i0, c2 = 0, e = 0;
+        while (c2 < c1 && e < nev) c2 += ev[e++];
+        int e1 = e, cpast = c2;
+        c1 += end - i0;
+        while (c2 < c1 && e < nev) c2 += ev[e++];
+        int start = e1, pstart = cpast;
+        if (e1 > 0 && m > 0) {
+            int sid = c.b[j0];
+            int s0 = cpast - ev[e1 - 1];
+            for (int t = s0; t < cpast; t++) {
+                if (c.a[t] == sid) {
+                    start = e1 - 1;
+                    pstart = s0;
+                    break;
+                }
+            }
+        }
+        int32_t *row = out + q * SV_N;
+        row[SV_M] = m;
+        row[SV_E] = ns - m; /* see py_prepot */
+        row[SV_NB] = nb;
+        row[SV_START] = start;
+        row[SV_E2] = e;
+        row[SV_PSTART] = pstart;
+        row[SV_PEND] = c2;
+        for (int t = pstart; t < c2; t++) uflag[pat[t]] = 1;
+    }
+    ctx_free(&c);
+    ret = Py_None;
+    Py_INCREF(ret);
+release:
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return ret;
+}
+
+enum { EN_CONF, EN_ENT, EN_NENT, EN_GNENT, EN_TFIDF, EN_N };
+
+/* ensemble(flat i32, offs i64, sel i64, info i32[n*7], freq i64[n], spc f64[ncodes],
+            colmap i32[ncodes], mat f64[n*g] (zeroed), out f64[n*5], F, U, S, log10_floor)
+   For each survivor, over its present tokens ps = flat[pstart:pend] (predictions._full_path,
+   spec 5.5 items 6, 7, 9, 10), in Python's evaluation order:
+     mat[i, colmap[s]] = spc[s] * count(s)                                (itfdf matrix row)
+     confluence = (freq/F) * (1 - 10 ** (log10 p_0 + log10 p_1 + ...))   (p <= 0 -> floor)
+     entropy, normalized_entropy, global_normalized_entropy over distinct tokens in first-
+     occurrence order, tfidf_score = sequential sum of tf * (log2(U / k) + 1) / count.
+   Every token of ps must have spc[] set (the union the caller built from uflag). */
+static PyObject *py_ensemble(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[9];
+    long long F, U, S;
+    double log10_floor;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOLLLd", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &o[7], &o[8], &F, &U, &S, &log10_floor))
+        return NULL;
+    static const Py_ssize_t isz[9] = {4, 8, 8, 4, 8, 8, 4, 8, 8};
+    static const char *names[9] = {"flat", "offs", "sel", "info", "freq", "spc", "colmap",
+                                   "mat", "out"};
+    Py_buffer v[9];
+    int got = 0;
+    PyObject *ret = NULL;
+    int *cnt = NULL, *order = NULL;
+    for (; got < 9; got++)
+        if (get_buf(o[got], &v[got], isz[got], got >= 7, names[got]) < 0) goto release;
+    const int32_t *flat = v[0].buf;
+    const int64_t *offs = v[1].buf;
+    const int64_t *sel = v[2].buf;
+    const int32_t *info = v[3].buf;
+    const int64_t *freq = v[4].buf;
+    const double *spc = v[5].buf;
+    const int32_t *colmap = v[6].buf;
+    double *mat = v[7].buf;
+    double *out = v[8].buf;
+    Py_ssize_t npat = v[1].len / 8 - 1, nflat = v[0].len / 4, n = v[2].len / 8;
+    Py_ssize_t ncodes = v[5].len / 8;
+    Py_ssize_t g = n > 0 ? (v[7].len / 8) / n : 0;
+    if (npat < 0 || v[3].len / 4 < n * SV_N || v[4].len / 8 < n || v[6].len / 4 != ncodes ||
+        v[7].len / 8 != n * g || v[8].len / 8 < n * EN_N) {
+        PyErr_SetString(PyExc_ValueError, "ensemble: inconsistent buffer sizes");
+        goto release;
+    }
+    int maxp = 1;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        const int32_t *row = info + q * SV_N;
+        if (p < 0 || p >= npat || offs[p] < 0 || offs[p + 1] < offs[p] || offs[p + 1] > nflat ||
+            row[SV_PSTART] < 0 || row[SV_PEND] < row[SV_PSTART] ||
+            row[SV_PEND] > offs[p + 1] - offs[p]) {
+            PyErr_SetString(PyExc_IndexError, "ensemble: pattern index or range out of range");
+            goto release;
+        }
+        for (int t = row[SV_PSTART]; t < row[SV_PEND]; t++) {
+            int32_t s = flat[offs[p] + t];
+            if (s < 0 || s >= ncodes || colmap[s] < 0 || colmap[s] >= g) {
+                PyErr_SetString(PyExc_IndexError, "ensemble: token without a column");
+                goto release;
+            }
+        }
+        if (row[SV_PEND] - row[SV_PSTART] > maxp) maxp = row[SV_PEND] - row[SV_PSTART];
+    }
+    cnt = calloc(ncodes > 0 ? ncodes : 1, sizeof(int));
+    order = malloc(sizeof(int) * maxp);
+    if (!cnt || !order) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    volatile double ten = 10.0; /* a runtime base: pow(10, x) is never rewritten */
+    double ln_s = S > 1 ? log((double)S) : 0.0;
+    double du = (double)U;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        const int32_t *row = info + q * SV_N;
+        const int32_t *ps = flat + offs[sel[q]] + row[SV_PSTART];
+        int plen = row[SV_PEND] - row[SV_PSTART];
+        double *res = out + q * EN_N;
+        int nd = 0;
+        for (int t = 0; t < plen; t++) {
+            if (cnt[ps[t]]++ == 0) order[nd++] = ps[t];
+        }
+        double *mrow = mat + q * g;
+        for (int d = 0; d < nd; d++) mrow[colmap[order[d]]] = spc[order[d]] * (double)cnt[order[d]];
+        /* confluence */
+        if (plen > 0) {
+            double acc = 0.0;
+            for (int t = 0; t < plen; t++) {
+                double pr = spc[ps[t]];
+                double l = pr > 0 ? log10(pr) : log10_floor;
+                acc = t == 0 ? l : acc + l;
+            }
+            double peh = F > 0 ? (double)freq[q] / (double)F : 0.0;
+            res[EN_CONF] = peh * (1.0 - pow(ten, acc));
+        } else {
+            res[EN_CONF] = 0.0;
+        }
+        /* entropy family (no pre-computed metrics) */
+        double ent = 0.0, nent = 0.0, gnent = 0.0;
+        if (plen > 0) {
+            for (int d = 0; d < nd; d++) {
+                double pr = (double)cnt[order[d]] / (double)plen;
+                ent = ent - mulr(pr, log2(pr));
+            }
+            if (S > 1) {
+                for (int d = 0; d < nd; d++) {
+                    double pr = (double)cnt[order[d]] / (double)plen;
+                    nent = nent - mulr(pr, log(pr) / ln_s);
+                }
+                for (int d = 0; d < nd; d++) {
+                    double prob = spc[order[d]];
+                    if (prob > 0) gnent = gnent - mulr(prob, log(prob) / ln_s);
+                }
+            }
+        }
+        res[EN_ENT] = ent;
+        res[EN_NENT] = nent;
+        res[EN_GNENT] = gnent;
+        /* tfidf (no pre-computed tf vector) */
+        double tfidf = 0.0;
+        if (U > 0 && plen > 0 && nd > 0) {
+            double acc = 0.0;
+            for (int d = 0; d < nd; d++) {
+                double tf = (double)cnt[order[d]] / (double)plen;
+                long long k = (long long)(spc[order[d]] * du);
+                if (k == 0) k = 1;
+                double sc = tf * (log2(du / (double)k) + 1.0);
+                acc = d == 0 ? sc : acc + sc;
+            }
+            tfidf = acc / (double)nd;
+        }
+        res[EN_TFIDF] = tfidf;
+        for (int d = 0; d < nd; d++) cnt[order[d]] = 0;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+release:
+    free(cnt);
+    free(order);
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return ret;
+}
+
+/* predictions._pre_potential from integer inputs (only used to prune, with a margin). */
+static double pre_potential(int m, int e, int nb, int plen, int la) {
+    double mf = (double)m, ef = (double)e;
+    double ev = la > 0 ? mf / (double)la : 0.0;
+    double cf = plen > 0 ? mf / (double)plen : 0.0;
+    double den = 2.0 * mf + ef;
+    double snr = den > 0 ? (2.0 * mf - ef) / den : 0.0;
+    double fc = nb == 0 ? 0.0 : 1.0 / (double)nb;
+    return mulr(ev + cf, snr) + fc;
+}
+
+/* min-heap of the best `cap` values seen */
+static void heap_push(double *h, int *n, int cap, double x) {
+    int i;
+    if (*n < cap) {
+        i = (*n)++;
+        while (i > 0 && h[(i - 1) / 2] > x) { h[i] = h[(i - 1) / 2]; i = (i - 1) / 2; }
+        h[i] = x;
+        return;
+    }
+    if (x <= h[0]) return;
+    i = 0;
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        double v = x;
+        if (l < cap && h[l] < v) { m = l; v = h[l]; }
+        if (r < cap && h[r] < v) { m = r; }
+        if (m == i) break;
+        h[i] = h[m];
+        i = m;
+    }
+    h[i] = x;
+}
+
+/* ---- scan: exact LCS filter + pre-potential inputs over all patterns in one pass ---------- */
+
+static int popcount64(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_popcountll(x);
+#else
+    int n = 0;
+    while (x) { x &= x - 1; n++; }
+    return n;
+#endif
+}
+
+/* scan(flat i32, offs i64, evlen i32, evoffs i64, state i32, cutoff f64, threshold f64,
+        limit, out_idx i64, out_sim f64, out_m i32, out_e i32, out_nb i32, out_plen i32)
+        -> count
+   For every pattern p (in index order): L = LCS(P, state) (bit-parallel, Hyyro 2004; the
+   value rapidfuzz's LCSseq.similarity gives), similarity = ((2.0*L)/T)*100.0/100.0 with
+   T = |P| + |state| (predictions._passing's numpy expression), kept iff
+   similarity*100.0 >= cutoff and similarity >= threshold (cutoff = threshold*100.0 - 1e-6,
+   computed by the caller).  For kept patterns it writes the index, the similarity and what
+   prepot() writes; returns the number kept.  Outputs must hold one entry per pattern.
+
+   Pruning (limit > 0), which cannot change predictions._kernel_select's top ``limit``: the
+   root longest match (i0, j0, K) is found first.  If no run reaches into either of its child
+   boxes, the blocks are that one match (M = K, one block).  Otherwise there are >= 2 blocks
+   and K < M <= L, so with snr(M) = (3M - |S|)/(M + |S|) (E = |S| - M) increasing in M,
+   M/|P| <= confidence <= 1 and fragmentation term <= 1/2:
+     snr(L) >= 0: _pre_potential <= (L/|P| + 1) * snr(L) + 1/2;
+     snr(L) <  0: _pre_potential <= max(f(K+1), f(L)) + 1/2, f(M) = (2M/|P|) * snr(M)
+                  (f is convex in M, so its maximum on [K+1, L] is at an end).
+   When ``limit`` exact values already beat that bound by a margin the pattern cannot be
+   among the top ``limit`` and is left out of the output. */
+static PyObject *py_scan(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[11];
+    double cutoff, thr;
+    int limit;
+    if (!PyArg_ParseTuple(args, "OOOOOddiOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &cutoff,
+                          &thr, &limit, &o[5], &o[6], &o[7], &o[8], &o[9], &o[10]))
+        return NULL;
+    double *heap = NULL;
+    int nheap = 0;
+    static const Py_ssize_t isz[11] = {4, 8, 4, 8, 4, 8, 8, 4, 4, 4, 4};
+    static const char *names[11] = {"flat", "offs", "evlen", "evoffs", "state", "out_idx",
+                                    "out_sim", "out_m", "out_e", "out_nb", "out_plen"};
+    Py_buffer v[11];
+    int got = 0;
+    PyObject *ret = NULL;
+    int *tab = NULL;
+    uint64_t *masks = NULL, *vw = NULL;
+    Ctx c;
+    int have_ctx = 0;
+    for (; got < 11; got++)
+        if (get_buf(o[got], &v[got], isz[got], got >= 5, names[got]) < 0) goto release;
+    const int32_t *flat = v[0].buf;
+    const int64_t *offs = v[1].buf;
+    const int32_t *evlen = v[2].buf;
+    const int64_t *evoffs = v[3].buf;
+    const int32_t *state = v[4].buf;
+    int64_t *oidx = v[5].buf;
+    double *osim = v[6].buf;
+    int32_t *om = v[7].buf, *oe = v[8].buf, *onb = v[9].buf, *opl = v[10].buf;
+    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
+    int ns = (int)(v[4].len / 4);
+    if (npat < 0 || v[3].len / 8 != npat + 1 || v[5].len / 8 < npat || v[6].len / 8 < npat ||
+        v[7].len / 4 < npat || v[8].len / 4 < npat || v[9].len / 4 < npat ||
+        v[10].len / 4 < npat) {
+        PyErr_SetString(PyExc_ValueError, "scan: inconsistent buffer sizes");
+        goto release;
+    }
+    if (offs[0] != 0 || evoffs[0] != 0 || offs[npat] > nflat || evoffs[npat] > nev_tot) {
+        PyErr_SetString(PyExc_IndexError, "scan: offsets out of range");
+        goto release;
+    }
+    int maxla = 1;
+    int32_t maxcode = 0;
+    for (Py_ssize_t p = 0; p < npat; p++) {
+        if (offs[p + 1] < offs[p] || evoffs[p + 1] < evoffs[p]) {
+            PyErr_SetString(PyExc_IndexError, "scan: offsets out of range");
+            goto release;
+        }
+        int la = (int)(offs[p + 1] - offs[p]);
+        if (la > maxla) maxla = la;
+    }
+    for (Py_ssize_t t = 0; t < nflat; t++) {
+        if (flat[t] < 0) {
+            PyErr_SetString(PyExc_ValueError, "scan: negative token code");
+            goto release;
+        }
+        if (flat[t] > maxcode) maxcode = flat[t];
+    }
+    if (ctx_init(&c, state, ns, maxla) < 0) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    have_ctx = 1;
+    /* dense token code -> state symbol id (-1: not in the state) */
+    tab = malloc(sizeof(int) * ((size_t)maxcode + 1));
+    if (limit < 0) limit = 0;
+    heap = malloc(sizeof(double) * (size_t)(limit > 0 ? limit : 1));
+    int nw = (ns + 63) / 64;
+    if (nw < 1) nw = 1;
+    masks = calloc((size_t)(c.ds + 1) * nw, sizeof(uint64_t));
+    vw = malloc(sizeof(uint64_t) * nw);
+    if (!tab || !masks || !vw || !heap) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    /* tab[code] = state id + 1 (0: not in the state); masks row 0 stays zero */
+    for (int32_t k = 0; k <= maxcode; k++) tab[k] = 0;
+    for (int j = 0; j < ns; j++) {
+        if (state[j] >= 0 && state[j] <= maxcode) tab[state[j]] = c.b[j] + 1;
+        masks[(size_t)(c.b[j] + 1) * nw + j / 64] |= (uint64_t)1 << (j % 64);
+    }
+    uint64_t lastmask = (ns % 64) ? (((uint64_t)1 << (ns % 64)) - 1) : ~(uint64_t)0;
+    Py_ssize_t cnt = 0;
+    int *a = c.a, *hits = c.hits;
+    for (Py_ssize_t p = 0; p < npat; p++) {
+        const int32_t *pat = flat + offs[p];
+        int la = (int)(offs[p + 1] - offs[p]);
+        int lcs;
+        int nh = 0;
+        if (nw == 1) { /* branchless: an absent token has mask 0 and leaves V unchanged */
+            uint64_t V = ~(uint64_t)0;
+            for (int i = 0; i < la; i++) {
+                int s1 = tab[pat[i]];
+                a[i] = s1 - 1;
+                hits[nh] = i;
+                nh += s1 != 0;
+                uint64_t M = masks[s1];
+                V = (V + (V & M)) | (V & ~M);
+            }
+            lcs = popcount64(~V & lastmask);
+        } else {
+            for (int w = 0; w < nw; w++) vw[w] = ~(uint64_t)0;
+            for (int i = 0; i < la; i++) {
+                int s1 = tab[pat[i]];
+                a[i] = s1 - 1;
+                if (s1 != 0) {
+                    hits[nh++] = i;
+                    const uint64_t *M = masks + (size_t)s1 * nw;
+                    uint64_t carry = 0;
+                    for (int w = 0; w < nw; w++) {
+                        uint64_t x = vw[w], u = x & M[w];
+                        uint64_t sum = x + u;
+                        uint64_t c1 = sum < x;
+                        uint64_t sum2 = sum + carry;
+                        carry = c1 | (sum2 < sum);
+                        vw[w] = sum2 | (x & ~M[w]);
+                    }
+                }
+            }
+            lcs = 0;
+            for (int w = 0; w < nw; w++)
+                lcs += popcount64(~vw[w] & (w == nw - 1 ? lastmask : ~(uint64_t)0));
+        }
+        double sim = ((2.0 * (double)lcs) / (double)(la + ns)) * 100.0 / 100.0;
+        if (!(sim * 100.0 >= cutoff && sim >= thr)) continue;
+        int m, nb, i0 = 0, end = la, j0 = 0;
+        int nr = find_runs(&c, a, la, hits, nh);
+        int ri0, rj0, rk;
+        longest_run(&c, nr, &ri0, &rj0, &rk);
+        if (rk == 0) {
+            m = 0;
+            nb = 0;
+        } else if (!outer_boxes_have_run(&c, nr, ri0, rj0, ri0 + rk, rj0 + rk)) {
+            m = rk;
+            nb = 1;
+            i0 = ri0;
+            j0 = rj0;
+            end = ri0 + rk;
+        } else {
+            if (nheap == limit && limit > 0) {
+                /* M in [K+1, L]; snr(M) = (3M - ns)/(M + ns) increases with M */
+                double snr = (3.0 * lcs - ns) / (double)(lcs + ns);
+                double ub;
+                if (snr >= 0) { /* evidence <= L/|P|, confidence <= 1 */
+                    ub = ((double)lcs / (double)la + 1.0) * snr + 0.5;
+                } else { /* (ev + conf) * snr <= (2M/|P|) * snr(M), convex in M: ends */
+                    int k1 = rk + 1;
+                    double s1 = (3.0 * k1 - ns) / (double)(k1 + ns);
+                    double f1 = 2.0 * k1 / (double)la * s1;
+                    double f2 = 2.0 * lcs / (double)la * snr;
+                    ub = (f1 > f2 ? f1 : f2) + 0.5;
+                }
+                if (ub + 1e-7 < heap[0]) continue; /* cannot reach the top `limit` */
+            }
+            nb = blocks_from_runs(&c, la, nr, ri0, rj0, rk, &m);
+            i0 = c.mi[0];
+            j0 = c.mj[0];
+            end = c.mi[nb - 1] + c.mk[nb - 1];
+        }
+        const int32_t *ev = evlen + evoffs[p];
+        int nev = (int)(evoffs[p + 1] - evoffs[p]);
+        int c1 = i0, c2 = 0, e = 0;
+        while (c2 < c1 && e < nev) c2 += ev[e++];
+        int e1 = e, cpast = c2;
+        c1 += end - i0;
+        while (c2 < c1 && e < nev) c2 += ev[e++];
+        int plen = c2 - cpast;
+        if (e1 > 0 && m > 0) {
+            int sid = c.b[j0];
+            for (int t = cpast - ev[e1 - 1]; t < cpast; t++) {
+                if (a[t] == sid) {
+                    plen += ev[e1 - 1];
+                    break;
+                }
+            }
+        }
+        if (limit > 0) heap_push(heap, &nheap, limit, pre_potential(m, ns - m, nb, plen, la));
+        oidx[cnt] = p;
+        osim[cnt] = sim;
+        om[cnt] = m;
+        oe[cnt] = ns - m; /* see py_prepot */
+        onb[cnt] = nb;
+        opl[cnt] = plen;
+        cnt++;
+    }
+    ret = PyLong_FromSsize_t(cnt);
+release:
+    if (have_ctx) ctx_free(&c);
+    free(heap);
+    free(tab);
+    free(masks);
+    free(vw);
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return ret;
+}
+
+/* ---- future groups (predictions._predictive_information) ---------------------------------- */
+
+static void isort32(int32_t *x, int n) {
+    for (int p = 1; p < n; p++) {
+        int32_t v = x[p];
+        int q = p - 1;
+        while (q >= 0 && x[q] > v) { x[q + 1] = x[q]; q--; }
+        x[q + 1] = v;
+    }
+}
+
+/* future_groups(flat i32, offs i64, evlen i32, evoffs i64, sel i64, e2 i32, freq i64,
+                 sim f64, out_gid i32[n], out_w f64[n], out_count i32[n], out_first i32[n])
+   -> number of groups
+   Groups the survivors whose future events[e2:] is non-empty by the future with each event
+   sorted (what _future_key hashes): equal multisets per event, event by event.  Groups are
+   numbered in order of first member; out_gid = -1 for an empty future.  Per group, in
+   member order: W = 0.0 + f*sim + f*sim + ..., the member count and the first member. */
+static PyObject *py_future_groups(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[12];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7], &o[8], &o[9], &o[10], &o[11]))
+        return NULL;
+    static const Py_ssize_t isz[12] = {4, 8, 4, 8, 8, 4, 8, 8, 4, 8, 4, 4};
+    static const char *names[12] = {"flat", "offs", "evlen", "evoffs", "sel", "e2", "freq",
+                                    "sim", "out_gid", "out_w", "out_count", "out_first"};
+    Py_buffer v[12];
+    int got = 0;
+    PyObject *ret = NULL;
+    int32_t *norm = NULL;
+    int64_t *noff = NULL;
+    uint64_t *hv = NULL;
+    int *table = NULL;
+    for (; got < 12; got++)
+        if (get_buf(o[got], &v[got], isz[got], got >= 8, names[got]) < 0) goto release;
+    const int32_t *flat = v[0].buf;
+    const int64_t *offs = v[1].buf;
+    const int32_t *evlen = v[2].buf;
+    const int64_t *evoffs = v[3].buf;
+    const int64_t *sel = v[4].buf;
+    const int32_t *e2a = v[5].buf;
+    const int64_t *freq = v[6].buf;
+    const double *sim = v[7].buf;
+    int32_t *gid = v[8].buf;
+    double *W = v[9].buf;
+    int32_t *count = v[10].buf, *first = v[11].buf;
+    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
+    Py_ssize_t n = v[4].len / 8;
+    if (npat < 0 || v[3].len / 8 != npat + 1 || v[5].len / 4 < n || v[6].len / 8 < n ||
+        v[7].len / 8 < n || v[8].len / 4 < n || v[9].len / 8 < n || v[10].len / 4 < n ||
+        v[11].len / 4 < n) {
+        PyErr_SetString(PyExc_ValueError, "future_groups: inconsistent buffer sizes");
+        goto release;
+    }
+    int64_t total = 0;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        if (p < 0 || p >= npat || offs[p] < 0 || offs[p + 1] < offs[p] || offs[p + 1] > nflat ||
+            evoffs[p] < 0 || evoffs[p + 1] < evoffs[p] || evoffs[p + 1] > nev_tot || e2a[q] < 0 ||
+            e2a[q] > evoffs[p + 1] - evoffs[p]) {
+            PyErr_SetString(PyExc_IndexError, "future_groups: index out of range");
+            goto release;
+        }
+        int64_t flen = 0;
+        for (int64_t e = evoffs[p]; e < evoffs[p + 1]; e++) flen += evlen[e];
+        if (flen != offs[p + 1] - offs[p]) {
+            PyErr_SetString(PyExc_ValueError, "future_groups: event lengths do not add up");
+            goto release;
+        }
+        total += offs[p + 1] - offs[p] + (evoffs[p + 1] - evoffs[p]);
+    }
+    /* normalised futures: per event its length, then its codes sorted */
+    norm = malloc(sizeof(int32_t) * (size_t)(total > 0 ? total : 1));
+    noff = malloc(sizeof(int64_t) * (size_t)(n + 1));
+    hv = malloc(sizeof(uint64_t) * (size_t)(n > 0 ? n : 1));
+    Py_ssize_t tsize = 8;
+    while (tsize < 2 * n + 2) tsize <<= 1;
+    table = malloc(sizeof(int) * tsize);
+    if (!norm || !noff || !hv || !table) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    for (Py_ssize_t t = 0; t < tsize; t++) table[t] = -1;
+    int64_t w = 0;
+    int ng = 0;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        noff[q] = w;
+        int64_t e0 = evoffs[p] + e2a[q], e1 = evoffs[p + 1];
+        int64_t pos = offs[p];
+        for (int64_t e = evoffs[p]; e < e0; e++) pos += evlen[e];
+        for (int64_t e = e0; e < e1; e++) {
+            int len = evlen[e];
+            norm[w++] = len;
+            memcpy(norm + w, flat + pos, sizeof(int32_t) * len);
+            isort32(norm + w, len);
+            w += len;
+            pos += len;
+        }
+        noff[q + 1] = w;
+        if (e0 == e1) {
+            gid[q] = -1;
+            continue;
+        }
+        uint64_t h = 1469598103934665603ULL;
+        for (int64_t t = noff[q]; t < w; t++) {
+            h ^= (uint32_t)norm[t];
+            h *= 1099511628211ULL;
+        }
+        hv[q] = h;
+        Py_ssize_t slot = (Py_ssize_t)(h & (uint64_t)(tsize - 1));
+        int g = -1;
+        for (;;) {
+            int r = table[slot];
+            if (r < 0) break;
+            /* r: first member of a group */
+            if (hv[r] == h && noff[r + 1] - noff[r] == w - noff[q] &&
+                memcmp(norm + noff[r], norm + noff[q], sizeof(int32_t) * (w - noff[q])) == 0) {
+                g = gid[r];
+                break;
+            }
+            slot = (slot + 1) & (tsize - 1);
+        }
+        if (g < 0) {
+            table[slot] = (int)q;
+            g = ng++;
+            W[g] = 0.0;
+            count[g] = 0;
+            first[g] = (int32_t)q;
+        }
+        gid[q] = g;
+        W[g] = W[g] + mulr((double)freq[q], sim[q]);
+        count[g]++;
+    }
+    ret = PyLong_FromLong(ng);
+release:
+    free(norm);
+    free(noff);
+    free(hv);
+    free(table);
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return ret;
+}
+
+/* ---- output lists for the returned predictions ----------------------------------------------- */
+
+/* [[tokens[code] for code in event] for event in events[e_lo:e_hi]] of one pattern
+   (pos = flat position of event e_lo); with ``keep``, only the codes it accepts. */
+static PyObject *event_lists(const int32_t *pat, const int32_t *ev, int e_lo, int e_hi,
+                             int pos, PyObject *tokens, int (*keep)(void *, int32_t),
+                             void *kctx) {
+    Py_ssize_t ntok = PyList_GET_SIZE(tokens);
+    PyObject **titems = ((PyListObject *)tokens)->ob_item;
+    PyObject *out = PyList_New(e_hi - e_lo);
+    if (!out) return NULL;
+    for (int e = e_lo; e < e_hi; e++) {
+        int len = ev[e];
+        int nk = 0;
+        for (int t = pos; t < pos + len; t++) {
+            int32_t code = pat[t];
+            if (code < 0 || code >= ntok || titems[code] == Py_None) {
+                PyErr_SetString(PyExc_IndexError, "lists: token code without a token");
+                Py_DECREF(out);
+                return NULL;
+            }
+            if (!keep || keep(kctx, code)) nk++;
+        }
+        PyObject *lst = PyList_New(nk);
+        if (!lst) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, e - e_lo, lst);
+        int w = 0;
+        for (int t = pos; t < pos + len; t++) {
+            int32_t code = pat[t];
+            if (keep && !keep(kctx, code)) continue;
+            PyObject *tok = titems[code];
+            Py_INCREF(tok);
+            PyList_SET_ITEM(lst, w++, tok);
+        }
+        pos += len;
+    }
+    return out;
+}
+
+typedef struct {
+    const Ctx *c;
+    const uint8_t *matched; /* per state id */
+} KeepCtx;
+
+static int keep_missing(void *p, int32_t code) {
+    const KeepCtx *k = p;
+    int sid = lookup(k->c, code);
+    return !(sid >= 0 && k->matched[sid]);
+}
+
+/* lists(flat i32, offs i64, evlen i32, evoffs i64, sel i64, info i32[n*7], state i32,
+         stm_lens i32, tokens list, state_tokens list)
+   -> [(matches, past, present, missing, extras, sequence, future), ...]
+   The event-aligned lists of predictions._build_candidate for each selected pattern, from its
+   blocks against the state and the event split in ``info`` (survivors()): matches = state
+   tokens of the blocks; missing = tokens of each present event that are not matched;
+   extras = tokens of each STM event (lengths stm_lens) not among the present tokens.
+   tokens[code] is the token of a pattern code. */
+static PyObject *py_lists(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[8], *tokens, *stoks;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO!O!", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                          &o[7], &PyList_Type, &tokens, &PyList_Type, &stoks))
+        return NULL;
+    static const Py_ssize_t isz[8] = {4, 8, 4, 8, 8, 4, 4, 4};
+    static const char *names[8] = {"flat", "offs", "evlen", "evoffs", "sel", "info", "state",
+                                   "stm_lens"};
+    Py_buffer v[8];
+    int got = 0;
+    PyObject *out = NULL;
+    uint8_t *matched = NULL, *inpres = NULL;
+    Ctx c;
+    int have_ctx = 0;
+    for (; got < 8; got++)
+        if (get_buf(o[got], &v[got], isz[got], 0, names[got]) < 0) goto release;
+    const int32_t *flat = v[0].buf;
+    const int64_t *offs = v[1].buf;
+    const int32_t *evlen = v[2].buf;
+    const int64_t *evoffs = v[3].buf;
+    const int64_t *sel = v[4].buf;
+    const int32_t *info = v[5].buf;
+    const int32_t *state = v[6].buf;
+    const int32_t *stm_lens = v[7].buf;
+    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
+    Py_ssize_t n = v[4].len / 8, nstm = v[7].len / 4;
+    int ns = (int)(v[6].len / 4);
+    if (npat < 0 || v[3].len / 8 != npat + 1 || v[5].len / 4 < n * SV_N ||
+        PyList_GET_SIZE(stoks) != ns) {
+        PyErr_SetString(PyExc_ValueError, "lists: inconsistent buffer sizes");
+        goto release;
+    }
+    Py_ssize_t tot_stm = 0;
+    for (Py_ssize_t e = 0; e < nstm; e++) {
+        if (stm_lens[e] < 0) break;
+        tot_stm += stm_lens[e];
+    }
+    if (tot_stm != ns) {
+        PyErr_SetString(PyExc_ValueError, "lists: STM event lengths do not add up");
+        goto release;
+    }
+    int maxla = 1;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        const int32_t *row = info + q * SV_N;
+        if (p < 0 || p >= npat || offs[p] < 0 || offs[p + 1] < offs[p] || offs[p + 1] > nflat ||
+            evoffs[p] < 0 || evoffs[p + 1] < evoffs[p] || evoffs[p + 1] > nev_tot ||
+            row[SV_START] < 0 || row[SV_START] > row[SV_E2] ||
+            row[SV_E2] > evoffs[p + 1] - evoffs[p]) {
+            PyErr_SetString(PyExc_IndexError, "lists: index out of range");
+            goto release;
+        }
+        int la = (int)(offs[p + 1] - offs[p]);
+        if (la > maxla) maxla = la;
+    }
+    if (ctx_init(&c, state, ns, maxla) < 0) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    have_ctx = 1;
+    matched = calloc(ns + 1, 1);
+    inpres = calloc(ns + 1, 1);
+    if (!matched || !inpres) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    out = PyList_New(n);
+    if (!out) goto release;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        const int32_t *row = info + q * SV_N;
+        const int32_t *pat = flat + offs[p];
+        const int32_t *ev = evlen + evoffs[p];
+        int la = (int)(offs[p + 1] - offs[p]);
+        int nev = (int)(evoffs[p + 1] - evoffs[p]);
+        int start = row[SV_START], e2 = row[SV_E2];
+        map_pattern(&c, pat, la);
+        int m;
+        int nb = matching_blocks(&c, c.a, la, &m);
+        memset(matched, 0, ns + 1);
+        memset(inpres, 0, ns + 1);
+        PyObject *matches = PyList_New(m);
+        if (!matches) goto fail;
+        int w = 0;
+        for (int k = 0; k < nb; k++) {
+            for (int j = c.mj[k]; j < c.mj[k] + c.mk[k]; j++) {
+                PyObject *t = PyList_GET_ITEM(stoks, j);
+                Py_INCREF(t);
+                PyList_SET_ITEM(matches, w++, t);
+                matched[c.b[j]] = 1;
+            }
+        }
+        int pos0 = 0;
+        for (int e = 0; e < start; e++) pos0 += ev[e];
+        int pos1 = pos0;
+        for (int e = start; e < e2; e++) pos1 += ev[e];
+        for (int t = pos0; t < pos1; t++) {
+            int sid = c.a[t];
+            if (sid >= 0) inpres[sid] = 1;
+        }
+        KeepCtx kc = {&c, matched};
+        PyObject *past = event_lists(pat, ev, 0, start, 0, tokens, NULL, NULL);
+        PyObject *present = past ? event_lists(pat, ev, start, e2, pos0, tokens, NULL, NULL) : NULL;
+        PyObject *missing =
+            present ? event_lists(pat, ev, start, e2, pos0, tokens, keep_missing, &kc) : NULL;
+        PyObject *sequence = missing ? event_lists(pat, ev, 0, nev, 0, tokens, NULL, NULL) : NULL;
+        PyObject *future = sequence ? event_lists(pat, ev, e2, nev, pos1, tokens, NULL, NULL) : NULL;
+        PyObject *extras = future ? PyList_New(nstm) : NULL;
+        if (extras) {
+            int j = 0;
+            for (Py_ssize_t e = 0; e < nstm; e++) {
+                int nk = 0;
+                for (int t = 0; t < stm_lens[e]; t++) nk += !inpres[c.b[j + t]];
+                PyObject *lst = PyList_New(nk);
+                if (!lst) { Py_CLEAR(extras); break; }
+                PyList_SET_ITEM(extras, e, lst);
+                int w = 0;
+                for (int t = 0; t < stm_lens[e]; t++, j++) {
+                    if (inpres[c.b[j]]) continue;
+                    PyObject *tok = PyList_GET_ITEM(stoks, j);
+                    Py_INCREF(tok);
+                    PyList_SET_ITEM(lst, w++, tok);
+                }
+            }
+        }
+        PyObject *tup = extras ? PyTuple_Pack(7, matches, past, present, missing, extras,
+                                              sequence, future)
+                               : NULL;
+        Py_XDECREF(matches); Py_XDECREF(past); Py_XDECREF(present); Py_XDECREF(missing);
+        Py_XDECREF(extras); Py_XDECREF(sequence); Py_XDECREF(future);
+        if (!tup) goto fail;
+        PyList_SET_ITEM(out, q, tup);
+        continue;
+    fail:
+        Py_CLEAR(out);
+        break;
+    }
+release:
+    if (have_ctx) ctx_free(&c);
+    free(matched);
+    free(inpres);
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return out;
+}
+
+/* futures(flat i32, offs i64, evlen i32, evoffs i64, sel i64, e2 i32, tokens list)
+   -> [[tokens of event] for event in events[e2:]] per selected pattern */
+static PyObject *py_futures(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[6], *tokens;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &PyList_Type, &tokens))
+        return NULL;
+    static const Py_ssize_t isz[6] = {4, 8, 4, 8, 8, 4};
+    static const char *names[6] = {"flat", "offs", "evlen", "evoffs", "sel", "e2"};
+    Py_buffer v[6];
+    int got = 0;
+    PyObject *out = NULL;
+    for (; got < 6; got++)
+        if (get_buf(o[got], &v[got], isz[got], 0, names[got]) < 0) goto release;
+    const int32_t *flat = v[0].buf;
+    const int64_t *offs = v[1].buf;
+    const int32_t *evlen = v[2].buf;
+    const int64_t *evoffs = v[3].buf;
+    const int64_t *sel = v[4].buf;
+    const int32_t *e2a = v[5].buf;
+    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
+    Py_ssize_t n = v[4].len / 8;
+    if (npat < 0 || v[3].len / 8 != npat + 1 || v[5].len / 4 < n) {
+        PyErr_SetString(PyExc_ValueError, "futures: inconsistent buffer sizes");
+        goto release;
+    }
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        if (p < 0 || p >= npat || offs[p] < 0 || offs[p + 1] < offs[p] || offs[p + 1] > nflat ||
+            evoffs[p] < 0 || evoffs[p + 1] < evoffs[p] || evoffs[p + 1] > nev_tot || e2a[q] < 0 ||
+            e2a[q] > evoffs[p + 1] - evoffs[p]) {
+            PyErr_SetString(PyExc_IndexError, "futures: index out of range");
+            goto release;
+        }
+    }
+    out = PyList_New(n);
+    if (!out) goto release;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        int64_t p = sel[q];
+        const int32_t *ev = evlen + evoffs[p];
+        int nev = (int)(evoffs[p + 1] - evoffs[p]);
+        int pos = 0;
+        for (int e = 0; e < e2a[q]; e++) pos += ev[e];
+        PyObject *f = event_lists(flat + offs[p], ev, e2a[q], nev, pos, tokens, NULL, NULL);
+        if (!f) { Py_CLEAR(out); break; }
+        PyList_SET_ITEM(out, q, f);
+    }
+release:
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"blocks", py_blocks, METH_VARARGS,
      "blocks(a, b): difflib matching blocks (no junk, no autojunk) of two int32 buffers."},
@@ -435,6 +1444,20 @@ static PyMethodDef methods[] = {
      "prepot(flat, offs, evlen, evoffs, sel, state, out_m, out_e, out_nb, out_plen)."},
     {"blocks_batch", py_blocks_batch, METH_VARARGS,
      "blocks_batch(flat, offs, sel, state): merged blocks (no sentinel) per selected pattern."},
+    {"scan", py_scan, METH_VARARGS,
+     "scan(flat, offs, evlen, evoffs, state, cutoff, threshold, out_idx, out_sim, out_m, "
+     "out_e, out_nb, out_plen) -> number of patterns kept."},
+    {"future_groups", py_future_groups, METH_VARARGS,
+     "future_groups(flat, offs, evlen, evoffs, sel, e2, freq, sim, out_gid, out_w, out_count, "
+     "out_first) -> number of groups."},
+    {"lists", py_lists, METH_VARARGS,
+     "lists(flat, offs, evlen, evoffs, sel, info, state, stm_lens, tokens, state_tokens)."},
+    {"futures", py_futures, METH_VARARGS,
+     "futures(flat, offs, evlen, evoffs, sel, e2, tokens): future event lists."},
+    {"survivors", py_survivors, METH_VARARGS,
+     "survivors(flat, offs, evlen, evoffs, sel, state, out, uflag): blocks and event ranges."},
+    {"ensemble", py_ensemble, METH_VARARGS,
+     "ensemble(flat, offs, sel, info, freq, spc, colmap, mat, out, F, U, S, log10_floor)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_kernel",

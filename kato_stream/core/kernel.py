@@ -1,10 +1,14 @@
-"""Optional C kernel (``_kernel.c``) for the full path's pruning, with a pure-Python fallback.
+"""Optional C kernel (``_kernel.c``) for the full path, with a pure-Python fallback.
 
 The kernel computes, for int-coded patterns against one int-coded state, exactly what
 ``predictions._pre_potential`` needs (spec §5.3 C, §5.4): the difflib-compatible blocks of
 (P, state), ``M = len(matches)``, the number of blocks, ``E = len(extras_flat)`` from
-(present_flat, full state) and the length of the present events after the fix-up.  The
-float arithmetic stays in numpy (:func:`pre_potentials`), in ``_pre_potential``'s order.
+(present_flat, full state) and the length of the present events after the fix-up
+(:func:`scan` also computes the exact token LCS and the similarity test for every pattern).
+For the pruned survivors it computes the event split (:func:`survivors`), the ensemble
+statistics (:func:`ensemble`, :func:`future_groups`) and the output lists (:func:`lists`,
+:func:`futures`) used by ``predictions._full_path_kernel``, with the generic path's IEEE
+operations in the same order.
 
 ``ENABLED`` selects the path: it is ``False`` when the extension could not be built or
 imported, or when the environment sets ``KATO_STREAM_PURE_PYTHON=1``; tests flip it to
@@ -97,4 +101,174 @@ def blocks_batch(idx: PatternIndex, sel: Sequence[int], state: I32) -> list[list
     assert _ext is not None
     flat, offs, _evlen, _evoffs = idx.coded()
     out: list[list[Block]] = _ext.blocks_batch(flat, offs, np.asarray(sel, dtype=np.int64), state)
+    return out
+
+
+#: Columns of :func:`survivors`' int32 rows.
+SV_M, SV_E, SV_NB, SV_START, SV_E2, SV_PSTART, SV_PEND = range(7)
+#: Columns of :func:`ensemble`'s float64 rows.
+EN_CONF, EN_ENT, EN_NENT, EN_GNENT, EN_TFIDF = range(5)
+
+
+def survivors(
+    idx: PatternIndex, sel: I64, state: I32
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+    """Per selected pattern one row (M, E, blocks, first present event, first future event,
+    present flat start, present flat end), and a flag per token code set for every token of
+    some present range."""
+    assert _ext is not None
+    flat, offs, evlen, evoffs = idx.coded()
+    info = np.empty((int(sel.size), 7), dtype=np.int32)
+    uflag = np.zeros(idx.n_codes, dtype=np.uint8)
+    _ext.survivors(
+        flat, offs, evlen, evoffs, np.ascontiguousarray(sel, dtype=np.int64), state, info, uflag
+    )
+    return info, uflag
+
+
+def ensemble(
+    idx: PatternIndex,
+    sel: I64,
+    info: npt.NDArray[np.int32],
+    freq: I64,
+    spc: F64,
+    colmap: I32,
+    n_cols: int,
+    totals: tuple[int, int, int],
+    log10_floor: float,
+) -> tuple[F64, F64]:
+    """The itfdf matrix (rows: survivors, columns: ``colmap``) and, per survivor, confluence,
+    entropy, normalized and global normalized entropy and tfidf from its present tokens, in
+    ``predictions._full_path``'s operation order.  ``totals`` = (F, U, S)."""
+    assert _ext is not None
+    flat, offs, _evlen, _evoffs = idx.coded()
+    n = int(sel.size)
+    mat = np.zeros((n, n_cols))
+    out = np.empty((n, 5))
+    f_tot, u_tot, s_tot = totals
+    _ext.ensemble(
+        flat, offs, sel, info, freq, spc, colmap, mat, out, f_tot, u_tot, s_tot, log10_floor
+    )
+    return mat, out
+
+
+def scan(
+    idx: PatternIndex, state: I32, threshold: float, limit: int = 0
+) -> tuple[I64, F64, I32, I32, I32, I32]:
+    """Every pattern passing ``threshold`` (exact token LCS, ``predictions._passing``'s
+    similarity and test): index, similarity, M, E, number of blocks, present length.
+
+    With ``limit > 0`` patterns that provably cannot be among the ``limit`` best by
+    ``_pre_potential`` (see ``_kernel.c``) may be left out.
+    """
+    assert _ext is not None
+    flat, offs, evlen, evoffs = idx.coded()
+    n = int(offs.size) - 1
+    out_idx = np.empty(n, dtype=np.int64)
+    out_sim = np.empty(n, dtype=np.float64)
+    m = np.empty(n, dtype=np.int32)
+    e = np.empty(n, dtype=np.int32)
+    nb = np.empty(n, dtype=np.int32)
+    plen = np.empty(n, dtype=np.int32)
+    cutoff = threshold * 100.0 - 1e-6
+    k: int = _ext.scan(
+        flat,
+        offs,
+        evlen,
+        evoffs,
+        state,
+        cutoff,
+        threshold,
+        max(0, limit),
+        out_idx,
+        out_sim,
+        m,
+        e,
+        nb,
+        plen,
+    )
+    return out_idx[:k], out_sim[:k], m[:k], e[:k], nb[:k], plen[:k]
+
+
+def future_groups(
+    idx: PatternIndex, sel: I64, e2: I32, freq: I64, sim: F64
+) -> tuple[I32, F64, I32, I32]:
+    """Future groups of the survivors (``predictions._predictive_information``): per survivor
+    its group (-1: empty future), and per group (numbered by first member) the weighted
+    frequency sum (sequential, in member order), the member count and the first member."""
+    assert _ext is not None
+    flat, offs, evlen, evoffs = idx.coded()
+    n = int(sel.size)
+    gid = np.empty(n, dtype=np.int32)
+    w = np.empty(n, dtype=np.float64)
+    count = np.empty(n, dtype=np.int32)
+    first = np.empty(n, dtype=np.int32)
+    ng: int = _ext.future_groups(
+        flat,
+        offs,
+        evlen,
+        evoffs,
+        sel,
+        np.ascontiguousarray(e2, dtype=np.int32),
+        freq,
+        np.ascontiguousarray(sim, dtype=np.float64),
+        gid,
+        w,
+        count,
+        first,
+    )
+    return gid, w[:ng], count[:ng], first[:ng]
+
+
+Lists = tuple[
+    list[str],
+    list[list[str]],
+    list[list[str]],
+    list[list[str]],
+    list[list[str]],
+    list[list[str]],
+    list[list[str]],
+]
+
+
+def lists(
+    idx: PatternIndex,
+    sel: I64,
+    info: npt.NDArray[np.int32],
+    state: I32,
+    stm_lens: Sequence[int],
+    state_tokens: list[str],
+) -> list[Lists]:
+    """Per selected pattern (matches, past, present, missing, extras, sequence, future), as
+    ``predictions._build_candidate`` builds them, from the blocks and ``survivors()`` rows."""
+    assert _ext is not None
+    flat, offs, evlen, evoffs = idx.coded()
+    out: list[Lists] = _ext.lists(
+        flat,
+        offs,
+        evlen,
+        evoffs,
+        np.ascontiguousarray(sel, dtype=np.int64),
+        np.ascontiguousarray(info, dtype=np.int32),
+        state,
+        np.asarray(stm_lens, dtype=np.int32),
+        idx.token_list,
+        state_tokens,
+    )
+    return out
+
+
+def futures(idx: PatternIndex, sel: I64, e2: I32) -> list[list[list[str]]]:
+    """``[list(e) for e in events[e2:]]`` per selected pattern."""
+    assert _ext is not None
+    flat, offs, evlen, evoffs = idx.coded()
+    out: list[list[list[str]]] = _ext.futures(
+        flat,
+        offs,
+        evlen,
+        evoffs,
+        np.ascontiguousarray(sel, dtype=np.int64),
+        np.ascontiguousarray(e2, dtype=np.int32),
+        idx.token_list,
+    )
     return out

@@ -13,7 +13,10 @@ substitutes the session's last value).
 Speed: KATO scores every pattern.  Here an inverted index (symbol -> patterns) gives
 each pattern an upper bound on its LCS with the state; patterns whose bound cannot
 reach ``recall_threshold`` are skipped, which cannot change the output (proved by a
-property test against brute force).
+property test against brute force).  With the C kernel (``kernel.py``) the full path
+(``_full_path_kernel``) runs end to end in C and numpy instead: one pass over all
+patterns, ensemble statistics over the survivors, Python objects only for the returned
+predictions; the generic path below stays the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -431,6 +434,33 @@ def _candidates(
     return out
 
 
+def _passing(
+    idx: PatternIndex, state: list[str], threshold: float
+) -> tuple[
+    npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]:
+    """Steps 1-2 of ``_candidates_indexed``: (sel, lcs, lens, similarity) of passing patterns."""
+    n_s = len(state)
+    if threshold > 0.0:
+        bound = idx.lcs_bounds(state)
+        sel = np.flatnonzero((2.0 * bound) / (idx.lens + n_s) >= threshold - 1e-9)
+    else:
+        sel = np.arange(len(idx.records))
+    if sel.size == 0:
+        e = np.zeros(0)
+        return sel, e, e, e
+    enc = idx.encoded
+    q = idx.encode(state)
+    lcs = process.cdist(
+        [q], [enc[i] for i in sel.tolist()], scorer=LCSseq.similarity, dtype=np.int32, workers=1
+    )[0].astype(np.float64)
+    lens = idx.lens[sel].astype(np.float64)
+    total = lens + n_s
+    sims = ((2.0 * lcs) / total) * 100.0 / 100.0
+    ok = (sims * 100.0 >= threshold * 100.0 - 1e-6) & (sims >= threshold)
+    return sel[ok], lcs[ok], lens[ok], sims[ok]
+
+
 def _candidates_indexed(
     kb: KnowledgeBase, stm: list[list[str]], state: list[str], threshold: float, limit: int
 ) -> list[_Cand]:
@@ -444,27 +474,13 @@ def _candidates_indexed(
        bound, so the pruned set is exactly KATO's top ``limit`` (ties by name).
     """
     idx = pattern_index(kb)
+    if kernel.enabled():
+        return _candidates_kernel(idx, stm, state, threshold, limit)
     n_s = len(state)
-    if threshold > 0.0:
-        bound = idx.lcs_bounds(state)
-        sel = np.flatnonzero((2.0 * bound) / (idx.lens + n_s) >= threshold - 1e-9)
-    else:
-        sel = np.arange(len(idx.records))
+    sel, lcs, lens, sims = _passing(idx, state, threshold)
     if sel.size == 0:
         return []
-    enc = idx.encoded
-    q = idx.encode(state)
-    lcs = process.cdist(
-        [q], [enc[i] for i in sel.tolist()], scorer=LCSseq.similarity, dtype=np.int32, workers=1
-    )[0].astype(np.float64)
-    lens = idx.lens[sel].astype(np.float64)
-    total = lens + n_s
-    sims = ((2.0 * lcs) / total) * 100.0 / 100.0
-    ok = (sims * 100.0 >= threshold * 100.0 - 1e-6) & (sims >= threshold)
-    sel, lcs, lens, sims = sel[ok], lcs[ok], lens[ok], sims[ok]
     recs = idx.records
-    if kernel.enabled():
-        return _candidates_kernel(idx, stm, state, threshold, limit, sel, sims)
     b2j = index_b(state)
     if sel.size <= limit:
         out = []
@@ -497,24 +513,22 @@ def _candidates_indexed(
     return [t[2] for t in built[:limit]]
 
 
-def _candidates_kernel(
+def _kernel_select(
     idx: PatternIndex,
-    stm: list[list[str]],
     state: list[str],
     threshold: float,
     limit: int,
-    sel: npt.NDArray[np.intp],
-    sims: npt.NDArray[np.float64],
-) -> list[_Cand]:
-    """Step 3 of ``_candidates_indexed`` with the C kernel: the same pruned set, cheaper.
+) -> tuple[kernel.I64, npt.NDArray[np.float64], npt.NDArray[np.int32], kernel.I32]:
+    """``_candidates_indexed``'s pruned set with the C kernel: (sel, sims, E, state codes).
 
-    The kernel gives every passing candidate's M, E, block count and present length, so
-    ``_pre_potential`` is computed for all of them in numpy (same IEEE operations, same
-    order); the top ``limit`` by (-pre_potential, name) are then built in Python, reusing
-    the kernel's blocks and flat-extras count.
+    One kernel pass over every pattern gives the exact token LCS (so the similarity and
+    the threshold test of ``_passing``) and, for the passing ones, M, E, block count and
+    present length (leaving out patterns that provably cannot reach the top ``limit``);
+    ``_pre_potential`` is computed for them in numpy (same IEEE operations, same order)
+    and the top ``limit`` by (-pre_potential, name) are kept.
     """
     q = kernel.state_codes(idx, state)
-    m, e, nb, plen = kernel.prepot_inputs(idx, sel.astype(np.int64), q)
+    sel, sims, m, e, nb, plen = kernel.scan(idx, q, threshold, limit)
     if threshold > 0.0:  # zero blocks: dropped (§5.3 C); impossible when LCS >= 1
         keep = np.flatnonzero(nb > 0)
         if keep.size < sel.size:
@@ -535,6 +549,19 @@ def _candidates_kernel(
                 ties = np.asarray(tl, dtype=np.intp)
             chosen = np.concatenate([better, ties])
         sel, sims, e = sel[chosen], sims[chosen], e[chosen]
+    return sel, sims, e, q
+
+
+def _candidates_kernel(
+    idx: PatternIndex, stm: list[list[str]], state: list[str], threshold: float, limit: int
+) -> list[_Cand]:
+    """``_candidates_indexed`` with the C kernel: the same pruned set, cheaper.
+
+    The survivors (``_kernel_select``) are built in Python, reusing the kernel's blocks and
+    flat-extras count.
+    """
+    sel, sims, e, q = _kernel_select(idx, state, threshold, limit)
+    recs = idx.records
     sel_l = sel.tolist()
     blocks = kernel.blocks_batch(idx, sel_l, q)
     out: list[_Cand] = []
@@ -548,6 +575,22 @@ def _candidates_kernel(
 def _full_path(
     kb: KnowledgeBase, stm: list[list[str]], state: list[str], params: PredictParams
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if (
+        kernel.enabled()
+        and USE_INDEX
+        and params.use_token_matching
+        and not params.fuzzy_token_threshold
+        and not params.filter_pipeline
+        and not params.affinity_emotive
+        and kb.patterns
+    ):
+        try:
+            pidx = pattern_index(kb)
+            kernel.state_codes(pidx, state)
+        except ValueError:  # more distinct tokens than code points: generic path
+            pass
+        else:
+            return _full_path_kernel(kb, pidx, stm, state, params)
     cands = _candidates(kb, stm, state, params)
     if not cands:
         return [], []
@@ -718,6 +761,249 @@ def _full_path(
     return _rank(preds, params.rank_sort_algo, params.max_predictions), future_potentials
 
 
+_LOG10_FLOOR = math.log10(1e-10)
+
+
+def _full_path_kernel(
+    kb: KnowledgeBase,
+    idx: PatternIndex,
+    stm: list[list[str]],
+    state: list[str],
+    params: PredictParams,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``_full_path`` (no affinity, no fuzzy, no filters) with the C kernel end to end.
+
+    Same numbers in the same IEEE operation order as the generic path (checked byte for
+    byte by tests/core/test_kernel.py), but the per-candidate work runs in C and numpy over
+    all ``3*max_predictions`` survivors, and Python lists/dicts are built only for the
+    ``max_predictions`` that are returned (and the first member of each future group).
+    """
+    threshold = float(params.recall_threshold)
+    limit = params.max_predictions * 3
+    sel0, sims0, _e, q = _kernel_select(idx, state, threshold, limit)
+    if sel0.size == 0:
+        return [], []
+    recs = idx.records
+    # Ensemble order = name order, so every tie below (future groups, ranking) is by name.
+    pairs = sorted(zip(sel0.tolist(), sims0.tolist(), strict=True), key=lambda t: recs[t[0]].name)
+    sel_l = [t[0] for t in pairs]
+    sim_l = [t[1] for t in pairs]
+    n = len(sel_l)
+    sel = np.asarray(sel_l, dtype=np.int64)
+    info, uflag = kernel.survivors(idx, sel, q)
+
+    U = kb.total_unique_patterns
+    F = kb.total_pattern_frequencies
+    S = kb.distinct_symbols
+    pmf = kb.pmf
+    known = kb.symbol_freq
+    # spc's keys are exactly the present tokens of the survivors: matches are state tokens
+    # inside the present events and missing are the other present tokens.
+    token_of = idx.token_of
+    ucodes = np.flatnonzero(uflag).tolist()
+    spc: dict[str, float] = {}
+    spc_arr = np.zeros(uflag.size)
+    for code in ucodes:
+        s = token_of[code]
+        v = float(pmf.get(s, 0) / U) if (s in known and U > 0) else 0.0
+        spc[s] = v
+        spc_arr[code] = v
+    gsyms = sorted(set(spc) | set(state))
+    col = {s: i for i, s in enumerate(gsyms)}
+    colmap = np.full(uflag.size, -1, dtype=np.int32)
+    if ucodes:
+        colmap[ucodes] = [col[token_of[c]] for c in ucodes]
+    freqs = [recs[i].frequency if recs[i].frequency else 1 for i in sel_l]
+    e_tot = sum(freqs)
+    mat, ens = kernel.ensemble(
+        idx,
+        sel,
+        info,
+        np.asarray(freqs, dtype=np.int64),
+        spc_arr,
+        colmap,
+        len(gsyms),
+        (F, U, S),
+        _LOG10_FLOOR,
+    )
+
+    # itfdf_similarity: numpy exactly as the generic path (same matrix, same calls).
+    state_vec = np.zeros(len(gsyms))
+    for s, cnt in Counter(state).items():
+        state_vec[col[s]] = spc.get(s, 0) * cnt
+    state_norm = np.linalg.norm(state_vec)
+    if state_norm > 0:
+        dots = mat @ state_vec
+        norms = np.linalg.norm(mat, axis=1)
+        denom = norms * state_norm
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = np.where(denom > 0, dots / denom, 0.0)
+        distances = 1.0 - cos
+    else:
+        distances = np.ones(n)
+    fr = np.array(freqs, dtype=float)
+    itfdf = 1.0 - (distances * fr) / float(e_tot) if e_tot > 0 else np.zeros(n)
+
+    confluence = ens[:, kernel.EN_CONF].tolist()
+    entropy = ens[:, kernel.EN_ENT].tolist()
+    nentropy = ens[:, kernel.EN_NENT].tolist()
+    gnentropy = ens[:, kernel.EN_GNENT].tolist()
+    tfidf = ens[:, kernel.EN_TFIDF].tolist()
+    if kb.precomputed:
+        for k, i in enumerate(sel_l):
+            pre_m = kb.precomputed.get(recs[i].name)
+            if pre_m is not None:
+                entropy[k] = pre_m.entropy
+                nentropy[k] = pre_m.normalized_entropy
+                gnentropy[k] = pre_m.global_normalized_entropy
+                tfidf[k] = _tfidf(pre_m.tf_vector, [], spc, U)
+
+    # Per-pattern metrics (§5.4), vectorised with _build_candidate's operations.
+    mf = info[:, kernel.SV_M].astype(np.float64)
+    ef = info[:, kernel.SV_E].astype(np.float64)
+    nb = info[:, kernel.SV_NB]
+    plen = info[:, kernel.SV_PEND] - info[:, kernel.SV_PSTART]
+    length = idx.lens[sel]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        evidence = np.where(length > 0, mf / length, 0.0)
+        confidence = np.where(plen > 0, mf / plen, 0.0)
+        den = 2.0 * mf + ef
+        snr = np.where(den > 0, (2.0 * mf - ef) / den, 0.0)
+        frag = (nb - 1).astype(np.float64)
+        fc = np.where(frag == -1, 0.0, 1.0 / (frag + 1))
+    potential = (((evidence + confidence) * snr + itfdf) + fc).tolist()
+
+    # Predictive information (§5.5 item 12), as _predictive_information.
+    pp: list[float] = [0.0] * n
+    ws: list[float] = [0.0] * n
+    pi: list[float] = [0.0] * n
+    fps: list[dict[str, Any]] = []
+    fsum = e_tot
+    e2_arr = info[:, kernel.SV_E2]
+    if fsum != 0:
+        freq_arr = np.asarray(freqs, dtype=np.int64)
+        gid, w_g, count_g, first_g = kernel.future_groups(
+            idx, sel, e2_arr, freq_arr, np.asarray(sim_l, dtype=np.float64)
+        )
+        pp_a = freq_arr / fsum
+        ws_a = np.asarray(sim_l, dtype=np.float64) * pp_a
+        w_l = w_g.tolist()
+        total = sum(w_l)
+        agg_l = [w / total if total > 0 else 0.0 for w in w_l]
+        agg_a = np.asarray(agg_l, dtype=np.float64)
+        has = gid >= 0
+        agg_of = np.where(has, agg_a[np.where(has, gid, 0)] if agg_l else 0.0, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pi_a = np.where(has & (agg_of > 0), ws_a / agg_of, 0.0)
+        pp, ws, pi = pp_a.tolist(), ws_a.tolist(), pi_a.tolist()
+        counts = count_g.tolist()
+        gorder = sorted(range(len(w_l)), key=lambda g: -agg_l[g])
+        firsts = first_g[gorder] if gorder else first_g
+        futs = kernel.futures(idx, sel[firsts], e2_arr[firsts])
+        for g, fut in zip(gorder, futs, strict=True):
+            fps.append(
+                {
+                    "future": fut,
+                    "aggregate_potential": agg_l[g],
+                    "supporting_patterns": counts[g],
+                    "total_weighted_frequency": w_l[g],
+                }
+            )
+
+    # Bayesian (§5.5 item 13), numpy exactly as the generic path.
+    sims = np.array(sim_l, dtype=float)
+    sum_f = fr.sum()
+    if sum_f > 0:
+        priors = fr / sum_f
+        ev_sum = np.dot(sims, priors)
+        posts = (sims * priors) / ev_sum if ev_sum > 0 else np.zeros(len(fr))
+        post_l: list[float] = posts.tolist()
+        prior_l: list[float] = priors.tolist()
+        like_l: list[float] = sims.tolist()
+    else:
+        post_l = prior_l = [0.0] * n
+        like_l = sim_l
+
+    frag_l = frag.tolist()
+    cols: dict[str, list[Any]] = {
+        "potential": potential,
+        "similarity": sim_l,
+        "evidence": evidence.tolist(),
+        "confidence": confidence.tolist(),
+        "snr": snr.tolist(),
+        "fragmentation": frag_l,
+        "frequency": freqs,
+        "entropy": entropy,
+        "normalized_entropy": nentropy,
+        "global_normalized_entropy": gnentropy,
+        "itfdf_similarity": itfdf.tolist(),
+        "confluence": confluence,
+        "predictive_information": pi,
+        "bayesian_posterior": post_l,
+        "bayesian_prior": prior_l,
+        "bayesian_likelihood": like_l,
+        "tfidf_score": tfidf,
+        "pattern_probability": pp,
+        "weighted_strength": ws,
+    }
+    # _rank: (value is None, -value, name); index order is name order and the sort is stable.
+    vals = cols.get(params.rank_sort_algo)
+    top_n = max(0, params.max_predictions)
+    if vals is None:
+        top = list(range(n))[:top_n]
+    else:
+        vv = vals
+        top = sorted(range(n), key=lambda k: -vv[k])[:top_n]
+
+    built = kernel.lists(idx, sel[top], info[top], q, [len(e) for e in stm], state)
+    ev_l, cf_l, sn_l = cols["evidence"], cols["confidence"], cols["snr"]
+    itf_l = cols["itfdf_similarity"]
+    preds: list[dict[str, Any]] = []
+    for k, (matches, past, present, missing, extras, sequence, future) in zip(
+        top, built, strict=True
+    ):
+        rec = recs[sel_l[k]]
+        preds.append(
+            {
+                "type": "prototypical",
+                "name": rec.name,
+                "frequency": freqs[k],
+                "emotives": average_emotives(rec.emotives) if rec.emotives else {},
+                "matches": matches,
+                "past": past,
+                "present": present,
+                "missing": missing,
+                "extras": extras,
+                "anomalies": [],
+                "potential": potential[k],
+                "evidence": ev_l[k],
+                "similarity": sim_l[k],
+                "fragmentation": frag_l[k],
+                "snr": sn_l[k],
+                "confluence": confluence[k],
+                "predictive_information": pi[k],
+                "sequence": sequence,
+                "future": future,
+                "confidence": cf_l[k],
+                "weighted_similarity": None,
+                "weighted_evidence": None,
+                "weighted_confidence": None,
+                "weighted_snr": None,
+                "entropy": entropy[k],
+                "normalized_entropy": nentropy[k],
+                "global_normalized_entropy": gnentropy[k],
+                "itfdf_similarity": itf_l[k],
+                "tfidf_score": tfidf[k],
+                "pattern_probability": pp[k],
+                "weighted_strength": ws[k],
+                "bayesian_posterior": post_l[k],
+                "bayesian_prior": prior_l[k],
+                "bayesian_likelihood": like_l[k],
+            }
+        )
+    return preds, fps
+
+
 def _tfidf(
     tf_vector: dict[str, float] | None, present: list[str], spc: dict[str, float], U: int
 ) -> float:
@@ -740,7 +1026,12 @@ def _tfidf(
         else:
             k = 1
         scores.append(tf * (math.log2(U / k) + 1))
-    return sum(scores) / len(scores) if scores else 0.0
+    if not scores:
+        return 0.0
+    total = scores[0]  # left-to-right (Python 3.11's sum(); 3.12+ would compensate)
+    for x in scores[1:]:
+        total += x
+    return total / len(scores)
 
 
 def _future_key(future: list[list[str]]) -> str:

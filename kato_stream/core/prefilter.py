@@ -38,6 +38,9 @@ class PatternIndex:
         self._arrays: dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.int32]]] = {}
         # Each distinct token as one code point, so rapidfuzz runs token LCS on plain str.
         self.codes: dict[str, str] = {}
+        self.token_of: dict[int, str] = {}  # int code (ord) -> token, pattern tokens only
+        self.n_codes = 0x100  # one past the largest pattern-token code
+        self.token_list: list[str | None] = []  # token_list[code] = token_of[code] or None
         self.encoded: list[str] = []
         # Int-coded copies for the C kernel (kernel.py), grown on demand by ``coded()``:
         # token codes (= ord of the code point) and event lengths, concatenated.
@@ -56,6 +59,10 @@ class PatternIndex:
             if n >= 0xD800:
                 n += 0x800  # skip the surrogate block
             c = self.codes[token] = chr(n)
+            self.token_of[n] = token
+            self.n_codes = n + 1
+            self.token_list.extend([None] * (n - len(self.token_list)))
+            self.token_list.append(token)
         return c
 
     def encode(self, tokens: list[str] | tuple[str, ...]) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import random
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +27,7 @@ from hypothesis import strategies as st
 
 from kato_stream.core import kernel
 from kato_stream.core import predictions as pred_mod
-from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
+from kato_stream.core.knowledge import KnowledgeBase, LearnEvent, Precomputed
 from kato_stream.core.matcher import diff_missing_extras, matching_blocks
 from kato_stream.core.predictions import PredictParams, predict
 from kato_stream.core.prefilter import pattern_index
@@ -208,3 +210,113 @@ def test_pure_python_env_switch() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- one-pass scan (exact LCS + threshold + prepot inputs) ------------------------------------
+
+
+@needs_kernel
+@settings(max_examples=300, deadline=None)
+@given(
+    patterns=st.lists(
+        st.lists(st.sampled_from(VOCAB), min_size=1, max_size=90), min_size=1, max_size=8
+    ),
+    state=st.lists(state_tok, min_size=1, max_size=150),
+    thr=st.sampled_from([0.0, 0.1, 0.3333333333333333, 0.6666666666666665]),
+)
+def test_scan_equals_cdist_and_prepot(
+    patterns: list[list[str]], state: list[str], thr: float
+) -> None:
+    """States longer than 64 and 128 tokens exercise the multi-word bit-parallel LCS."""
+    kb = KnowledgeBase("n")
+    for p in patterns:
+        learn(kb, [p])
+    idx = pattern_index(kb)
+    q = kernel.state_codes(idx, state)
+    sel, sims, m, e, nb, plen = kernel.scan(idx, q, thr)
+    want_sel, _lcs, _lens, want_sims = pred_mod._passing(idx, state, thr)
+    assert sel.tolist() == want_sel.tolist()
+    assert sims.tobytes() == want_sims.tobytes()
+    m2, e2, nb2, plen2 = kernel.prepot_inputs(idx, sel, q)
+    assert (m.tolist(), e.tolist(), nb.tolist(), plen.tolist()) == (
+        m2.tolist(),
+        e2.tolist(),
+        nb2.tolist(),
+        plen2.tolist(),
+    )
+
+
+def finalize(kb: KnowledgeBase, every: int) -> None:
+    """finalize-training's metrics (as ``Engine._finalize``) on every ``every``-th pattern."""
+    s_count, u = kb.distinct_symbols, kb.total_unique_patterns
+    ln_s = math.log(s_count) if s_count > 1 else 0.0
+    for k, name in enumerate(sorted(kb.patterns)):
+        if k % every:
+            continue
+        rec = kb.patterns[name]
+        ent = norm = gnorm = 0.0
+        tf: dict[str, float] = {}
+        for sym, c in Counter(rec.flat).items():
+            p = c / rec.length
+            ent -= p * math.log2(p)
+            if s_count > 1:
+                norm += -p * math.log(p) / ln_s
+                big_p = kb.pmf.get(sym, 0) / u if u else 0.0
+                if big_p > 0:
+                    gnorm += -big_p * math.log(big_p) / ln_s
+            tf[sym] = c / rec.length
+        kb.set_precomputed(name, Precomputed(ent, norm, gnorm, tf))
+
+
+@needs_kernel
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    patterns=st.lists(pattern, min_size=1, max_size=30),
+    relearn=st.lists(st.integers(min_value=0, max_value=29), max_size=10),
+    stm=st.lists(st.lists(state_tok, min_size=1, max_size=30), min_size=1, max_size=4),
+    thr=st.sampled_from([0.0, 0.1, 0.3]),
+    maxp=st.sampled_from([1, 3, 100]),
+    algo=st.sampled_from(
+        [
+            "potential",
+            "confluence",
+            "tfidf_score",
+            "predictive_information",
+            "entropy",
+            "global_normalized_entropy",
+            "itfdf_similarity",
+            "bayesian_posterior",
+            "frequency",
+            "weighted_snr",
+            "fragmentation",
+        ]
+    ),
+    every=st.sampled_from([0, 1, 2]),
+)
+def test_predict_kernel_equals_pure_python_ensemble(
+    patterns: list[list[list[str]]],
+    relearn: list[int],
+    stm: list[list[str]],
+    thr: float,
+    maxp: int,
+    algo: str,
+    every: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-learned patterns (frequency > 1), finalize-training metrics, every ranking key and
+    states longer than 64 tokens: the end-to-end kernel path equals the generic path."""
+    kb = KnowledgeBase("n")
+    for p in patterns:
+        learn(kb, p)
+    for r in relearn:
+        if r < len(patterns):
+            ev = tuple(tuple(e) for e in patterns[r])
+            name = hashlib.sha1(repr(ev).encode()).hexdigest()
+            kb.apply_learn(LearnEvent("n", f"r{len(kb.applied)}", name, ev))
+    if every:
+        finalize(kb, every)
+    params = PredictParams(recall_threshold=thr, max_predictions=maxp, rank_sort_algo=algo)
+    fast, slow = both_paths(kb, stm, params, monkeypatch)
+    assert fast == slow
