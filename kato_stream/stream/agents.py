@@ -8,6 +8,7 @@ table value (reassigned, never mutated in place: only assignment reaches the cha
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -131,6 +132,9 @@ def register_agents(w: Worker) -> None:
     @w.app.agent(w.input_topic, name="kato-commands")
     async def commands(stream: Any) -> None:
         await w.follower.ready.wait()
+        # The rebuilt LTM is ~10 objects per pattern that live as long as the worker: keep them
+        # out of the cyclic GC's full collections (40-80 ms pauses at 10k patterns otherwise).
+        gc.freeze()
         async for event in stream.events():
             msg = event.message
             tp = msg.tp
