@@ -233,6 +233,12 @@ class Settings:
         True,
         "Worker persists kato.patterns to ClickHouse/Redis/Qdrant (group <app_id>-persist) and the latest record per session to Redis.",
     )
+    ltm_bootstrap: str = setting(
+        "KATO_STREAM_LTM_BOOTSTRAP",
+        "stream",
+        "How a starting worker rebuilds its LTM: stream = fold kato.patterns from offset 0; stores = ClickHouse up to the persister's committed offsets, then the topic tail (falls back to stream).",
+        choices=("stream", "stores"),
+    )
     clickhouse_url: str = setting(
         "KATO_STREAM_CLICKHOUSE_URL",
         "",

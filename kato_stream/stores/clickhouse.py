@@ -9,7 +9,10 @@ Two views of the same learns, both written from :class:`LearnEvent`:
   normally the ``kato.patterns`` offset).  :meth:`ClickHouseStore.load_node` folds that log
   through :class:`KnowledgeBase` in ``seq`` order, so a worker with an empty cache rebuilds
   exactly the knowledge base the learning worker holds, frequencies, emotive windows,
-  metadata, symbol statistics and affinities included.
+  metadata, symbol statistics and affinities included.  Each row also records
+  ``topic_partition`` (the kato.patterns partition of ``seq``), so :meth:`load_log` lets a
+  starting worker take every event below the persister's committed offsets from here and
+  read only the rest of the topic (``stream/ltm.py``).
 
 Both are ReplacingMergeTree tables and every query dedupes by key, so a replayed or
 redelivered insert changes nothing.
@@ -28,6 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -53,6 +57,7 @@ _LEARN_COLUMNS = [
     "persistence",
     "vectors",
     "seq",
+    "topic_partition",
 ]
 _PATTERN_COLUMNS = [
     "kb_id",
@@ -66,6 +71,16 @@ _PATTERN_COLUMNS = [
     "first_token",
     "last_token",
 ]
+
+
+#: Columns added after the first schema: applied on start to tables created before them
+#: (``schema.sql`` creates new tables with them).
+MIGRATIONS = (
+    "ALTER TABLE kato.pattern_learns ADD COLUMN IF NOT EXISTS topic_partition Int32 DEFAULT -1"
+    " AFTER seq",
+    "ALTER TABLE kato.node_clears ADD COLUMN IF NOT EXISTS topic_partition Int32 DEFAULT -1"
+    " AFTER seq",
+)
 
 
 def schema_sql() -> str:
@@ -94,7 +109,7 @@ def pattern_row(kb: str, ev: LearnEvent) -> list[Any]:
     return [kb, ev.name, events, len(flat), tokens, len(tokens), [], [], first, last]
 
 
-def learn_row(kb: str, ev: LearnEvent, seq: int) -> list[Any]:
+def learn_row(kb: str, ev: LearnEvent, seq: int, partition: int = -1) -> list[Any]:
     d = ev.to_dict()
     return [
         kb,
@@ -107,7 +122,36 @@ def learn_row(kb: str, ev: LearnEvent, seq: int) -> list[Any]:
         ev.persistence,
         json.dumps(d["vectors"]),
         seq,
+        partition,
     ]
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One learn or clear-all of the log, at its first recorded position (see ``load_log``)."""
+
+    partition: int  # kato.patterns partition of ``seq`` (-1: unknown)
+    seq: int
+    node_id: str
+    ident: str  # learn_id or clear_id
+    learn: LearnEvent | None  # None: a clear-all
+
+
+def _learn_from_row(
+    lid: Any, nid: Any, name: Any, events: Any, emotives: str, metadata: str, pers: Any, vec: str
+) -> LearnEvent:
+    return LearnEvent.from_dict(
+        {
+            "node_id": nid,
+            "learn_id": lid,
+            "name": name,
+            "events": events,
+            "emotives": json.loads(emotives),
+            "metadata": json.loads(metadata),
+            "persistence": pers,
+            "vectors": json.loads(vec),
+        }
+    )
 
 
 class ClickHouseStore:
@@ -147,7 +191,7 @@ class ClickHouseStore:
         self._exec = SerialExecutor("clickhouse")
         try:
             self._client = await self._exec.run(self._connect)
-            for stmt in schema_statements(schema_sql()):
+            for stmt in [*schema_statements(schema_sql()), *MIGRATIONS]:
                 await self._exec.run(self._client.command, stmt)
         except BaseException:
             await self._close_client()
@@ -222,11 +266,12 @@ class ClickHouseStore:
         self._last_seq = max(self._last_seq, seq)
         return seq
 
-    def add_learn(self, ev: LearnEvent, seq: int | None = None) -> None:
+    def add_learn(self, ev: LearnEvent, seq: int | None = None, partition: int = -1) -> None:
         """Buffer one learn.  ``seq``: its position in the node's order (the kato.patterns
-        offset); default = a process-monotonic clock.  Use one scheme per node."""
+        offset); default = a process-monotonic clock.  Use one scheme per node.
+        ``partition``: the kato.patterns partition ``seq`` belongs to (-1 = not from it)."""
         kb = kb_id(ev.node_id, self.settings.service_name)
-        self._learns.append(learn_row(kb, ev, self._seq(seq)))
+        self._learns.append(learn_row(kb, ev, self._seq(seq), partition))
         self._patterns.append(pattern_row(kb, ev))
         if len(self._learns) >= self.settings.clickhouse_batch_size:
             self._wake.set()
@@ -269,7 +314,9 @@ class ClickHouseStore:
             except StoreError as exc:
                 log.warning("ClickHouse flush failed, will retry: %s", exc)
 
-    async def clear_node(self, node_id: str, clear_id: str, seq: int | None = None) -> None:
+    async def clear_node(
+        self, node_id: str, clear_id: str, seq: int | None = None, partition: int = -1
+    ) -> None:
         """Clear-all: record the marker and drop the node's ``patterns_data`` partition.
 
         Learns ordered before the marker stop counting; their ids stay known so an echo of
@@ -277,10 +324,9 @@ class ClickHouseStore:
         """
         await self.flush()
         kb = kb_id(node_id, self.settings.service_name)
-        row = [kb, node_id, clear_id, self._seq(seq)]
-        await self._run(
-            self._client_insert, "kato.node_clears", [row], ["kb_id", "node_id", "clear_id", "seq"]
-        )
+        row = [kb, node_id, clear_id, self._seq(seq), partition]
+        columns = ["kb_id", "node_id", "clear_id", "seq", "topic_partition"]
+        await self._run(self._client_insert, "kato.node_clears", [row], columns)
         await self._run(
             self._client_command, f"ALTER TABLE kato.patterns_data DROP PARTITION {_quote(kb)}"
         )
@@ -322,20 +368,9 @@ class ClickHouseStore:
             {"kb": kb},
         )
         log_: list[tuple[int, int, str, LearnEvent | None]] = []
-        for lid, nid, name, events, emotives, metadata, persistence, vectors, s in learns:
-            ev = LearnEvent.from_dict(
-                {
-                    "node_id": nid,
-                    "learn_id": lid,
-                    "name": name,
-                    "events": events,
-                    "emotives": json.loads(emotives),
-                    "metadata": json.loads(metadata),
-                    "persistence": persistence,
-                    "vectors": json.loads(vectors),
-                }
-            )
-            log_.append((int(s), 1, str(lid), ev))
+        for *row, s in learns:
+            ev = _learn_from_row(*row)
+            log_.append((int(s), 1, ev.learn_id, ev))
         for cid, s in clears:
             log_.append((int(s), 0, str(cid), None))
         log_.sort(key=lambda t: (t[0], t[1], t[2]))
@@ -345,6 +380,41 @@ class ClickHouseStore:
                 out.clear(ident)
             else:
                 out.apply_learn(maybe_ev)
+        return out
+
+    async def load_log(self) -> list[LogEntry]:
+        """Every learn and clear-all of this service's nodes, each once (its least ``seq``),
+        with the kato.patterns partition it was read from; unordered.
+
+        This is what a starting worker folds instead of the topic's head (``stream/ltm.py``):
+        the caller keeps the entries below the persister's committed offset of each partition
+        and applies them in (partition, seq) order.  Cost is linear in the stored log.
+        """
+        await self.flush()
+        learns = await self._run(
+            self._rows,
+            "SELECT kb_id, learn_id, argMin(node_id, seq), argMin(name, seq),"
+            " argMin(events, seq), argMin(emotives, seq), argMin(metadata, seq),"
+            " argMin(persistence, seq), argMin(vectors, seq), argMin(topic_partition, seq),"
+            " min(seq) FROM kato.pattern_learns GROUP BY kb_id, learn_id",
+            {},
+        )
+        clears = await self._run(
+            self._rows,
+            "SELECT kb_id, clear_id, argMin(node_id, seq), argMin(topic_partition, seq),"
+            " min(seq) FROM kato.node_clears GROUP BY kb_id, clear_id",
+            {},
+        )
+        service = self.settings.service_name
+        out: list[LogEntry] = []
+        for kb, lid, nid, *row, part, s in learns:
+            if kb != kb_id(str(nid), service):  # another service sharing the database
+                continue
+            ev = _learn_from_row(lid, nid, *row)
+            out.append(LogEntry(int(part), int(s), ev.node_id, ev.learn_id, ev))
+        for kb, cid, nid, part, s in clears:
+            if kb == kb_id(str(nid), service):
+                out.append(LogEntry(int(part), int(s), str(nid), str(cid), None))
         return out
 
     async def count_patterns(self, node_id: str) -> int:

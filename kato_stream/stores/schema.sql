@@ -33,7 +33,11 @@ SETTINGS index_granularity = 8192;
 -- Every learn that stored a pattern (a LearnEvent), keyed by its idempotency key: a
 -- redelivered learn is one row after merges and is counted once (queries dedupe by
 -- learn_id, so the answer is right before merges too).  seq orders a node's learns and
--- clears (the kato.patterns offset); load_node replays them in that order.
+-- clears (the kato.patterns offset); load_node replays them in that order.  topic_partition
+-- is the kato.patterns partition of that offset (-1: not written from the topic, or written
+-- before the column existed: ClickHouseStore.start adds it to older tables); the LTM
+-- bootstrap (stream/ltm.py) loads the rows below the persister's committed offset of each
+-- partition.
 CREATE TABLE IF NOT EXISTS kato.pattern_learns
 (
     kb_id String,
@@ -46,6 +50,7 @@ CREATE TABLE IF NOT EXISTS kato.pattern_learns
     persistence UInt16,
     vectors String,
     seq Int64,
+    topic_partition Int32 DEFAULT -1,
     inserted_at DateTime64(3) DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
@@ -60,6 +65,7 @@ CREATE TABLE IF NOT EXISTS kato.node_clears
     node_id String,
     clear_id String,
     seq Int64,
+    topic_partition Int32 DEFAULT -1,
     inserted_at DateTime64(3) DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree

@@ -109,7 +109,7 @@ def build_worker(
 
         install_faust(app, settings)
     ltm = LtmRegistry() if vector_factory is None else LtmRegistry(vector_factory=vector_factory)
-    follower = PatternFollower(settings.kafka_bootstrap, settings.topic("patterns"), ltm)
+    follower = PatternFollower(settings.kafka_bootstrap, settings.topic("patterns"), ltm, settings)
     sessions = app.Table(
         SESSIONS_TABLE,
         default=None,

@@ -10,9 +10,26 @@ and clear events.  So every worker keeps its own in-memory registry and folds th
   ``KnowledgeBase.apply_learn`` is idempotent by ``learn_id``;
 * other workers' learns arrive through the topic within one poll (the measured delay is in
   ``benchmarks/README.md``);
-* a worker that starts empty (first start, crash, new worker) rebuilds its LTM by reading the
-  topic from the beginning up to the end offsets seen at start, *before* its agents process
-  their first command (``ready``), so replayed commands see the same LTM they saw first.
+* a worker that starts empty (first start, crash, new worker) rebuilds its LTM *before* its
+  agents process their first command (``ready``), so replayed commands see the same LTM
+  they saw first.  How (``KATO_STREAM_LTM_BOOTSTRAP``):
+
+  - ``stream`` (default): read the topic from the beginning up to the end offsets seen at
+    start;
+  - ``stores``: read the persister group's committed offset ``W_p`` of every partition
+    (the persister commits only after ClickHouse acknowledged, so every event below ``W_p``
+    is in ClickHouse), load from ClickHouse every learn and clear-all whose
+    ``(topic_partition, seq)`` is below ``W_p`` (``ClickHouseStore.load_log``), apply them
+    in (partition, offset) order - exactly as the fold would, a node's events being in one
+    partition because the topic is keyed by node id - then read the topic from ``W_p``.
+    Knowledge bases and vector indexes are rebuilt by the same ``LtmRegistry.apply_event``
+    as the fold, so the result is the same.  A partition is folded from offset 0 instead
+    when ``W_p`` is unknown (no commit, or beyond the topic's end), when ClickHouse holds no
+    event of it below ``W_p``, or when the event at ``W_p - 1`` is missing from ClickHouse
+    (a different or restored database).  The whole snapshot is dropped (full fold) when
+    ClickHouse is unreachable, empty, or holds rows without a partition (written before
+    the column existed).  One log line says which bootstrap ran and how many events came
+    from ClickHouse and from the topic (``bootstrap_report``).
 
 The pattern topic keeps everything (``retention.ms=-1``); it is the replication log.
 ClickHouse is the durable, queryable copy written by :mod:`kato_stream.stream.persist`.
@@ -30,6 +47,7 @@ from typing import Any
 
 from kato_stream import metrics
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
+from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 
 log = logging.getLogger(__name__)
@@ -94,18 +112,58 @@ def clear_event_dict(node_id: str, clear_id: str) -> dict[str, Any]:
     return {"type": "clear", "node_id": node_id, "clear_id": clear_id}
 
 
+@dataclass
+class BootstrapReport:
+    """How this worker's LTM was rebuilt (logged once ``ready`` is set)."""
+
+    mode: str = "stream"  # the setting asked for
+    ran: str = "stream"  # "stores" when any partition started from the snapshot
+    reason: str = ""  # why partitions (or all) fell back to the topic fold
+    store_events: int = 0  # log entries loaded from ClickHouse and applied
+    stream_events: int = 0  # topic records read before ``ready``
+    start_offsets: dict[int, int] = field(default_factory=dict)  # partition -> first offset read
+
+
+class _Fallback(Exception):
+    """The snapshot cannot be used: fold the whole topic."""
+
+
+async def persisted_offsets(bootstrap: str, group: str, tps: list[Any]) -> dict[int, int]:
+    """The ``group``'s committed offset of each partition in ``tps`` (those it has one of)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        got = await admin.list_consumer_group_offsets(group, partitions=tps)
+    finally:
+        await admin.close()
+    return {tp.partition: int(om.offset) for tp, om in got.items() if om.offset >= 0}
+
+
 class PatternFollower:
     """Folds ``kato.patterns`` (all partitions, no consumer group) into an :class:`LtmRegistry`.
 
     ``ready`` is set once everything present at start has been applied.  ``delays`` keeps
     the last broker-timestamp-to-applied delays (seconds) of events this worker did not
-    apply itself, i.e. the cross-worker visibility delay.
+    apply itself, i.e. the cross-worker visibility delay.  With ``settings`` whose
+    ``ltm_bootstrap`` is ``"stores"`` the head of each partition comes from ClickHouse
+    (module docstring); ``bootstrap_report`` says what ran.
     """
 
-    def __init__(self, bootstrap: str, topic: str, registry: LtmRegistry) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        registry: LtmRegistry,
+        settings: Settings | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.registry = registry
+        self.settings = settings
+        mode = getattr(settings, "ltm_bootstrap", "stream")
+        self.bootstrap_report = BootstrapReport(mode=mode, ran="stream")
         self.ready = asyncio.Event()
         self.delays: list[float] = []
         self.errors = 0
@@ -133,18 +191,142 @@ class PatternFollower:
             )
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
         end = await self._consumer.end_offsets(tps)
-        self._task = asyncio.create_task(self._run(end), name="kato-ltm-follower")
+        starts: dict[int, int] = {}
+        if self.bootstrap_report.mode == "stores":
+            try:
+                starts = await self._load_from_stores(tps, end)
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, _Fallback) else f"{type(exc).__name__}: {exc}"
+                self.bootstrap_report.reason = reason
+                log.warning(
+                    "LTM bootstrap from the stores not possible (%s): folding %s",
+                    reason,
+                    self.topic,
+                )
+                starts = {}
+        for tp in tps:
+            if starts.get(tp.partition, 0) > 0:
+                self._consumer.seek(tp, starts[tp.partition])
+            else:
+                await self._consumer.seek_to_beginning(tp)
+        self.bootstrap_report.start_offsets = {
+            tp.partition: starts.get(tp.partition, 0) for tp in tps
+        }
+        self._task = asyncio.create_task(self._run(end, starts), name="kato-ltm-follower")
 
-    async def _run(self, end: dict[Any, int]) -> None:
-        pending = {tp: off for tp, off in end.items() if off > 0}
+    # -- bootstrap from the durable stores -----------------------------------------------
+
+    async def _load_from_stores(self, tps: list[Any], end: dict[Any, int]) -> dict[int, int]:
+        """Apply ClickHouse's log below the persister's committed offsets; returns the
+        partitions' start offsets (absent: fold from 0).  Raises ``_Fallback``/store errors
+        before touching the registry when the snapshot cannot be used."""
+        from kato_stream.stores import ClickHouseStore
+        from kato_stream.stream.persist import persist_group
+
+        assert self.settings is not None  # the stores mode comes from settings
+        group = persist_group(self.settings)
+        committed = await persisted_offsets(self.bootstrap, group, tps)
+        ends = {tp.partition: off for tp, off in end.items()}
+        marks = {p: w for p, w in committed.items() if 0 < w <= ends.get(p, 0)}
+        notes: list[str] = []
+        beyond = {p: w for p, w in committed.items() if w > ends.get(p, 0)}
+        if beyond:
+            notes.append(f"committed offsets beyond the topic end ignored: {beyond}")
+        if not marks:
+            raise _Fallback(f"the persister group {group} has no committed offset on {self.topic}")
+        tail = await self._records_at({p: w - 1 for p, w in marks.items()})
+        store = ClickHouseStore(self.settings)
+        await store.start()
+        try:
+            entries = await store.load_log()
+        finally:
+            await store.stop()
+        if not entries:
+            raise _Fallback("ClickHouse holds no learns or clears")
+        unplaced = sum(1 for e in entries if e.partition < 0)
+        if unplaced:
+            raise _Fallback(f"{unplaced} ClickHouse rows have no kato.patterns partition")
+        below: dict[int, list[Any]] = {p: [] for p in marks}
+        for e in entries:
+            if e.partition in marks and e.seq < marks[e.partition]:
+                below[e.partition].append(e)
+        for p in sorted(marks):
+            ids = {(e.node_id, e.ident) for e in below[p]}
+            if not ids:
+                notes.append(f"partition {p}: nothing in ClickHouse below {marks[p]}")
+                del marks[p]
+            elif tail.get(p) is not None and tail[p] not in ids:
+                notes.append(f"partition {p}: event at {marks[p] - 1} missing from ClickHouse")
+                del marks[p]
+        if not marks:
+            raise _Fallback("; ".join(notes))
+        staged = LtmRegistry(vector_factory=self.registry.vector_factory)
+        applied = 0
+        for p in sorted(marks):
+            for e in sorted(below[p], key=lambda e: (e.seq, e.learn is None, e.ident)):
+                if e.learn is None:
+                    event = clear_event_dict(e.node_id, e.ident)
+                else:
+                    event = learn_event_dict(e.learn)
+                staged.apply_event(event)
+                applied += 1
+        self.registry.nodes.update(staged.nodes)
+        self.registry.applied_events += staged.applied_events
+        self.bootstrap_report.ran = "stores"
+        self.bootstrap_report.store_events = applied
+        self.bootstrap_report.reason = "; ".join(notes)
+        return marks
+
+    async def _records_at(self, offsets: dict[int, int]) -> dict[int, tuple[str, str] | None]:
+        """(node_id, learn/clear id) of the record at each partition's offset (None when that
+        offset holds no readable event: a control record or a bad event)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+        )
+        await consumer.start()
+        out: dict[int, tuple[str, str] | None] = {}
+        try:
+            tps = {TopicPartition(self.topic, p): off for p, off in offsets.items()}
+            consumer.assign(list(tps))
+            for tp, off in tps.items():
+                consumer.seek(tp, off)
+            deadline = time.monotonic() + 30
+            while len(out) < len(tps):
+                if time.monotonic() > deadline:
+                    raise _Fallback(f"could not read {self.topic} at {offsets} in 30s")
+                batches = await consumer.getmany(timeout_ms=200, max_records=100)
+                for tp, msgs in batches.items():
+                    if not msgs or tp.partition in out:
+                        continue
+                    out[tp.partition] = None
+                    if msgs[0].offset == tps[tp]:
+                        with contextlib.suppress(Exception):
+                            ev = codecs.loads(msgs[0].value)
+                            ident = ev["learn_id"] if ev.get("type") == "learn" else ev["clear_id"]
+                            out[tp.partition] = (str(ev["node_id"]), str(ident))
+                    consumer.pause(tp)
+        finally:
+            await consumer.stop()
+        return out
+
+    async def _run(self, end: dict[Any, int], starts: dict[int, int] | None = None) -> None:
+        starts = starts or {}
+        pending = {tp: off for tp, off in end.items() if off > starts.get(tp.partition, 0)}
         if not pending:
-            self.ready.set()
+            self._set_ready()
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
             now = time.time()
             for tp, msgs in batches.items():
+                if not self.ready.is_set():
+                    self.bootstrap_report.stream_events += len(msgs)
                 for msg in msgs:
                     try:
                         changed = self.registry.apply_event(codecs.loads(msg.value))
@@ -164,8 +346,23 @@ class PatternFollower:
                     if await self._consumer.position(tp) >= pending[tp]:
                         del pending[tp]
             if not pending and not self.ready.is_set():
-                log.info("LTM rebuilt: %d events applied", self.registry.applied_events)
-                self.ready.set()
+                self._set_ready()
+
+    def _set_ready(self) -> None:
+        r = self.bootstrap_report
+        log.info(
+            "LTM rebuilt: bootstrap=%s (setting %s): %d events from ClickHouse, %d from %s;"
+            " %d applied; start offsets %s%s",
+            r.ran,
+            r.mode,
+            r.store_events,
+            r.stream_events,
+            self.topic,
+            self.registry.applied_events,
+            r.start_offsets,
+            f"; fallback: {r.reason}" if r.reason else "",
+        )
+        self.ready.set()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -4,8 +4,9 @@
 (``"<app_id>-persist"``), so each event is persisted once per deployment whichever worker
 holds the partition, and writes every
 
-* learn event to ClickHouse (``add_learn`` with ``seq`` = the topic offset, so
-  ``load_node`` replays a node in topic order; a node's events share one partition),
+* learn event to ClickHouse (``add_learn`` with ``seq`` = the topic offset and its
+  partition, so ``load_node`` replays a node in topic order - a node's events share one
+  partition - and a starting worker can load everything below the committed offsets),
   Redis (``write_learn``: KATO's key layout) and Qdrant (the event's vectors);
 * clear event to all three (``clear_node`` / ``clear``).
 
@@ -198,7 +199,7 @@ class PatternPersister:
         from kato_stream.stores.redis_store import APPLIED_KEY
 
         ch, rd, qd = self.clickhouse, self.redis, self.qdrant
-        todo: list[tuple[str, dict[str, Any], int]] = []
+        todo: list[tuple[str, dict[str, Any], int, int]] = []
         offsets: dict[Any, int] = {}
         for tp, msgs in batches.items():
             for msg in msgs:
@@ -212,33 +213,35 @@ class PatternPersister:
                 except Exception:  # a bad event must not block the partition
                     log.exception("bad pattern event at %s:%s: skipped", tp, msg.offset)
                     continue
-                todo.append((ident, event, msg.offset))
+                todo.append((ident, event, tp.partition, msg.offset))
             if msgs:
                 offsets[tp] = msgs[-1].offset + 1
         # ids already applied (Redis) or seen earlier in this batch
         async with rd.client.pipeline(transaction=False) as pipe:
-            for ident, event, _ in todo:
+            for ident, event, _, _ in todo:
                 pipe.sismember(APPLIED_KEY.format(kb=rd.kb(str(event["node_id"]))), ident)
             known = await pipe.execute() if todo else []
         seen: set[tuple[str, str]] = set()
-        fresh: list[tuple[dict[str, Any], int]] = []
-        for (ident, event, offset), done in zip(todo, known, strict=True):
+        fresh: list[tuple[dict[str, Any], int, int]] = []
+        for (ident, event, partition, offset), done in zip(todo, known, strict=True):
             key = (str(event["node_id"]), ident)
             if not done and key not in seen:
                 seen.add(key)
-                fresh.append((event, offset))
-        for event, offset in fresh:  # ClickHouse and Qdrant, in topic order
+                fresh.append((event, partition, offset))
+        for event, partition, offset in fresh:  # ClickHouse and Qdrant, in topic order
             node_id = str(event["node_id"])
             if event["type"] == "learn":
                 ev = LearnEvent.from_dict(event)
-                ch.add_learn(ev, seq=offset)
+                ch.add_learn(ev, seq=offset, partition=partition)
                 if ev.vectors:
                     await qd.add(node_id, [(n, tuple(v)) for n, v in ev.vectors])
             else:
-                await ch.clear_node(node_id, str(event["clear_id"]), seq=offset)
+                await ch.clear_node(
+                    node_id, str(event["clear_id"]), seq=offset, partition=partition
+                )
                 await qd.clear(node_id)
         await ch.flush()
-        for event, _ in fresh:  # Redis last: it records the applied ids
+        for event, _, _ in fresh:  # Redis last: it records the applied ids
             if event["type"] == "learn":
                 await rd.write_learn(LearnEvent.from_dict(event))
             else:
