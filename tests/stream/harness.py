@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,38 @@ def fold_patterns(records: list[Any]) -> LtmRegistry:
 
 def kb_summary(reg: LtmRegistry) -> dict[str, dict[str, int]]:
     return {n: {p: r.frequency for p, r in m.kb.patterns.items()} for n, m in reg.nodes.items()}
+
+
+_READ_CHDB = """
+import asyncio, json, sys
+from kato_stream.settings import Settings
+from kato_stream.stores import ClickHouseStore
+
+async def main():
+    store = ClickHouseStore(Settings.from_env())
+    await store.start()
+    try:
+        out = {}
+        for node in sys.argv[1:]:
+            kb = await store.load_node(node)
+            out[node] = {n: r.frequency for n, r in kb.patterns.items()}
+        print(json.dumps(out))
+    finally:
+        await store.stop()
+
+asyncio.run(main())
+"""
+
+
+def chdb_frequencies(settings: Settings, nodes: list[str]) -> dict[str, dict[str, int]]:
+    """Pattern frequencies per node as stored in ClickHouse, read by a child process (chdb
+    allows one process per data directory, and this test process may hold another one)."""
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", _READ_CHDB, *nodes],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])

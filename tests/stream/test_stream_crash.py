@@ -9,15 +9,20 @@ guard (``kato_stream/stream/continuity.py``) must fill them, or this test fails.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 
 from kato_stream.cli import consume_records
 from kato_stream.settings import Settings
+from kato_stream.stores import RedisStore
 from kato_stream.stream.group import evict_members
+from kato_stream.stream.persist import persist_group
 from tests.stream.harness import (
     by_source,
+    chdb_frequencies,
     expected_outputs,
     fold_patterns,
     kb_summary,
@@ -29,8 +34,13 @@ from tests.stream.harness import (
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
 
 
-async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_worker) -> None:
-    s = stream_settings
+async def test_sigkill_mid_stream_then_restart(
+    stream_settings: Settings, spawn_worker, redis_store: RedisStore, tmp_path: Path
+) -> None:
+    # persistence on, into a chdb directory of this test (the two workers never overlap)
+    s = dataclasses.replace(
+        stream_settings, persist=True, clickhouse_url=f"chdb://{tmp_path / 'chdb'}"
+    )
     await setup_topics(s)
     items = mixed_stream(sessions=6, rounds=range(40))
     sent = await publish(s.kafka_bootstrap, s.topic("observations"), items)
@@ -51,6 +61,7 @@ async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_
     w1.kill()  # SIGKILL: no commit, no flush
     # the embedded broker never expires a dead member: fence it as Kafka's session timeout would
     assert await evict_members(s.kafka_bootstrap, s.app_id)
+    assert await evict_members(s.kafka_bootstrap, persist_group(s))  # the persister's group
     killed_at = len(
         await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=10, to_end=True)
     )
@@ -80,4 +91,21 @@ async def test_sigkill_mid_stream_then_restart(stream_settings: Settings, spawn_
     assert kb_summary(fold_patterns(pats)) == kb_summary(want_ltm)
     freqs = [f for node in kb_summary(want_ltm).values() for f in node.values()]
     assert max(freqs) > 1  # some patterns were learned more than once
-    w2.stop()
+
+    # the durable stores hold the same frequencies: nothing lost, nothing doubled
+    want_kb = kb_summary(want_ltm)
+
+    async def redis_matches() -> bool:
+        for node, pats in want_kb.items():
+            for name, freq in pats.items():
+                meta = await redis_store.get_pattern_meta(node, name.removeprefix("PTRN|"))
+                if meta is None or meta["frequency"] != freq:
+                    return False
+        return True
+
+    deadline = time.monotonic() + 60
+    while not await redis_matches() and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert await redis_matches()
+    w2.stop()  # SIGTERM: the persister flushes its last batch, chdb is released
+    assert chdb_frequencies(s, sorted(want_kb)) == want_kb
