@@ -102,6 +102,11 @@ REJECTIONS = Counter(
     registry=REGISTRY,
 )
 DLQ = Counter("kato_dlq_total", "Records written to the dead-letter topic.", registry=REGISTRY)
+PARTITION_STALLS = Counter(
+    "kato_partition_stalls_total",
+    "Input partitions re-sought because records waited while the agent sat idle (continuity.py).",
+    registry=REGISTRY,
+)
 OFFSET_HOLES = Counter(
     "kato_offset_holes_total",
     "Input offsets the consumer skipped and the agent re-read and processed (continuity.py).",
@@ -116,19 +121,20 @@ COMMAND_DURATION = Histogram(
 )
 OBSERVATION_DURATION = Histogram(
     "kato_observation_duration_seconds",
-    "Engine time per observation (event building, STM update, auto-learn, predictions).",
+    "Engine time per observation (event building, STM update, auto-learn, predictions); "
+    "an observe_sequence of n observations records n times its time / n.",
     buckets=ENGINE_BUCKETS,
     registry=REGISTRY,
 )
 PREDICTION_DURATION = Histogram(
     "kato_prediction_duration_seconds",
-    "Engine time to compute predictions for one STM.",
+    "Engine time to compute predictions for one non-empty STM (prediction-cache hits included).",
     buckets=ENGINE_BUCKETS,
     registry=REGISTRY,
 )
 LEARN_DURATION = Histogram(
     "kato_learn_duration_seconds",
-    "Time to learn one pattern (engine, plus applying a replicated learn event).",
+    "Engine time of a learn command (auto-learns count in the observation's time).",
     buckets=ENGINE_BUCKETS,
     registry=REGISTRY,
 )
@@ -141,19 +147,19 @@ REQUEST_DURATION = Histogram(
 )
 PATTERNS = Gauge(
     "kato_patterns_total",
-    "Patterns in a node's long-term memory, as seen by this process.",
+    "Patterns in a node's long-term memory, as seen by this process (set on each command).",
     ["node"],
     registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
     "kato_consumer_lag",
-    "Records behind the partition's high watermark (highwater - committed offset).",
+    "Records behind the high watermark of an input partition (highwater - committed offset).",
     ["topic", "partition"],
     registry=REGISTRY,
 )
 REBALANCES = Counter(
     "kato_rebalances_total",
-    "Consumer-group rebalances this worker took part in.",
+    "Consumer-group rebalances this worker took part in (the first join included).",
     registry=REGISTRY,
 )
 TABLE_RECOVERY_PROGRESS = Gauge(
@@ -163,7 +169,7 @@ TABLE_RECOVERY_PROGRESS = Gauge(
 )
 TABLE_RECOVERY_SECONDS = Gauge(
     "kato_table_recovery_seconds",
-    "Duration of the last completed table recovery.",
+    "Duration of the last completed table recovery (Faust's recovery start to end).",
     registry=REGISTRY,
 )
 PATTERN_VISIBILITY = Histogram(
@@ -194,6 +200,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_rejections_total",
         "kato_dlq_total",
         "kato_offset_holes_total",
+        "kato_partition_stalls_total",
         "kato_command_duration_seconds",
         "kato_observation_duration_seconds",
         "kato_prediction_duration_seconds",
@@ -309,6 +316,11 @@ def observe_observations(node_id: str, count: int = 1) -> None:
 def observe_dlq(count: int = 1) -> None:
     """Count records sent to the dead-letter topic."""
     DLQ.inc(count)
+
+
+def observe_stall() -> None:
+    """Count re-seeks of an input partition the consumer had stopped delivering."""
+    PARTITION_STALLS.inc()
 
 
 def observe_offset_hole(count: int) -> None:
@@ -434,14 +446,24 @@ async def aiohttp_handler(request: Any) -> Any:
 
 # -- Faust integration (duck-typed; no faust import) ---------------------------------------
 class FaustSampler:
-    """Samples a Faust app: consumer lag per assigned partition, rebalances, table recovery."""
+    """Samples a Faust app: consumer lag per assigned partition, rebalances, table recovery.
+
+    Lag is reported for the partitions the agents consume and commit (Faust's acking
+    topics); the tables' changelog partitions, which a worker reads during recovery but
+    never commits, and Faust's internal leader topic are left out.  Rebalances count from process start (Faust's
+    ``rebalancing_count`` starts at 0, so the first join counts).  A recovery's duration
+    is Faust's own start and end time of it (``Recovery._recovery_started_at`` and
+    ``_recovery_ended_at``); without those (other Faust versions) it is measured between
+    samples, to within ``KATO_STREAM_METRICS_LAG_INTERVAL``.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self._rebalances_seen: int | None = None
+        self._rebalances_seen = 0
         self._partitions: set[tuple[str, int]] = set()
         self._recovery_started: float | None = None
         self._recovery_total = 0
+        self._recovery_ended_seen: float | None = None
 
     def sample(self) -> None:
         """Take one sample; missing attributes (app not started yet) are skipped."""
@@ -453,9 +475,19 @@ class FaustSampler:
         count = getattr(self.app, "rebalancing_count", None)
         if not isinstance(count, int):
             return
-        if self._rebalances_seen is not None and count > self._rebalances_seen:
+        if count > self._rebalances_seen:
             observe_rebalance(count - self._rebalances_seen)
         self._rebalances_seen = count
+
+    def _reported(self, topic: str) -> bool:
+        """A topic an agent consumes and commits (not a changelog, not Faust's leader topic)."""
+        try:
+            if topic in self.app.tables.changelog_topics:
+                return False
+        except Exception:  # no tables / not a Faust app
+            pass
+        acks = getattr(getattr(self.app, "topics", None), "acks_enabled_for", None)
+        return bool(acks(topic)) if callable(acks) else True
 
     def _sample_lag(self) -> None:
         consumer = getattr(self.app, "consumer", None)
@@ -468,6 +500,8 @@ class FaustSampler:
         committed = getattr(consumer, "_committed_offset", {})
         now: set[tuple[str, int]] = set()
         for tp in assigned:
+            if not self._reported(tp.topic):
+                continue
             try:
                 high = consumer.highwater(tp)
             except Exception:
@@ -493,12 +527,23 @@ class FaustSampler:
             self._recovery_total = max(self._recovery_total, remaining)
             total = self._recovery_total
             set_recovery(1.0 - remaining / total if total else 0.0)
+            return
+        started = getattr(recovery, "_recovery_started_at", None)
+        ended = getattr(recovery, "_recovery_ended_at", None)
+        if (
+            isinstance(started, float)
+            and isinstance(ended, float)
+            and ended >= started
+            and ended != self._recovery_ended_seen
+        ):
+            set_recovery(1.0, finished_seconds=ended - started)
+            self._recovery_ended_seen = ended
         elif self._recovery_started is not None:
             set_recovery(1.0, finished_seconds=time.monotonic() - self._recovery_started)
-            self._recovery_started = None
-            self._recovery_total = 0
         else:
             set_recovery(1.0)
+        self._recovery_started = None
+        self._recovery_total = 0
 
 
 def install_faust(

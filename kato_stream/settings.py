@@ -90,6 +90,12 @@ class Settings:
         "Largest accepted command envelope; larger ones go to the DLQ.",
         check=lambda v: v >= 1024,
     )
+    max_output_bytes: int = setting(
+        "KATO_STREAM_MAX_OUTPUT_BYTES",
+        1_000_000,
+        "Largest output record; a larger one is published truncated (status 'truncated'); keep below the broker's message.max.bytes.",
+        check=lambda v: v >= 4096,
+    )
     # -- worker --------------------------------------------------------------------------
     app_id: str = setting("KATO_STREAM_APP_ID", "kato-stream", "Faust app id (consumer group).")
     data_dir: str = setting(

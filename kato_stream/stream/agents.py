@@ -22,8 +22,9 @@ from kato_stream.stream.continuity import (
     ack_range,
     committed_offset,
     fetch_range,
+    stalled_partitions,
 )
-from kato_stream.stream.processor import Source
+from kato_stream.stream.processor import Processor, Source
 
 if TYPE_CHECKING:
     from kato_stream.stream.app import Worker
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
+STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
+STALL_SECONDS = 3.0  # agent idle this long with records waiting = a stalled partition
 
 
 def partition_lag(app: Any, msg: Any) -> int:
@@ -76,6 +79,12 @@ def register_agents(w: Worker) -> None:
         if outcome.dead_letter is not None:
             futures.append(await w.dlq_topic.send(key=key, value=codecs.dumps(outcome.dead_letter)))
         out_value = codecs.dumps(outcome.record)
+        if len(out_value) > w.settings.max_output_bytes and outcome.record is not None:
+            # a record the broker would refuse must not crash the agent (and again on every
+            # redelivery): publish it without its predictions, saying so
+            out_value = codecs.dumps(
+                Processor.truncate(outcome.record, len(out_value), w.settings.max_output_bytes)
+            )
         futures.append(
             await w.output_topic.send(
                 key=outcome.key,
@@ -125,6 +134,43 @@ def register_agents(w: Worker) -> None:
             await handle(r.key, r.value, r.topic, r.partition, r.offset)
         ack_range(w.app, tp.topic, tp.partition, start, end)
 
+    idle_since = [time.monotonic()]
+    input_name = w.settings.topic("observations")
+
+    @w.app.timer(interval=STALL_CHECK_SECONDS)
+    async def unstick() -> None:
+        """Re-seek input partitions whose remaining records the consumer will never deliver
+        (continuity.stalled_partitions); a no-op while the agent is busy."""
+        if not w.follower.ready.is_set() or w.app.rebalancing:
+            return
+        consumer = w.app.consumer
+        tps = {tp.partition: tp for tp in consumer.assignment() if tp.topic == input_name}
+        expected = {}
+        for p, tp in tps.items():
+            want = continuity.expected(p)
+            expected[p] = want if want is not None else committed_offset(w.app, tp)
+        highwater = {}
+        for p, tp in tps.items():
+            try:
+                highwater[p] = consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                highwater[p] = None
+        stuck = stalled_partitions(
+            expected, highwater, time.monotonic() - idle_since[0], STALL_SECONDS
+        )
+        for p, offset in sorted(stuck.items()):
+            log.warning(
+                "partition %s:%s idle at offset %s with records up to %s: seeking back",
+                input_name,
+                p,
+                offset,
+                highwater[p],
+            )
+            metrics.observe_stall()
+            await consumer.seek(tps[p], offset)
+        if stuck:
+            idle_since[0] = time.monotonic()  # give the re-fetch time before the next check
+
     @w.app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
         continuity.reset()  # the next record of each partition is checked against its commit
@@ -138,6 +184,7 @@ def register_agents(w: Worker) -> None:
         async for event in stream.events():
             msg = event.message
             tp = msg.tp
+            idle_since[0] = time.monotonic()
             if not continuity.knows(tp.partition):
                 continuity.expect(tp.partition, committed_offset(w.app, tp))
             gap = continuity.hole(tp.partition, msg.offset)
@@ -145,5 +192,6 @@ def register_agents(w: Worker) -> None:
                 await fill_hole(tp, *gap)
             elapsed = await handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset)
             continuity.done(tp.partition, msg.offset)
+            idle_since[0] = time.monotonic()
             if w.adaptive is not None and elapsed is not None:
                 w.adaptive.update(partition_lag(w.app, msg), elapsed, time.monotonic())

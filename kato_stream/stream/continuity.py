@@ -35,6 +35,10 @@ class ContinuityTracker:
     def knows(self, partition: int) -> bool:
         return partition in self._next
 
+    def expected(self, partition: int) -> int | None:
+        """The next offset the agent must process on ``partition`` (None if untracked)."""
+        return self._next.get(partition)
+
     def expect(self, partition: int, next_offset: int) -> None:
         """Start tracking ``partition`` at ``next_offset`` (its committed offset)."""
         self._next[partition] = max(0, next_offset)
@@ -53,6 +57,23 @@ class ContinuityTracker:
     def reset(self) -> None:
         """Forget every partition (on reassignment the committed offsets are the truth)."""
         self._next.clear()
+
+
+def stalled_partitions(
+    expected: dict[int, int], highwater: dict[int, int | None], idle_seconds: float, limit: float
+) -> dict[int, int]:
+    """Partitions to re-seek: ``{partition: offset}`` where records exist at or past the
+    offset the agent needs next while the agent has been idle for ``limit`` seconds.
+
+    The tail variant of the recovery race: records fetched before the seek and dropped by
+    the buffer clear leave the consumer's position *past* them, and with no later record
+    nothing reveals the hole, so the partition waits forever.  A seek back to the expected
+    offset makes the consumer fetch them again (re-deliveries of applied commands are
+    skipped by the session's applied offset).
+    """
+    if idle_seconds < limit:
+        return {}
+    return {p: want for p, want in expected.items() if (highwater.get(p) or 0) > want}
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,27 @@ class Processor:
             pattern_events=events,
         )
 
+    @staticmethod
+    def truncate(record: dict[str, Any], size: int, limit: int) -> dict[str, Any]:
+        """``record`` without its bulky parts, for an output larger than the broker accepts.
+
+        The command was applied (state, learns); only its predictions, future potentials and
+        response are dropped, and the error says why and how to avoid it."""
+        return {
+            **record,
+            "status": "truncated",
+            "error": {
+                "code": "OUTPUT_TOO_LARGE",
+                "message": f"output record is {size} bytes, limit is {limit}: the command was "
+                "applied, its predictions were dropped (lower max_predictions or raise "
+                "KATO_STREAM_MAX_OUTPUT_BYTES with the topic's max.message.bytes)",
+                "details": {"size": size, "limit": limit},
+            },
+            "response": None,
+            "predictions": [],
+            "future_potentials": [],
+        }
+
     def _reject(
         self,
         key: bytes | None,

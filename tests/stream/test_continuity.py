@@ -11,6 +11,7 @@ from kato_stream.stream.continuity import (
     HoleFetchError,
     disable_gap_fill,
     fetch_range,
+    stalled_partitions,
 )
 from kato_stream.topics import TopicSpec, create_topics
 from tests.stream.harness import publish
@@ -72,3 +73,11 @@ async def test_gap_fill_is_disabled() -> None:
     probe = Probe()
     await Consumer._add_gap(probe, object(), 3, 9)  # type: ignore[arg-type]
     assert probe._gap == {}
+
+
+def test_stalled_partitions_only_when_idle_with_records_waiting() -> None:
+    expected = {0: 10, 1: 5, 2: 7}
+    highwater: dict[int, int | None] = {0: 10, 1: 9, 2: None}
+    assert stalled_partitions(expected, highwater, idle_seconds=1.0, limit=3.0) == {}
+    # partition 1 has records 5..8 waiting; 0 is caught up; 2 was never fetched
+    assert stalled_partitions(expected, highwater, idle_seconds=3.0, limit=3.0) == {1: 5}
