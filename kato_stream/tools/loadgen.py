@@ -97,10 +97,32 @@ class _Tracker:
         self.rejected = 0
         self.duplicates = 0
         self.processing: list[float] = []
+        self.record_bytes: list[int] = []
+        self.observe_predictions: list[int] = []
+        self.learned = 0  # names in the records' learned_patterns
+        self.keep: set[str] = set()  # msg_ids whose whole record is kept in ``kept``
+        self.kept: dict[str, dict[str, Any]] = {}
         self.done = asyncio.Event()
+        self.progress = asyncio.Event()  # set on every matched record (window pacing)
         self.waiting_for: int | None = None
         self.first_recv = 0.0
         self.last_recv = 0.0
+
+    def reset(self) -> None:
+        """Forget everything sent and received (between two phases of one client)."""
+        self.sent.clear()
+        self.latency.clear()
+        self.rejected = self.duplicates = 0
+        self.processing.clear()
+        self.record_bytes.clear()
+        self.observe_predictions.clear()
+        self.learned = 0
+        self.keep.clear()
+        self.kept.clear()
+        self.first_recv = self.last_recv = 0.0
+
+    def in_flight(self) -> int:
+        return len(self.sent) - len(self.latency)
 
     def on_record(self, value: bytes | None, headers: Any, now: float) -> None:
         try:
@@ -119,12 +141,21 @@ class _Tracker:
         self.latency[mid] = now - t
         self.first_recv = self.first_recv or now
         self.last_recv = now
+        self.record_bytes.append(len(value or b""))
         if doc.get("status") not in (None, "ok"):
             self.rejected += 1
+        elif doc.get("op") == "observe" and isinstance(doc.get("predictions"), list):
+            self.observe_predictions.append(len(doc["predictions"]))
+        learned = doc.get("learned_patterns")
+        if isinstance(learned, list):
+            self.learned += len(learned)
+        if mid in self.keep:
+            self.kept[mid] = doc
         for k, v in headers or ():
             if k == "kato-processing-seconds":
                 with contextlib.suppress(ValueError):
                     self.processing.append(float(v))
+        self.progress.set()
         if self.waiting_for is not None and len(self.latency) >= self.waiting_for:
             self.done.set()
 
@@ -177,6 +208,283 @@ def _envelope(op: str, session: str, node: str, msg_id: str, payload: dict[str, 
     )
 
 
+class LoadClient:
+    """One producer and one predictions consumer, shared by the phases of a run.
+
+    ``send`` stamps every command with a unique msg_id and its send time; the consumer task
+    matches the records that come back (``tracker``).  Use as ``async with``.
+    """
+
+    def __init__(self, bootstrap: str, input_topic: str, output_topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.input_topic = input_topic
+        self.output_topic = output_topic
+        self.run = uuid.uuid4().hex[:8]
+        self.tracker = _Tracker()
+        self._seq = iter(range(1 << 62))
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> LoadClient:
+        from aiokafka import AIOKafkaProducer
+
+        self._consumer = await _open_consumer(self.bootstrap, self.output_topic)
+        self._task = asyncio.create_task(_consume(self._consumer, self.tracker))
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=1, acks=1)
+        await self._producer.start()
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), 30)
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._consumer.stop(), 10)
+
+    async def __aenter__(self) -> LoadClient:
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def send(self, op: str, session: str, node: str, payload: dict[str, Any]) -> str:
+        """Publish one command keyed by ``session``; returns its msg_id."""
+        mid = f"lg-{self.run}-{next(self._seq)}"
+        self.tracker.sent[mid] = time.perf_counter()
+        await self._producer.send(
+            self.input_topic, _envelope(op, session, node, mid, payload), key=session.encode()
+        )
+        return mid
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+    async def wait_all(self, timeout: float) -> bool:
+        """Wait until every command sent so far has its record; False on timeout."""
+        await self.flush()
+        await _wait(self.tracker, len(self.tracker.sent), timeout)
+        return self.tracker.in_flight() == 0
+
+    async def request(
+        self, op: str, session: str, node: str, payload: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        """Send one command, wait for every outstanding record, return this command's record."""
+        mid = await self.send(op, session, node, payload)
+        self.tracker.keep.add(mid)
+        if not await self.wait_all(timeout) or mid not in self.tracker.kept:
+            raise TimeoutError(f"{op} on {session}: no record within {timeout}s")
+        return self.tracker.kept[mid]
+
+
+async def preload_patterns(
+    client: LoadClient,
+    node: str,
+    patterns: list[list[list[str]]],
+    *,
+    timeout: float = 300.0,
+    sessions: int = 8,
+    mode: str = "observe",
+    config: dict[str, Any] | None = None,
+    batch: int = 100,
+) -> dict[str, Any]:
+    """Learn ``patterns`` on ``node`` through the input topic and wait for every record.
+
+    ``mode``:
+
+    * "observe": one ``observe`` per event, then ``learn`` (what the CLI does);
+    * "sequence": one ``observe_sequence`` with ``learn_at_end`` per pattern;
+    * "autolearn": patterns grouped by length L, each session opened with
+      ``max_pattern_length`` L and ``stm_mode`` CLEAR, and ``batch`` patterns of that length
+      concatenated into one ``observe_sequence``: KATO's auto-learn learns each pattern when
+      its L-th event arrives and clears the STM, so one command learns ``batch`` patterns.
+
+    ``config``, if given, is sent first as each preload session's ``open`` config (e.g.
+    ``{"process_predictions": False}`` so that loading does not compute predictions).
+    All three are ordinary learn commands on the stream: the worker learns, publishes and
+    persists them as it would any client's.  The report counts the names in the records'
+    ``learned_patterns`` (``learned``).  Raises TimeoutError when records are missing after
+    ``timeout``.
+    """
+    if mode not in ("observe", "sequence", "autolearn"):
+        raise ValueError(f"preload mode {mode!r}: observe, sequence or autolearn")
+    tr = client.tracker
+    tr.reset()
+    t_pre = time.perf_counter()
+    prefix = f"lg-{client.run}-pre-{node}"
+    if mode == "autolearn":
+        by_len: dict[int, list[list[list[str]]]] = {}
+        for pat in patterns:
+            by_len.setdefault(len(pat), []).append(pat)
+        for length, group in sorted(by_len.items()):
+            session = f"{prefix}-L{length}"
+            cfg = {**(config or {}), "max_pattern_length": length, "stm_mode": "CLEAR"}
+            await client.send("open", session, node, {"config": cfg})
+            for i in range(0, len(group), max(1, batch)):
+                obs = [{"strings": ev} for pat in group[i : i + batch] for ev in pat]
+                await client.send("observe_sequence", session, node, {"observations": obs})
+                await asyncio.sleep(0)
+    else:
+        n_pre = max(1, min(sessions, len(patterns)))
+        names = [f"{prefix}-{i}" for i in range(n_pre)]
+        if config is not None and patterns:
+            for name in names:
+                await client.send("open", name, node, {"config": config})
+        for i, pat in enumerate(patterns):
+            session = names[i % n_pre]
+            if mode == "sequence":
+                obs = [{"strings": event} for event in pat]
+                await client.send(
+                    "observe_sequence", session, node, {"observations": obs, "learn_at_end": True}
+                )
+            else:
+                for event in pat:
+                    await client.send("observe", session, node, {"strings": event})
+                await client.send("learn", session, node, {})
+            if i % 256 == 255:
+                await asyncio.sleep(0)  # let the consumer task run while publishing
+    await client.wait_all(timeout)
+    report = {
+        "patterns": len(patterns),
+        "commands": len(tr.sent),
+        "acknowledged": len(tr.latency),
+        "rejected": tr.rejected,
+        "learned": tr.learned,
+        "seconds": round(time.perf_counter() - t_pre, 3),
+        "mode": mode,
+    }
+    if tr.in_flight():
+        raise TimeoutError(
+            f"preload: {tr.in_flight()} of {len(tr.sent)} commands got no record within {timeout}s"
+        )
+    tr.reset()
+    return report
+
+
+async def measure(
+    client: LoadClient,
+    node: str,
+    workload: Workload,
+    patterns: list[list[list[str]]],
+    *,
+    sessions: int = 4,
+    rate: float = 0.0,
+    duration: float = 10.0,
+    window: int = 0,
+    drain_timeout: float = 30.0,
+    session_config: dict[str, Any] | None = None,
+    tag: str = "",
+) -> dict[str, Any]:
+    """One measured phase: ``sessions`` sessions of ``node`` replay ``patterns`` with noise.
+
+    ``rate`` > 0 paces the sends (msgs/s); 0 sends as fast as possible.  ``window`` > 0 caps
+    the commands in flight (sent, no record yet): with ``rate`` 0 this saturates the worker
+    without building an unbounded backlog, so throughput is its service rate and latency is
+    about ``window / throughput``.  ``session_config``, if given, is each session's ``open``
+    config (awaited, and checked with a ``get``: the effective config is in the report).
+    ``tag`` keeps the session names of two phases of one client apart.
+    """
+    tr = client.tracker
+    tr.reset()
+    names = [f"lg-{client.run}-{tag}s{s}" for s in range(sessions)]
+    extra: dict[str, Any] = {}
+    if session_config is not None:
+        for name in names:
+            await client.send("open", name, node, {"config": session_config})
+        got = await client.request("get", names[0], node, {}, drain_timeout)
+        extra["effective_config"] = (got.get("response") or {}).get("config")
+        tr.reset()
+    streams = [workload.observations(patterns, s) for s in range(sessions)]
+    t0 = time.perf_counter()
+    end = t0 + duration
+    i = 0
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        if rate > 0:
+            due = t0 + i / rate
+            if due > now:
+                await asyncio.sleep(min(due - now, end - now))
+                continue
+        if window > 0 and tr.in_flight() >= window:
+            tr.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tr.progress.wait(), max(0.001, min(0.5, end - now)))
+            continue
+        s = i % sessions
+        obs = next(streams[s])
+        if obs is None:
+            await client.send("clear_stm", names[s], node, {})
+        else:
+            await client.send("observe", names[s], node, {"strings": obs})
+        i += 1
+        if rate <= 0 and i % 256 == 0:
+            await asyncio.sleep(0)  # let the consumer task run while flooding
+    send_seconds = time.perf_counter() - t0
+    await client.wait_all(drain_timeout)
+    lat = sorted(v * 1000.0 for v in tr.latency.values())
+    received = len(lat)
+    span = (tr.last_recv - t0) if received else 0.0
+    p95 = percentile(lat, 95)
+    proc = sorted(v * 1000.0 for v in tr.processing)
+    sizes = sorted(tr.record_bytes)
+    preds = tr.observe_predictions
+    return {
+        "sessions": sessions,
+        "target_rate": rate or None,
+        "window": window or None,
+        "sent": len(tr.sent),
+        "received": received,
+        "missing": len(tr.sent) - received,
+        "rejected": tr.rejected,
+        "duplicates": tr.duplicates,
+        "duration_s": round(send_seconds, 3),
+        "send_rate": round(len(tr.sent) / send_seconds, 1) if send_seconds else 0.0,
+        "throughput": round(received / span, 1) if span > 0 else 0.0,
+        "latency_ms": {
+            "p50": round(percentile(lat, 50), 3),
+            "p95": round(p95, 3),
+            "p99": round(percentile(lat, 99), 3),
+            "max": round(lat[-1], 3) if lat else 0.0,
+            "mean": round(sum(lat) / received, 3) if received else 0.0,
+        },
+        "processing_ms": {
+            "p50": round(percentile(proc, 50), 3),
+            "p95": round(percentile(proc, 95), 3),
+            "p99": round(percentile(proc, 99), 3),
+            "mean": round(sum(proc) / len(proc), 3),
+        }
+        if proc
+        else None,
+        "record_bytes": {
+            "mean": round(sum(sizes) / len(sizes), 1),
+            "p50": percentile([float(x) for x in sizes], 50),
+            "max": sizes[-1],
+        }
+        if sizes
+        else None,
+        "observe_predictions_mean": round(sum(preds) / len(preds), 2) if preds else None,
+        "sla": {
+            name: {
+                "p95_limit_ms": limit,
+                "met": bool(received) and not report_missing(tr) and p95 < limit,
+            }
+            for name, limit in SLA_TIERS
+        },
+        **extra,
+    }
+
+
 async def run_load(
     bootstrap: str,
     input_topic: str,
@@ -190,136 +498,29 @@ async def run_load(
     workload: Workload | None = None,
     drain_timeout: float = 30.0,
     preload_timeout: float = 300.0,
+    window: int = 0,
 ) -> dict[str, Any]:
     """Run the load and return the report (see :func:`format_report`)."""
-    from aiokafka import AIOKafkaProducer
-
     wl = workload or Workload()
-    run = uuid.uuid4().hex[:8]
-    node = node or f"loadgen-{run}"
     patterns = wl.patterns(preload)
-    tracker = _Tracker()
-    consumer = await _open_consumer(bootstrap, output_topic)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
-    consume_task = asyncio.create_task(_consume(consumer, tracker))
-    report: dict[str, Any] = {
-        "node": node,
-        "run": run,
-        "sessions": sessions,
-        "target_rate": rate or None,
-    }
-    try:
-        await producer.start()
-
-        seq = iter(range(1 << 62))
-
-        async def send(op: str, session: str, payload: dict[str, Any]) -> None:
-            mid = f"lg-{run}-{next(seq)}"
-            tracker.sent[mid] = time.perf_counter()
-            await producer.send(
-                input_topic, _envelope(op, session, node, mid, payload), key=session.encode()
-            )
-
-        # -- preload: learn the pattern set, spread over a few sessions, and wait for it ----------
-        t_pre = time.perf_counter()
-        n_pre = min(8, len(patterns))
-        for i, pat in enumerate(patterns):
-            session = f"lg-{run}-pre-{i % n_pre}"
-            for event in pat:
-                await send("observe", session, {"strings": event})
-            await send("learn", session, {})
-        await producer.flush()
-        await _wait(tracker, len(tracker.sent), preload_timeout)
-        report["preload"] = {
-            "patterns": len(patterns),
-            "commands": len(tracker.sent),
-            "acknowledged": len(tracker.latency),
-            "seconds": round(time.perf_counter() - t_pre, 3),
-        }
-        if len(tracker.latency) < len(tracker.sent):
-            raise TimeoutError(
-                f"preload: {len(tracker.sent) - len(tracker.latency)} of {len(tracker.sent)} "
-                f"commands got no record within {preload_timeout}s"
-            )
-        tracker.sent.clear()
-        tracker.latency.clear()
-        tracker.rejected = tracker.duplicates = 0
-        tracker.processing.clear()
-        tracker.first_recv = tracker.last_recv = 0.0
-
-        # -- measured phase -------------------------------------------------------------------------
-        streams = [wl.observations(patterns, s) for s in range(sessions)]
-        names = [f"lg-{run}-s{s}" for s in range(sessions)]
-        t0 = time.perf_counter()
-        end = t0 + duration
-        i = 0
-        while True:
-            now = time.perf_counter()
-            if now >= end:
-                break
-            if rate > 0:
-                due = t0 + i / rate
-                if due > now:
-                    await asyncio.sleep(due - now)
-                    continue
-            s = i % sessions
-            obs = next(streams[s])
-            if obs is None:
-                await send("clear_stm", names[s], {})
-            else:
-                await send("observe", names[s], {"strings": obs})
-            i += 1
-            if rate <= 0 and i % 256 == 0:
-                await asyncio.sleep(0)  # let the consumer task run while flooding
-        send_seconds = time.perf_counter() - t0
-        await producer.flush()
-        await _wait(tracker, len(tracker.sent), drain_timeout)
-        lat = sorted(v * 1000.0 for v in tracker.latency.values())
-        received = len(lat)
-        span = (tracker.last_recv - t0) if received else 0.0
-        p95 = percentile(lat, 95)
-        proc = sorted(v * 1000.0 for v in tracker.processing)
+    async with LoadClient(bootstrap, input_topic, output_topic) as client:
+        node = node or f"loadgen-{client.run}"
+        report: dict[str, Any] = {"node": node, "run": client.run}
+        report["preload"] = await preload_patterns(client, node, patterns, timeout=preload_timeout)
         report.update(
-            {
-                "sent": len(tracker.sent),
-                "received": received,
-                "missing": len(tracker.sent) - received,
-                "rejected": tracker.rejected,
-                "duplicates": tracker.duplicates,
-                "duration_s": round(send_seconds, 3),
-                "send_rate": round(len(tracker.sent) / send_seconds, 1) if send_seconds else 0.0,
-                "throughput": round(received / span, 1) if span > 0 else 0.0,
-                "latency_ms": {
-                    "p50": round(percentile(lat, 50), 3),
-                    "p95": round(p95, 3),
-                    "p99": round(percentile(lat, 99), 3),
-                    "max": round(lat[-1], 3) if lat else 0.0,
-                    "mean": round(sum(lat) / received, 3) if received else 0.0,
-                },
-                "processing_ms": {
-                    "p50": round(percentile(proc, 50), 3),
-                    "p95": round(percentile(proc, 95), 3),
-                }
-                if proc
-                else None,
-                "sla": {
-                    name: {
-                        "p95_limit_ms": limit,
-                        "met": bool(received) and not report_missing(tracker) and p95 < limit,
-                    }
-                    for name, limit in SLA_TIERS
-                },
-            }
+            await measure(
+                client,
+                node,
+                wl,
+                patterns,
+                sessions=sessions,
+                rate=rate,
+                duration=duration,
+                window=window,
+                drain_timeout=drain_timeout,
+            )
         )
         return report
-    finally:
-        consume_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await consume_task
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), 30)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.stop(), 10)
 
 
 def report_missing(tracker: _Tracker) -> bool:
@@ -344,6 +545,12 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(
             f"worker processing ms: p50 {r['processing_ms']['p50']:.2f}  p95 {r['processing_ms']['p95']:.2f}"
         )
+    if r.get("record_bytes"):
+        preds = r.get("observe_predictions_mean")
+        lines.append(
+            f"output record bytes: mean {r['record_bytes']['mean']:.0f}"
+            + (f"; predictions per observe record: mean {preds:.1f}" if preds is not None else "")
+        )
     for name, tier in r["sla"].items():
         mark = "met" if tier["met"] else "NOT MET"
         lines.append(f"SLA {name:<9} P95 < {tier['p95_limit_ms']:.0f} ms: {mark}")
@@ -360,6 +567,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rate", type=float, default=0.0, help="target msgs/s (0 = as fast as possible)"
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="most commands in flight (0 = no cap); with --rate 0: saturate without a backlog",
+    )
     p.add_argument("--preload", type=int, default=0, help="patterns to learn before measuring")
     p.add_argument("--vocab", type=int, default=200)
     p.add_argument("--noise", type=float, default=0.1)
@@ -374,9 +587,16 @@ def run(args: argparse.Namespace) -> int:
     from kato_stream.settings import Settings
 
     s = Settings.from_env()
-    if args.sessions < 1 or args.duration <= 0 or args.vocab < 3 or not 0 <= args.noise <= 1:
+    if (
+        args.sessions < 1
+        or args.duration <= 0
+        or args.vocab < 3
+        or args.window < 0
+        or not 0 <= args.noise <= 1
+    ):
         print(
-            "need --sessions >= 1, --duration > 0, --vocab >= 3, 0 <= --noise <= 1", file=sys.stderr
+            "need --sessions >= 1, --duration > 0, --vocab >= 3, --window >= 0, 0 <= --noise <= 1",
+            file=sys.stderr,
         )
         return 2
     coro = run_load(
@@ -390,6 +610,7 @@ def run(args: argparse.Namespace) -> int:
         preload=args.preload,
         workload=Workload(seed=args.seed, vocab=args.vocab, noise=args.noise),
         drain_timeout=args.drain_timeout,
+        window=args.window,
     )
     try:
         report = asyncio.run(coro)

@@ -1,0 +1,74 @@
+"""Smoke runs of the end-to-end benchmarks at tiny sizes: the scripts run to the end and write
+the JSON shape the docs quote.  No timing is asserted (benchmarks are not tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, out: Path, *argv: str) -> tuple[dict, str]:
+    r = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--out", str(out), *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text()), r.stdout
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_bench_stream_smoke(tmp_path: Path) -> None:
+    report, md = _run(
+        "bench_stream.py", tmp_path / "s.json",
+        "--sizes", "40", "--rounds", "1", "--sat-seconds", "1.5", "--paced-seconds", "1.5",
+        "--rate", "5", "--window", "10", "--partitions", "2", "--sessions", "2",
+    )  # fmt: skip
+    assert report["benchmark"] == "stream" and len(report["git_head"]) == 40
+    res = report["results"]
+    assert res["preload"]["40"]["learned"] == 40
+    assert set(res["summary"]) == {"passthrough", "kato_40"}
+    for target in res["summary"].values():
+        for kind in ("saturated", "paced"):
+            t = target[kind]
+            assert t["received"] > 0 and t["missing"] == 0 and t["throughput"] > 0
+            assert 0 < t["latency_ms"]["p50"] <= t["latency_ms"]["p99"]
+    assert res["summary"]["kato_40"]["saturated"]["ratio_to_passthrough"] > 0
+    assert "| pass-through Faust agent |" in md
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_bench_e2e_tuning_smoke(tmp_path: Path) -> None:
+    report, md = _run(
+        "bench_e2e_tuning.py", tmp_path / "t.json",
+        "--patterns", "40", "--rounds", "1", "--seconds", "1", "--rate", "5",
+        "--partitions", "2", "--sessions", "2", "--mem-sessions", "4",
+        "--mem-sessions-predict", "2", "--commit-wait", "0.2",
+    )  # fmt: skip
+    res = {k: v["data"] for k, v in report["results"].items()}
+    assert all(len(v["run"]["git_head"]) == 40 for v in report["results"].values())
+    recall, maxp = res["recall_threshold_session"], res["max_predictions_session"]
+    assert [r["recall_threshold"] for r in recall] == [0.1, 0.3, 0.5, 0.7, 0.9]
+    assert [r["max_predictions"] for r in maxp] == [5, 20, 100]
+    assert res["max_predictions_500_session"]["sent"] > 0
+    for row in recall + maxp:
+        assert row["received"] > 0 and row["missing"] == 0
+        assert row["latency_ms"]["p50"] > 0 and row["record_bytes_mean"] > 0
+    modes = {(r["stm_mode"], r["process_predictions"]): r for r in res["stm_mode"]}
+    assert set(modes) == {("CLEAR", False), ("ROLLING", False), ("CLEAR", True), ("ROLLING", True)}
+    for r in modes.values():
+        assert r["values_read"] == r["sessions"] and r["table_value_bytes_mean"]["total"] > 0
+    # 2 * mpl + 2 events: CLEAR holds (mpl - 1) / 2 = 2 events, ROLLING mpl - 1 = 4
+    assert modes[("CLEAR", False)]["table_value_bytes_mean"]["stm_events"] == 2
+    assert modes[("ROLLING", False)]["table_value_bytes_mean"]["stm_events"] == 4
+    assert "| `RECALL_THRESHOLD` |" in md and "| `STM_MODE` |" in md
