@@ -4,14 +4,22 @@ The only module of the stream package that knows the core's ``Command``/``Sessio
 shapes: it converts an envelope plus its source into a ``Command``, the stored table dict
 into a ``SessionState`` and back, and keeps one ``Engine`` for the worker (the engine is
 stateless apart from its defaults).
+
+It also records the engine metrics (``kato_stream.metrics``): observation, learn and
+prediction durations, observations applied and the node's LTM size.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
+from kato_stream import metrics
 from kato_stream.core.config import EngineDefaults
-from kato_stream.core.engine import Command, Engine, Predictor
+from kato_stream.core.engine import Command, CommandResult, Engine, Predictor
+from kato_stream.core.knowledge import KnowledgeBase
+from kato_stream.core.predictions import PredictionResult, PredictParams, predict
 from kato_stream.core.session import SessionState
 from kato_stream.settings import Settings
 from kato_stream.stream.adaptive import AdaptiveRecall
@@ -23,6 +31,36 @@ from kato_stream.stream.processor import Handled, Source
 def source_id(source: Source) -> str:
     """``"topic:partition:offset"``: the command's identity when it has no msg_id."""
     return f"{source.topic}:{source.partition}:{source.offset}"
+
+
+def timed_predict(
+    kb: KnowledgeBase, stm: Sequence[Sequence[str]], params: PredictParams
+) -> PredictionResult:
+    """``predict``, timed in ``kato_prediction_duration_seconds`` when the STM is not empty."""
+    if not any(stm):
+        return predict(kb, stm, params)
+    with metrics.timed(metrics.PREDICTION_DURATION):
+        return predict(kb, stm, params)
+
+
+def record_metrics(op: str, node_id: str, result: CommandResult, seconds: float, mem: Any) -> None:
+    """Engine metrics of one accepted command that took ``seconds`` in ``Engine.handle``.
+
+    An ``observe`` is one observation; an ``observe_sequence`` of n observations counts n,
+    each with a time of ``seconds / n``.  A ``learn`` command's time goes to the learn
+    histogram (auto-learns are part of their observation's time).
+    """
+    if op == "observe":
+        metrics.OBSERVATION_DURATION.observe(seconds)
+        metrics.observe_observations(node_id, 1)
+    elif op == "observe_sequence":
+        n = int(result.response.get("observations_processed") or 0)
+        for _ in range(n):
+            metrics.OBSERVATION_DURATION.observe(seconds / n)
+        metrics.observe_observations(node_id, n)
+    elif op == "learn":
+        metrics.LEARN_DURATION.observe(seconds)
+    metrics.set_patterns(node_id, len(mem.kb.patterns))
 
 
 class CoreEngineAdapter:
@@ -39,7 +77,10 @@ class CoreEngineAdapter:
         predictor: Predictor | None = None,
         adaptive: AdaptiveRecall | None = None,
     ) -> CoreEngineAdapter:
-        return cls(Engine(EngineDefaults.from_object(settings), predictor), adaptive)
+        # A caching predictor times itself (PredictionCache); the plain one is wrapped.
+        return cls(
+            Engine(EngineDefaults.from_object(settings), predictor or timed_predict), adaptive
+        )
 
     def command(self, env: Envelope, source: Source) -> Command:
         return Command(
@@ -56,7 +97,9 @@ class CoreEngineAdapter:
     ) -> Handled:
         st = SessionState.from_dict(state) if state is not None else None
         floor = self.adaptive.floor if self.adaptive is not None else None
+        t0 = time.perf_counter()
         r = self.engine.handle(self.command(env, source), st, mem.kb, mem.vectors, floor)
+        record_metrics(env.op, env.node_id, r, time.perf_counter() - t0, mem)
         new = r.state
         return Handled(
             state=new.to_dict() if new is not None else None,

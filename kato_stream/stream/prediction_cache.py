@@ -112,6 +112,15 @@ class PredictionCache:
     def __call__(
         self, kb: KnowledgeBase, stm: Sequence[Sequence[str]], params: PredictParams
     ) -> PredictionResult:
+        """Predictions from the cache or computed; timed (hits too) for a non-empty STM."""
+        if not any(stm):
+            return self._predict(kb, stm, params)
+        with metrics.timed(metrics.PREDICTION_DURATION):
+            return self._predict(kb, stm, params)
+
+    def _predict(
+        self, kb: KnowledgeBase, stm: Sequence[Sequence[str]], params: PredictParams
+    ) -> PredictionResult:
         if self._r is None or not self.cacheable(kb, stm):
             return predict(kb, stm, params)
         key = cache_key(kb, stm, params)
