@@ -329,11 +329,15 @@ class PatternFollower:
                     self.bootstrap_report.stream_events += len(msgs)
                 for msg in msgs:
                     try:
-                        changed = self.registry.apply_event(codecs.loads(msg.value))
+                        event = codecs.loads(msg.value)
+                        changed = self.registry.apply_event(event)
                     except Exception:  # a bad event must not stop replication
                         self.errors += 1
                         log.exception("bad pattern event at %s:%s", tp, msg.offset)
                         continue
+                    if changed:  # another worker's learn or clear moves this node's LTM size
+                        node = str(event["node_id"])
+                        metrics.set_patterns(node, len(self.registry.node(node).kb.patterns))
                     if changed and self.ready.is_set():
                         self.delays.append(metrics.observe_visibility(msg.timestamp / 1000.0, now))
                         if len(self.delays) > 10_000:

@@ -1,0 +1,57 @@
+"""The pattern follower on the real broker: another worker's learns reach this process's LTM
+and its ``kato_patterns_total`` gauge, a repeated learn changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from kato_stream import metrics
+from kato_stream.core.knowledge import LearnEvent
+from kato_stream.core.naming import pattern_name
+from kato_stream.settings import Settings
+from kato_stream.stream import codecs
+from kato_stream.stream.ltm import LtmRegistry, PatternFollower, learn_event_dict
+from tests.stream.harness import publish, setup_topics
+
+
+def _learn(node: str, learn_id: str, events: list[list[str]]) -> bytes:
+    ev = tuple(tuple(e) for e in events)
+    return codecs.dumps(
+        learn_event_dict(
+            LearnEvent(node_id=node, learn_id=learn_id, name=pattern_name(ev), events=ev)
+        )
+    )
+
+
+async def test_remote_learns_update_the_ltm_and_the_gauge(stack_settings: Settings) -> None:
+    s = stack_settings
+    await setup_topics(s)
+    node = f"follow-{s.topic_prefix}"
+    key = node.encode()
+    topic = s.topic("patterns")
+    await publish(s.kafka_bootstrap, topic, [(key, _learn(node, "a", [["x"], ["y"]]))])
+    reg = LtmRegistry()
+    follower = PatternFollower(s.kafka_bootstrap, topic, reg, s)
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 60)
+        assert len(reg.node(node).kb.patterns) == 1  # the rebuild before ready
+        await publish(
+            s.kafka_bootstrap,
+            topic,
+            [
+                (key, _learn(node, "b", [["x"], ["z"]])),
+                (key, _learn(node, "b", [["x"], ["z"]])),  # redelivered: no change
+                (key, _learn(node, "c", [["x"], ["y"]])),  # relearn: frequency 2
+            ],
+        )
+        label = {"node": metrics.node_label(node)}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and reg.applied_events < 3:
+            await asyncio.sleep(0.1)
+        kb = reg.node(node).kb
+        assert sorted(r.frequency for r in kb.patterns.values()) == [1, 2]
+        assert metrics.REGISTRY.get_sample_value("kato_patterns_total", label) == 2
+    finally:
+        await follower.stop()
