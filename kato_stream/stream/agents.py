@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kato_stream import metrics
 from kato_stream.stream import codecs
+from kato_stream.stream.app import fetch_bytes
 from kato_stream.stream.continuity import (
     ContinuityTracker,
     ack_range,
@@ -128,7 +129,7 @@ def register_agents(w: Worker) -> None:
             tp.partition,
             start,
             end,
-            max_fetch_bytes=max(4 * 1_048_576, w.settings.max_message_bytes * 4),
+            max_fetch_bytes=fetch_bytes(w.settings),
         )
         for r in records:
             await handle(r.key, r.value, r.topic, r.partition, r.offset)
@@ -141,23 +142,21 @@ def register_agents(w: Worker) -> None:
     async def unstick() -> None:
         """Re-seek input partitions whose remaining records the consumer will never deliver
         (continuity.stalled_partitions); a no-op while the agent is busy."""
-        if not w.follower.ready.is_set() or w.app.rebalancing:
-            return
+        idle = time.monotonic() - idle_since[0]
+        if idle < STALL_SECONDS or not w.follower.ready.is_set() or w.app.rebalancing:
+            return  # the common case: the agent is busy, nothing to look at
         consumer = w.app.consumer
         tps = {tp.partition: tp for tp in consumer.assignment() if tp.topic == input_name}
-        expected = {}
+        expected: dict[int, int] = {}
+        highwater: dict[int, int | None] = {}
         for p, tp in tps.items():
             want = continuity.expected(p)
             expected[p] = want if want is not None else committed_offset(w.app, tp)
-        highwater = {}
-        for p, tp in tps.items():
             try:
                 highwater[p] = consumer.highwater(tp)
             except Exception:  # not fetched yet
                 highwater[p] = None
-        stuck = stalled_partitions(
-            expected, highwater, time.monotonic() - idle_since[0], STALL_SECONDS
-        )
+        stuck = stalled_partitions(expected, highwater, idle, STALL_SECONDS)
         for p, offset in sorted(stuck.items()):
             log.warning(
                 "partition %s:%s idle at offset %s with records up to %s: seeking back",

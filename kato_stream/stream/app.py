@@ -46,6 +46,11 @@ class Worker:
     latest: LatestWriter | None = None
 
 
+def fetch_bytes(settings: Settings) -> int:
+    """Largest fetch of the input topic: room for a few maximal envelopes."""
+    return max(4 * 1_048_576, settings.max_message_bytes * 4)
+
+
 def _brokers(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
 
@@ -91,7 +96,7 @@ def build_worker(
         web_port=settings.web_port,
         autodiscover=False,
         producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4),
-        consumer_max_fetch_size=max(4 * 1_048_576, settings.max_message_bytes * 4),
+        consumer_max_fetch_size=fetch_bytes(settings),
         broker_commit_every=settings.commit_every,
         broker_commit_interval=settings.commit_interval,
         stream_buffer_maxsize=settings.stream_buffer,
