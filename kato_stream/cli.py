@@ -18,7 +18,10 @@ from kato_stream.settings import Settings, settings_table
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from kato_stream import fetch_backoff  # imports aiokafka: only for commands with settings
+
     s = Settings.from_env()
+    fetch_backoff.install(s.idle_fetch_backoff)
     over: dict[str, Any] = {}
     if getattr(args, "bootstrap", None):
         over["kafka_bootstrap"] = args.bootstrap
@@ -63,12 +66,10 @@ def run_worker(
     settings: Settings, engine: Any = None, loglevel: str = "warning", vector_factory: Any = None
 ) -> None:
     """Run one worker in the foreground until SIGINT/SIGTERM (graceful) or SIGKILL."""
-    import faust
-
-    from kato_stream.stream.app import build_worker
+    from kato_stream.stream.app import QuietWorker, build_worker
 
     w = build_worker(settings, engine, vector_factory)
-    faust.Worker(w.app, loglevel=loglevel, redirect_stdouts=False).execute_from_commandline()
+    QuietWorker(w.app, loglevel=loglevel, redirect_stdouts=False).execute_from_commandline()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -107,6 +107,14 @@ PARTITION_STALLS = Counter(
     "Input partitions re-sought because records waited while the agent sat idle (continuity.py).",
     registry=REGISTRY,
 )
+SESSION_LISTS_FALLBACKS = Counter(
+    "kato_session_lists_fallbacks_total",
+    "Session lists (observe-time predictions, future potentials) that could not use the Redis "
+    "store (session_lists.py), by action: put (kept inline in the table value) or get (read "
+    "as an empty list).",
+    ["action"],
+    registry=REGISTRY,
+)
 OFFSET_HOLES = Counter(
     "kato_offset_holes_total",
     "Input offsets the consumer skipped and the agent re-read and processed (continuity.py).",
@@ -201,6 +209,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_dlq_total",
         "kato_offset_holes_total",
         "kato_partition_stalls_total",
+        "kato_session_lists_fallbacks_total",
         "kato_command_duration_seconds",
         "kato_observation_duration_seconds",
         "kato_prediction_duration_seconds",
@@ -321,6 +330,11 @@ def observe_dlq(count: int = 1) -> None:
 def observe_stall() -> None:
     """Count re-seeks of an input partition the consumer had stopped delivering."""
     PARTITION_STALLS.inc()
+
+
+def observe_lists_fallback(action: str) -> None:
+    """Count a failed put or get of the Redis store of session lists."""
+    SESSION_LISTS_FALLBACKS.labels(action=action).inc()
 
 
 def observe_offset_hole(count: int) -> None:

@@ -155,11 +155,35 @@ class Settings:
         "",
         "Static group membership id (e.g. the pod name): a restarted worker takes its partitions back at once; empty = dynamic.",
     )
+    agent_batch: int = setting(
+        "KATO_STREAM_AGENT_BATCH",
+        100,
+        "Most input records the agent processes before it waits for their outputs' acknowledgements at once.",
+        check=lambda v: 1 <= v <= 10_000,
+    )
+    agent_batch_within: float = setting(
+        "KATO_STREAM_AGENT_BATCH_WITHIN",
+        0.002,
+        "Seconds the agent collects records for a batch (the most a record waits for others).",
+        check=lambda v: 0 < v <= 10,
+    )
     stream_buffer: int = setting(
         "KATO_STREAM_BUFFER",
         1000,
         "Records buffered per partition ahead of the agent.",
         check=lambda v: v >= 1,
+    )
+    idle_fetch_backoff: float = setting(
+        "KATO_STREAM_IDLE_FETCH_BACKOFF_SECONDS",
+        0.005,
+        "Pause after a fetch that found no records (noida-db answers empty fetches at once; 0 = off).",
+        check=lambda v: 0 <= v <= 1,
+    )
+    tail_fetch_backoff: float = setting(
+        "KATO_STREAM_TAIL_FETCH_BACKOFF_SECONDS",
+        0.05,
+        "Pause after an empty fetch of the worker's kato.patterns followers (LTM, persister): adds at most this to cross-worker visibility.",
+        check=lambda v: 0 <= v <= 1,
     )
     producer_compression: str = setting(
         "KATO_STREAM_PRODUCER_COMPRESSION",
@@ -238,6 +262,12 @@ class Settings:
         "KATO_STREAM_PERSIST",
         True,
         "Worker persists kato.patterns to ClickHouse/Redis/Qdrant (group <app_id>-persist) and the latest record per session to Redis.",
+    )
+    session_lists: str = setting(
+        "KATO_STREAM_SESSION_LISTS",
+        "redis",
+        "Where each session's last observe-time predictions and future potentials live: redis = outside the session table (needs KATO_STREAM_PERSIST), table = in its changelog value (~200 KB per command).",
+        choices=("redis", "table"),
     )
     ltm_bootstrap: str = setting(
         "KATO_STREAM_LTM_BOOTSTRAP",

@@ -133,6 +133,7 @@ class _Ctx:
         self.cleared: str | None = None
         self.learn_count = 0
         self.in_sequence = False
+        self.fp_updates = 0  # makes future_potentials_id unique within the command
         # Result predictions already known for (kb.version, stm) — avoids computing twice.
         self.cached: tuple[int, list[list[str]], PredictionResult] | None = None
 
@@ -292,8 +293,14 @@ class Engine:
         """
         if res.fast_path:
             return list(ctx.st.future_potentials)
-        if ctx.st.stm:
+        if ctx.st.stm and not res.future_potentials:
+            ctx.st.future_potentials, ctx.st.future_potentials_id = [], None
+        elif ctx.st.stm and res.future_potentials != ctx.st.future_potentials:
+            # a new id only for a new list, so a read-only command stays read-only (a list
+            # kept outside the table and not loaded reads [] here: it gets a new id too)
             ctx.st.future_potentials = list(res.future_potentials)
+            ctx.fp_updates += 1
+            ctx.st.future_potentials_id = f"{ctx.cmd.key}@{ctx.fp_updates}"
         return list(res.future_potentials)
 
     def _result_predictions(self, ctx: _Ctx) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -364,6 +371,8 @@ class Engine:
             "metadata": dict(obs.metadata),
         }
         st.predictions = observe_preds
+        # unique per command (its idempotency key) and observation (time grows within one)
+        st.predictions_id = f"{ctx.cmd.key}#{st.time}" if observe_preds else None
         return {
             "status": "okay",
             "session_id": st.session_id,
@@ -434,6 +443,7 @@ class Engine:
         st.time = 0
         st.percept_data = {}
         st.predictions = []
+        st.predictions_id = None
 
     # -- ops ------------------------------------------------------------------------------
 
@@ -556,6 +566,7 @@ class Engine:
         ctx.cleared = clear_id
         ctx.st.deferred_vectors = []
         ctx.st.future_potentials = []
+        ctx.st.future_potentials_id = None
         self._clear_stm(ctx.st)
         return {"status": "cleared", "session_id": ctx.st.session_id, "scope": "all"}
 
@@ -571,9 +582,9 @@ class Engine:
     def _predict_cmd(self, ctx: _Ctx) -> dict[str, Any]:
         """Read-only (GET /predictions): the session state is returned unchanged."""
         res = self._run_predict(ctx, self.session_params(ctx.st.config))
-        saved = list(ctx.st.future_potentials)
+        saved = list(ctx.st.future_potentials), ctx.st.future_potentials_id
         fps = self._fps(ctx, res)
-        ctx.st.future_potentials = saved
+        ctx.st.future_potentials, ctx.st.future_potentials_id = saved
         return {
             "predictions": res.predictions,
             "future_potentials": fps,

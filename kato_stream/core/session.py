@@ -32,7 +32,12 @@ class SessionState:
     config: SessionConfig = field(default_factory=SessionConfig)
     deferred_vectors: list[tuple[str, list[float]]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    predictions_id: str | None = None
+    """Identity of ``predictions`` (None when empty): lets a store keep the bulky list
+    outside the session value and check on reading that it holds this very list."""
     future_potentials: list[dict[str, Any]] = field(default_factory=list)
+    future_potentials_id: str | None = None
+    """Identity of ``future_potentials`` (None when empty), as ``predictions_id``."""
     percept_data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     ttl_seconds: int | None = None
@@ -66,7 +71,9 @@ class SessionState:
             config=self.config,
             deferred_vectors=[(n, list(v)) for n, v in self.deferred_vectors],
             predictions=list(self.predictions),
+            predictions_id=self.predictions_id,
             future_potentials=list(self.future_potentials),
+            future_potentials_id=self.future_potentials_id,
             percept_data=dict(self.percept_data),
             metadata=dict(self.metadata),
             ttl_seconds=self.ttl_seconds,
@@ -85,7 +92,9 @@ class SessionState:
             "config": self.config.to_dict(),
             "deferred_vectors": [[n, list(v)] for n, v in self.deferred_vectors],
             "predictions": list(self.predictions),
+            "predictions_id": self.predictions_id,
             "future_potentials": list(self.future_potentials),
+            "future_potentials_id": self.future_potentials_id,
             "percept_data": dict(self.percept_data),
             "metadata": dict(self.metadata),
             "ttl_seconds": self.ttl_seconds,
@@ -96,6 +105,8 @@ class SessionState:
     def from_dict(cls, d: Mapping[str, Any]) -> SessionState:
         ttl = d.get("ttl_seconds")
         last = d.get("last_offset")
+        pid = d.get("predictions_id")
+        fid = d.get("future_potentials_id")
         return cls(
             session_id=str(d["session_id"]),
             node_id=str(d["node_id"]),
@@ -110,7 +121,9 @@ class SessionState:
                 (str(n), [float(x) for x in v]) for n, v in d.get("deferred_vectors", [])
             ],
             predictions=list(d.get("predictions", [])),
+            predictions_id=None if pid is None else str(pid),
             future_potentials=list(d.get("future_potentials", [])),
+            future_potentials_id=None if fid is None else str(fid),
             percept_data=dict(d.get("percept_data", {})),
             metadata=dict(d.get("metadata", {})),
             ttl_seconds=None if ttl is None else int(ttl),

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 from redis.asyncio import Redis
 
+from kato_stream import fetch_backoff
 from kato_stream.gateway.client import StreamClient, StreamTimeout, StreamUnavailable, new_msg_id
 from kato_stream.gateway.errors import detail, from_rejection
 from kato_stream.gateway.sessions import SessionRegistry
@@ -54,6 +55,7 @@ class Gateway:
             raise
 
     async def _start(self) -> None:
+        fetch_backoff.install(self.settings.idle_fetch_backoff)
         if self.redis is None:
             self.redis = Redis.from_url(self.settings.redis_url)
             self._owned.append(self.redis)

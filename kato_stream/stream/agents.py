@@ -1,8 +1,10 @@
 """The command agent: the thin I/O loop around :class:`~kato_stream.stream.processor.Processor`.
 
-Per input record: send the pattern events, the dead letter and the output record (timing in
-headers), wait until the broker has acknowledged them, and only then write the session's
-table value (reassigned, never mutated in place: only assignment reaches the changelog).  The agent waits for the LTM to be rebuilt before its first record.
+Per batch of input records (batch.py): process each in order and send its pattern events,
+dead letter and output record (timing in headers); wait until the broker has acknowledged
+them all, and only then write the sessions' table values (reassigned, never mutated in place:
+only assignment reaches the changelog) and acknowledge the input offsets.  The agent waits
+for the LTM to be rebuilt before its first record.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import logging
 import os
 import socket
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
+
+from faust.streams import _current_event
 
 from kato_stream import metrics
 from kato_stream.stream import codecs
 from kato_stream.stream.app import fetch_bytes
+from kato_stream.stream.batch import Batch, Pending
 from kato_stream.stream.continuity import (
     ContinuityTracker,
     ack_range,
@@ -26,6 +32,7 @@ from kato_stream.stream.continuity import (
     stalled_partitions,
 )
 from kato_stream.stream.processor import Processor, Source
+from kato_stream.stream.session_lists import Retired, retired_lists, settle_put
 
 if TYPE_CHECKING:
     from kato_stream.stream.app import Worker
@@ -55,24 +62,45 @@ def register_agents(w: Worker) -> None:
     worker_id = f"{w.settings.app_id}/{socket.gethostname()}/{os.getpid()}".encode()
 
     continuity = ContinuityTracker()
+    retired = Retired()
 
-    def lookup(session_id: str) -> Any:
-        return sessions.get(session_id)
-
-    async def handle(
-        key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int
+    async def prepare(
+        batch: Batch,
+        event: Any,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
     ) -> float | None:
-        """Process one input record: outputs acknowledged first, then the table write.
+        """Process one input record and send its outputs (not awaited: :func:`finish`).
 
-        Returns the engine time in seconds (None for a skipped redelivery)."""
+        ``event`` is the Faust event of the record's partition that brought it (for a filled
+        hole, the record after the hole): its partition is the table write's.  Returns the
+        engine time in seconds (None for a skipped redelivery)."""
         received = time.time()
         t0 = time.perf_counter()
-        outcome = processor.process(key, value, Source(topic, partition, offset), lookup)
+        source = Source(topic, partition, offset)
+        outcome = processor.process(key, value, source, batch.lookup)
+        if outcome.needs and outcome.session_id is not None:
+            lists = await batch.load(outcome.session_id, outcome.needs)
+            outcome = processor.process(key, value, source, batch.lookup, loaded=lists)
         if outcome.duplicate:
             # redelivery of an applied command (after a crash or rebalance): no effects
             log.info("skipped applied %s:%s:%s", topic, partition, offset)
             return None
         elapsed = time.perf_counter() - t0
+        if outcome.pattern_events:
+            # A learn must not reach kato.patterns while earlier commands are unwritten: after
+            # a crash they would be redone against an LTM that already holds it.  So the batch
+            # so far is finished first (it was computed without it), and the changelog
+            # records of every table write so far, which Faust only buffers, acknowledged.
+            if batch.pending:
+                await finish(batch)
+            await sessions.durable()
+        put = None
+        if outcome.observed and w.lists is not None and outcome.session_id:
+            put = asyncio.ensure_future(w.lists.put(outcome.session_id, outcome.observed))
         futures = [
             await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
             for node_id, pe in outcome.pattern_events
@@ -97,28 +125,67 @@ def register_agents(w: Worker) -> None:
                 ],
             )
         )
-        # The session's "applied up to offset" mark must never reach the changelog before
-        # the command's outputs are acknowledged: a crash in between would skip the
-        # redelivered command and lose its output or learn event for good.
-        await asyncio.gather(*futures)
-        if outcome.table_value is not None and outcome.session_id is not None:
-            sessions[outcome.session_id] = outcome.table_value
-        if w.latest is not None and outcome.session_id is not None and outcome.record:
-            w.latest.put(outcome.session_id, out_value)
-        rec = outcome.record or {}
-        err = rec.get("error") or {}
-        metrics.observe_command(
-            str(rec.get("op")), str(rec.get("status")), elapsed, reason=str(err.get("code", ""))
-        )
-        if outcome.dead_letter is not None:
-            metrics.observe_dlq()
-        threshold = rec.get("recall_threshold")
-        if threshold is not None:
-            metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
+        pending = Pending(outcome, futures, put, out_value, elapsed, event, offset)
+        if w.lists is not None:
+            pending.retire = retired_lists(batch.lookup(outcome.session_id or ""), outcome)
+        batch.add(pending)
         return elapsed
 
-    async def fill_hole(tp: Any, start: int, end: int) -> None:
-        """Process the records of ``[start, end)`` that the consumer skipped (continuity.py)."""
+    async def finish(batch: Batch) -> None:
+        """Wait for every output of the batch, then write its table values in order.
+
+        The session's "applied up to offset" mark must never reach the changelog before the
+        command's outputs are acknowledged: a crash in between would skip the redelivered
+        command and lose its output or learn event for good.  (Its input offset is only
+        acknowledged to Faust after this returns.)"""
+        await asyncio.gather(*(f for p in batch.pending for f in p.futures))
+        for p in batch.pending:
+            outcome = p.outcome
+            if p.put is not None and outcome.table_value is not None and outcome.observed:
+                await settle_put(p.put, outcome.table_value, outcome.observed)
+            if outcome.table_value is not None and outcome.session_id is not None:
+                # a Faust table writes its changelog to the partition of the current event
+                _current_event.set(weakref.ref(p.event))
+                sessions[outcome.session_id] = outcome.table_value
+            for sid, name, ident in p.retire:
+                retired.add(p.event.message.tp, p.offset, sid, name, ident)
+            if w.latest is not None and outcome.session_id is not None and outcome.record:
+                w.latest.put(outcome.session_id, p.out_value)
+            rec = outcome.record or {}
+            err = rec.get("error") or {}
+            metrics.observe_command(
+                str(rec.get("op")),
+                str(rec.get("status")),
+                p.elapsed,
+                reason=str(err.get("code", "")),
+            )
+            if outcome.dead_letter is not None:
+                metrics.observe_dlq()
+            threshold = rec.get("recall_threshold")
+            if threshold is not None:
+                metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
+        _current_event.set(None)
+        for tp, start, end in batch.holes:
+            ack_range(w.app, tp.topic, tp.partition, start, end)
+        for event in batch.events:  # committable from now on
+            await batch.stream.ack(event)
+        batch.clear()
+        await drop_retired()
+
+    async def drop_retired() -> None:
+        """Drop the stored lists replaced by commands whose offsets are committed now."""
+        if w.lists is None or not len(retired):
+            return
+        due = retired.due(lambda tp: committed_offset(w.app, tp))
+        if due:
+            try:
+                await w.lists.forget(due)
+            except Exception as exc:  # left in Redis: harmless, only memory
+                log.warning("dropping %d retired session lists failed: %s", len(due), exc)
+
+    async def fill_hole(batch: Batch, event: Any, tp: Any, start: int, end: int) -> None:
+        """Process the records of ``[start, end)`` that the consumer skipped (continuity.py);
+        their offsets are acknowledged with the batch (:func:`finish`)."""
         log.warning(
             "offsets %s..%s of %s were skipped by the consumer: filling", start, end - 1, tp
         )
@@ -132,11 +199,16 @@ def register_agents(w: Worker) -> None:
             max_fetch_bytes=fetch_bytes(w.settings),
         )
         for r in records:
-            await handle(r.key, r.value, r.topic, r.partition, r.offset)
-        ack_range(w.app, tp.topic, tp.partition, start, end)
+            await prepare(batch, event, r.key, r.value, r.topic, r.partition, r.offset)
+        batch.holes.append((tp, start, end))
 
     idle_since = [time.monotonic()]
     input_name = w.settings.topic("observations")
+
+    @w.app.timer(interval=STALL_CHECK_SECONDS)
+    async def retire_after_commit() -> None:
+        """Commits also happen while the agent is idle: drop what they made deletable."""
+        await drop_retired()
 
     @w.app.timer(interval=STALL_CHECK_SECONDS)
     async def unstick() -> None:
@@ -180,17 +252,28 @@ def register_agents(w: Worker) -> None:
         # The rebuilt LTM is ~10 objects per pattern that live as long as the worker: keep them
         # out of the cyclic GC's full collections (40-80 ms pauses at 10k patterns otherwise).
         gc.freeze()
-        async for event in stream.events():
-            msg = event.message
-            tp = msg.tp
+        batch = Batch(sessions, w.lists, stream)
+        # noack_take: an input offset is acknowledged (committable) only after finish(), i.e.
+        # after its outputs and table value; take_events would ack a batch cut short by a
+        # shutdown or an error too, and its unwritten table values would be skipped for good.
+        async for events in stream.noack_take(
+            w.settings.agent_batch, w.settings.agent_batch_within
+        ):
             idle_since[0] = time.monotonic()
-            if not continuity.knows(tp.partition):
-                continuity.expect(tp.partition, committed_offset(w.app, tp))
-            gap = continuity.hole(tp.partition, msg.offset)
-            if gap is not None:
-                await fill_hole(tp, *gap)
-            elapsed = await handle(msg.key, msg.value, msg.topic, msg.partition, msg.offset)
-            continuity.done(tp.partition, msg.offset)
+            for event in events:
+                msg = event.message
+                tp = msg.tp
+                if not continuity.knows(tp.partition):
+                    continuity.expect(tp.partition, committed_offset(w.app, tp))
+                gap = continuity.hole(tp.partition, msg.offset)
+                if gap is not None:
+                    await fill_hole(batch, event, tp, *gap)
+                elapsed = await prepare(
+                    batch, event, msg.key, msg.value, msg.topic, msg.partition, msg.offset
+                )
+                batch.events.append(event)
+                continuity.done(tp.partition, msg.offset)
+                if w.adaptive is not None and elapsed is not None:  # per record: the next
+                    w.adaptive.update(partition_lag(w.app, msg), elapsed, time.monotonic())
+            await finish(batch)
             idle_since[0] = time.monotonic()
-            if w.adaptive is not None and elapsed is not None:
-                w.adaptive.update(partition_lag(w.app, msg), elapsed, time.monotonic())

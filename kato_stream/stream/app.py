@@ -7,6 +7,7 @@ tests and the benchmark start exactly the same wiring.  The engine is injected t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import faust
 import mode
 
+from kato_stream import fetch_backoff
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
@@ -22,6 +24,7 @@ from kato_stream.stream.ltm import LtmRegistry, PatternFollower
 from kato_stream.stream.persist import LatestWriter, PatternPersister
 from kato_stream.stream.prediction_cache import PredictionCache, apply_redis_memory
 from kato_stream.stream.processor import EngineAdapter, Processor
+from kato_stream.stream.session_lists import ListStore
 
 SESSIONS_TABLE = "sessions"
 
@@ -44,6 +47,7 @@ class Worker:
     prediction_cache: PredictionCache | None = None
     persister: PatternPersister | None = None
     latest: LatestWriter | None = None
+    lists: ListStore | None = None
 
 
 def fetch_bytes(settings: Settings) -> int:
@@ -66,6 +70,47 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None) -> Any:
     )
 
 
+class QuietWorker(faust.Worker):  # type: ignore[misc]
+    """``faust.Worker`` without its terminal spinner.
+
+    To spin on every log record, Faust sets the root logger to DEBUG whatever ``loglevel``
+    says, so every debug call of aiokafka and Faust builds a record that the handler then
+    drops: 8 % of a busy worker's samples.  Without the spinner the root logger keeps
+    ``loglevel``."""
+
+    def on_setup_root_logger(self, logger: Any, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
+class SessionTable(faust.Table):  # type: ignore[misc]
+    """The session table, holding on to its changelog records until the broker has them.
+
+    Faust only buffers a write's changelog record, and ``producer.flush()`` can return while
+    the last buffered record is still on its way to the client, so the agent awaits
+    :meth:`durable` where a write must be on the changelog before something else is sent
+    (agents.py, before a learn)."""
+
+    PRUNE_AT = 256  # unacknowledged-record futures kept before the done ones are dropped
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        fut = super().send_changelog(*args, **kwargs)
+        unacked: list[Any] = self.__dict__.setdefault("_unacked", [])
+        if len(unacked) >= self.PRUNE_AT:
+            unacked[:] = [f for f in unacked if not f.done()]
+        unacked.append(fut)
+        return fut
+
+    async def durable(self) -> None:
+        """Return once every changelog record written so far is acknowledged (raises if one
+        failed: the agent then stops before sending anything that depends on it)."""
+        unacked: list[Any] = self.__dict__.get("_unacked", [])
+        pending = [f for f in unacked if not f.done()]
+        unacked.clear()
+        if pending:
+            await asyncio.gather(*pending)
+
+
 def build_worker(
     settings: Settings,
     engine: EngineAdapter | None = None,
@@ -74,6 +119,7 @@ def build_worker(
     """Wire a worker for ``settings``; ``engine`` defaults to the real engine core and
     ``vector_factory`` (one vector index per node) to the in-memory index."""
     codecs.register_faust_codec()
+    fetch_backoff.install(settings.idle_fetch_backoff)
     disable_gap_fill()  # the agent's continuity guard fills holes instead (continuity.py)
     adaptive = (
         AdaptiveRecall(AdaptiveBounds.from_settings(settings)) if settings.adaptive_recall else None
@@ -108,6 +154,7 @@ def build_worker(
         else settings.producer_compression,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=settings.producer_batch_bytes,
+        Table=SessionTable,
     )
     if settings.web_port > 0:
         from kato_stream.metrics import install_faust
@@ -121,6 +168,7 @@ def build_worker(
         partitions=settings.partitions,
         schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="orjson"),
     )
+    lists = ListStore(settings) if settings.persist and settings.session_lists == "redis" else None
     worker = Worker(
         settings=settings,
         app=app,
@@ -131,11 +179,17 @@ def build_worker(
         sessions=sessions,
         ltm=ltm,
         follower=follower,
-        processor=Processor(engine, ltm, max_bytes=settings.max_message_bytes),
+        processor=Processor(
+            engine,
+            ltm,
+            max_bytes=settings.max_message_bytes,
+            external_lists=lists is not None,
+        ),
         adaptive=adaptive,
         prediction_cache=cache,
         persister=PatternPersister(settings) if settings.persist else None,
         latest=LatestWriter(settings) if settings.persist else None,
+        lists=lists,
     )
 
     @app.service
@@ -153,10 +207,14 @@ def build_worker(
                     )
             if cache is not None:
                 cache.start()
+            if lists is not None:  # before the follower: the agent waits for it
+                await lists.start()
             await follower.start()
 
         async def on_stop(self) -> None:
             await follower.stop()
+            if lists is not None:
+                await lists.stop()
             if cache is not None:
                 cache.stop()
 

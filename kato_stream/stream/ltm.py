@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kato_stream import metrics
+from kato_stream import fetch_backoff, metrics
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
@@ -181,6 +181,8 @@ class PatternFollower:
             fetch_max_wait_ms=50,
         )
         await self._consumer.start()
+        if self.settings is not None:  # a tail follower: it can wait (fetch_backoff.py)
+            fetch_backoff.set_pause(self._consumer, self.settings.tail_fetch_backoff)
         parts = self._consumer.partitions_for_topic(self.topic)
         if not parts:
             await self._consumer._client.force_metadata_update()  # noqa: SLF001

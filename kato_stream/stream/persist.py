@@ -34,6 +34,7 @@ import logging
 import time
 from typing import Any
 
+from kato_stream import fetch_backoff
 from kato_stream.core.knowledge import LearnEvent
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
@@ -151,6 +152,7 @@ class PatternPersister:
             max_partition_fetch_bytes=max(1_048_576, self.settings.max_message_bytes * 4),
         )
         await consumer.start()
+        fetch_backoff.set_pause(consumer, self.settings.tail_fetch_backoff)  # a tail follower
         self._consumer = consumer
 
     async def _close_consumer(self) -> None:

@@ -9,6 +9,15 @@ Replay rule (documented in ``docs/stream.md``): the table value of a session sto
 source (topic, partition, offset) of the last command applied to it.  A record of the same
 topic and partition with an offset at or below it is a redelivery or replay: it changes
 nothing and produces **no** output (its output was produced when it was first applied).
+
+The session's two bulky lists, KATO's last observe-time predictions (spec §4.1, shown by
+cognition-data; about 160 KB at the default 100 predictions) and the last full-path future
+potentials (returned by the single-symbol fast path; about 45 KB), can be kept out of the
+table value (``external_lists``): the value then holds only their ids (``predictions_id``,
+``future_potentials_id``) and the agent writes a changed list to Redis (:mod:`.session_lists`)
+before the table.  A command that may read one (:func:`reads`) first comes back as
+``Outcome.needs``; the agent loads the lists and calls :meth:`Processor.process` again with
+them.
 """
 
 from __future__ import annotations
@@ -73,6 +82,10 @@ class Outcome:
     dead_letter: dict[str, Any] | None = None
     pattern_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     duplicate: bool = False
+    observed: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    """Changed bulky lists to store outside the table: field -> (id, list)."""
+    needs: dict[str, str] = field(default_factory=dict)
+    """Nothing was applied: call again with these stored lists (field -> id)."""
 
 
 def _b64(raw: bytes | None) -> str | None:
@@ -91,13 +104,49 @@ def _is_applied(stored: dict[str, Any] | None, source: Source) -> bool:
     )
 
 
+#: The session state's bulky lists that may live outside the table, each with its id key.
+BULKY = {"predictions": "predictions_id", "future_potentials": "future_potentials_id"}
+
+
+def reads(field_name: str, op: str, state: dict[str, Any]) -> bool:
+    """Whether ``op`` on ``state`` may read the stored list ``field_name``.
+
+    predictions: only ``get`` shows them (cognition-data).  future_potentials: only the
+    single-symbol fast path returns them, which needs an STM of at most one symbol before
+    the command (an observe appends to it; an empty observe leaves it), or an
+    ``observe_sequence`` (CLEAR mode empties the STM between its observations)."""
+    if field_name == "predictions":
+        return op == "get"
+    return op == "observe_sequence" or sum(len(e) for e in state.get("stm", ())) <= 1
+
+
+def _external(state: dict[str, Any] | None) -> dict[str, str]:
+    """field -> id of the bulky lists of a stored state that live outside the table."""
+    if not state:
+        return {}
+    out = {}
+    for name, id_key in BULKY.items():
+        ident = state.get(id_key)
+        if ident is not None and name not in state:
+            out[name] = str(ident)
+    return out
+
+
 class Processor:
     """Turns input records into outcomes; owns no I/O."""
 
-    def __init__(self, engine: EngineAdapter, ltm: LtmRegistry, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        engine: EngineAdapter,
+        ltm: LtmRegistry,
+        *,
+        max_bytes: int,
+        external_lists: bool = False,
+    ) -> None:
         self.engine = engine
         self.ltm = ltm
         self.max_bytes = max_bytes
+        self.external_lists = external_lists
 
     def process(
         self,
@@ -105,8 +154,11 @@ class Processor:
         value: bytes | None,
         source: Source,
         lookup: Any,
+        loaded: dict[str, list[dict[str, Any]]] | None = None,
     ) -> Outcome:
-        """Process one record.  ``lookup(session_id)`` returns the stored table value or None."""
+        """Process one record.  ``lookup(session_id)`` returns the stored table value or None;
+        ``loaded`` are the stored state's external lists, when the first call asked for
+        them (``Outcome.needs``)."""
         try:
             env = parse_envelope(value, key, max_bytes=self.max_bytes)
         except EnvelopeError as exc:
@@ -134,6 +186,13 @@ class Processor:
                 {"session_node_id": stored.get("node_id")},
             )
             return self._reject(key, value, source, err.to_dict(), ident, stored)
+        external = _external(state)
+        if external and state is not None:
+            wanted = {f: i for f, i in external.items() if reads(f, env.op, state)}
+            if wanted and loaded is None:
+                return Outcome(session_id=env.session_id, needs=wanted)
+            if wanted and loaded is not None:
+                state = {**state, **{f: loaded.get(f, []) for f in wanted}}
         try:
             h = self.engine.handle(env, source, state, self.ltm.node(env.node_id))
         except KatoError as exc:
@@ -156,17 +215,42 @@ class Processor:
         ]
         if h.cleared is not None:
             events.append((env.node_id, clear_event_dict(env.node_id, h.cleared)))
+        new_state, observed = self._split_lists(state, h.state, external)
         return Outcome(
             key=env.session_id.encode("utf-8"),
             record=record,
             session_id=env.session_id,
             table_value={
                 "node_id": env.node_id if h.state is not None else None,
-                "state": h.state,
+                "state": new_state,
                 "applied": source.to_dict(),
             },
             pattern_events=events,
+            observed=observed,
         )
+
+    def _split_lists(
+        self, old: dict[str, Any] | None, new: dict[str, Any] | None, external: dict[str, str]
+    ) -> tuple[dict[str, Any] | None, dict[str, tuple[str, list[dict[str, Any]]]]]:
+        """The table's state (bulky lists left out where they are stored outside) and the
+        changed lists to store outside."""
+        if not self.external_lists or new is None:
+            return new, {}
+        observed: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        drop = set()
+        for name, id_key in BULKY.items():
+            ident = new.get(id_key)
+            if ident is None:
+                continue  # an empty list: kept inline
+            if ident != (old.get(id_key) if old else None):  # changed: stored, then table
+                observed[name] = (str(ident), new[name])
+                drop.add(name)
+            elif name in external:  # unchanged and already outside
+                drop.add(name)
+            # else unchanged and inline (written before, or after a failed store): stays
+        if drop:
+            new = {k: v for k, v in new.items() if k not in drop}
+        return new, observed
 
     @staticmethod
     def truncate(record: dict[str, Any], size: int, limit: int) -> dict[str, Any]:

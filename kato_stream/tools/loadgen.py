@@ -584,9 +584,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kato_stream import fetch_backoff
     from kato_stream.settings import Settings
 
     s = Settings.from_env()
+    fetch_backoff.install(s.idle_fetch_backoff)
     if (
         args.sessions < 1
         or args.duration <= 0

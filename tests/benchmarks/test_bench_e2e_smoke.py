@@ -32,18 +32,23 @@ def test_bench_stream_smoke(tmp_path: Path) -> None:
         "bench_stream.py", tmp_path / "s.json",
         "--sizes", "40", "--rounds", "1", "--sat-seconds", "1.5", "--paced-seconds", "1.5",
         "--rate", "5", "--window", "10", "--partitions", "2", "--sessions", "2",
+        "--pt-payload", "2000",
     )  # fmt: skip
     assert report["benchmark"] == "stream" and len(report["git_head"]) == 40
     res = report["results"]
     assert res["preload"]["40"]["learned"] == 40
-    assert set(res["summary"]) == {"passthrough", "kato_40"}
+    assert set(res["summary"]) == {"passthrough", "passthrough_payload", "kato_40"}
     for target in res["summary"].values():
         for kind in ("saturated", "paced"):
             t = target[kind]
             assert t["received"] > 0 and t["missing"] == 0 and t["throughput"] > 0
             assert 0 < t["latency_ms"]["p50"] <= t["latency_ms"]["p99"]
     assert res["summary"]["kato_40"]["saturated"]["ratio_to_passthrough"] > 0
+    assert res["summary"]["kato_40"]["saturated"]["ratio_to_payload_passthrough"] > 0
+    sizes = [p["record_bytes"]["mean"] for p in res["phases"]["passthrough_payload"]["saturated"]]
+    assert all(x > 2000 for x in sizes)  # the padding reached the records
     assert "| pass-through Faust agent |" in md
+    assert "| pass-through, kato-sized output records |" in md
 
 
 @pytest.mark.stack

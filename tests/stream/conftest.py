@@ -28,9 +28,9 @@ def stream_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
 def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
     procs: list[WorkerProc] = []
 
-    def spawn(settings: Settings, name: str = "w") -> WorkerProc:
+    def spawn(settings: Settings, name: str = "w", argv: list[str] | None = None) -> WorkerProc:
         s = dataclasses.replace(settings, data_dir=str(tmp_path / f"data-{name}-{len(procs)}"))
-        p = WorkerProc(s, tmp_path / f"{name}-{len(procs)}.log").start()
+        p = WorkerProc(s, tmp_path / f"{name}-{len(procs)}.log", argv).start()
         procs.append(p)
         return p
 
@@ -38,3 +38,7 @@ def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
     for p in procs:
         if p.alive():
             p.kill()
+    # an agent that crashes is restarted by Faust and may still produce the right outputs:
+    # no test may pass over a crash
+    crashed = [p.log_path.name for p in procs if "Crashed reason=" in p.log_tail(10**7)]
+    assert not crashed, f"agent crashed in {crashed}"

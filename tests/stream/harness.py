@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class WorkerProc:
     """``python -m kato_stream.cli worker`` as a subprocess that can be SIGKILLed."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, argv: list[str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.argv = argv or ["-m", "kato_stream.cli", "worker", "--loglevel", "info"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProc:
@@ -40,7 +41,7 @@ class WorkerProc:
         Path(self.settings.data_dir).mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kato_stream.cli", "worker", "--loglevel", "info"],
+            [sys.executable, *self.argv],
             env=env,
             cwd=self.settings.data_dir,
             stdout=self._log,

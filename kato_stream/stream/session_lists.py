@@ -1,0 +1,188 @@
+"""The bulky lists of each session's state, kept in Redis instead of the session table.
+
+KATO keeps a session's last observe-time predictions in the session (spec §4.1; clients see
+them in cognition-data), and kato-stream also keeps the last full-path future potentials
+there (the single-symbol fast path returns them).  In a changelog-backed table that is about
+200 KB per command at the default 100 predictions, written to the changelog on every command
+and held in the worker's memory for every session: the biggest cost of a command.  Here the
+table keeps only their ids (processor.py) and this store keeps the lists, in one hash per
+session and field, ``kato-stream:{app_id}:session:{sid}:{field}``, id -> JSON list (the app id
+keeps deployments that share a Redis apart).
+
+The agent awaits :meth:`ListStore.put` before it writes the table, so the table never names
+a list the store does not hold; a failed put leaves the lists inline in the table value
+(nothing is lost, that command just costs what it did before).  A list a command replaced is
+kept until that command's input offset is committed (:class:`Retired`): until then a crash
+can bring back the table value that names it.  A missing entry (Redis flushed, or its
+eviction policy dropped the key) reads as None, which the agent reports and answers with an
+empty list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from kato_stream import metrics
+from kato_stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LIST_KEY = "kato-stream:{app}:session:{sid}:{field}"
+FIELDS = ("predictions", "future_potentials")
+
+Lists = dict[str, list[dict[str, Any]]]
+
+
+def encode(items: list[Any]) -> bytes:
+    return orjson.dumps(items)
+
+
+def decode(raw: bytes | None) -> list[dict[str, Any]] | None:
+    """The stored list, or None if ``raw`` is missing or not a JSON list."""
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, list) else None
+
+
+class ListStore:
+    """Redis-backed store of each session's bulky lists (a hash per session and field)."""
+
+    def __init__(self, settings: Settings, client: Any = None) -> None:
+        self.settings = settings
+        self.client: Any = client
+        self._owned = client is None
+
+    async def start(self) -> None:
+        if self.client is None:
+            self.client = aioredis.Redis.from_url(
+                self.settings.redis_url,
+                socket_timeout=self.settings.store_timeout,
+                socket_connect_timeout=self.settings.store_timeout,
+            )
+        await self.client.ping()
+
+    async def stop(self) -> None:
+        client, self.client = self.client, None
+        if client is not None and self._owned:
+            await client.aclose()
+
+    def key(self, session_id: str, field_name: str) -> str:
+        return LIST_KEY.format(app=self.settings.app_id, sid=session_id, field=field_name)
+
+    async def put(self, session_id: str, lists: dict[str, tuple[str, list[Any]]]) -> None:
+        """Store the session's new lists, field -> (id, list), in one round trip (raises on
+        a Redis failure: the caller keeps them inline)."""
+        async with self.client.pipeline(transaction=False) as p:
+            for name, (ident, items) in lists.items():
+                p.hset(self.key(session_id, name), ident, encode(items))
+            await p.execute()
+
+    async def get(self, session_id: str, wanted: dict[str, str]) -> dict[str, Any]:
+        """field -> the stored list named by ``wanted[field]``, or None where it is not."""
+        async with self.client.pipeline(transaction=False) as p:
+            for name, ident in wanted.items():
+                p.hget(self.key(session_id, name), ident)
+            raws = await p.execute()
+        return {n: decode(raw) for n, raw in zip(wanted, raws, strict=True)}
+
+    async def forget(self, items: list[tuple[str, str, str]]) -> None:
+        """Drop retired lists, (session, field, id) each (Redis drops an emptied hash)."""
+        async with self.client.pipeline(transaction=False) as p:
+            for sid, name, ident in items:
+                p.hdel(self.key(sid, name), ident)
+            await p.execute()
+
+
+def retired_lists(before: dict[str, Any] | None, outcome: Any) -> list[tuple[str, str, str]]:
+    """The stored lists a command's outcome replaces: (session, field, old id) for each list
+    kept outside the table whose id changed (all of them when it closed the session)."""
+    sid, value = outcome.session_id, outcome.table_value
+    if not sid or value is None or not before or not before.get("state"):
+        return []
+    old = before["state"]
+    new = value["state"] or {}
+    out: list[tuple[str, str, str]] = []
+    for name in FIELDS:
+        old_id = old.get(f"{name}_id")
+        if old_id is not None and name not in old and new.get(f"{name}_id") != old_id:
+            out.append((sid, name, str(old_id)))
+    return out
+
+
+class Retired:
+    """Lists replaced (or sessions closed) by commands whose input offsets are not committed
+    yet: deletable once they are, since no recovery can bring the old table value back."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[Any, int, str, str, str]] = deque()
+
+    def add(
+        self, tp: Any, offset: int, session_id: str, name: str | None, ident: str | None
+    ) -> None:
+        self._items.append((tp, offset, session_id, name, ident))
+
+    def due(self, committed: Callable[[Any], int]) -> list[tuple[str, str, str]]:
+        """Remove and return the entries whose command's offset is committed."""
+        out, keep = [], deque()
+        while self._items:
+            tp, offset, sid, name, ident = self._items.popleft()
+            if committed(tp) > offset:
+                out.append((sid, name, ident))
+            else:
+                keep.append((tp, offset, sid, name, ident))
+        self._items = keep
+        return out
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+async def settle_put(
+    put: asyncio.Future[None],
+    table_value: dict[str, Any],
+    lists: dict[str, tuple[str, list[Any]]],
+) -> bool:
+    """Wait for a put started with the command's sends; if it failed, put the lists back
+    into ``table_value``'s state (the table then holds them, as with ``table``).
+
+    Returns whether the store holds them."""
+    try:
+        await put
+        return True
+    except Exception as exc:  # Redis unavailable: nothing may be lost
+        log.warning("storing session lists in Redis failed: %s", exc)
+        metrics.observe_lists_fallback("put")
+        inline = {name: items for name, (_, items) in lists.items()}
+        table_value["state"] = {**table_value["state"], **inline}
+        return False
+
+
+async def load_or_empty(store: ListStore | None, session_id: str, wanted: dict[str, str]) -> Lists:
+    """The session's stored lists named by ``wanted``; [] (logged and counted) for each that
+    the store cannot give."""
+    got: dict[str, Any] = {}
+    if store is not None:
+        try:
+            got = await store.get(session_id, wanted)
+        except Exception as exc:
+            log.warning("reading session lists from Redis failed: %s", exc)
+    out: Lists = {}
+    for name, ident in wanted.items():
+        items = got.get(name)
+        if items is None:
+            log.warning("%s %s of session %s is not in Redis: using []", name, ident, session_id)
+            metrics.observe_lists_fallback("get")
+            items = []
+        out[name] = items
+    return out
