@@ -17,7 +17,8 @@ after each) at a fixed ``--rate``:
    differs; then ``--mem-sessions-predict`` sessions (100) the same with predictions on, on
    the preloaded node.  Measured: the session-table value of each session as the worker
    wrote it to the table's changelog topic (bytes, split into STM / predictions /
-   future_potentials / rest) and the worker's RSS growth per session.
+   future_potentials / rest), the worker's RSS growth per session and the bytes of the
+   session's lists in Redis (KATO_STREAM_SESSION_LISTS=redis keeps them there).
 
 Knob values are applied per session by default (``--via session``: ``open`` with ``config``,
 one worker and one knowledge base for every row; the effective config of a ``get`` is checked
@@ -271,6 +272,7 @@ async def memory_phase(
     values = await read_changelog(s.kafka_bootstrap, f"{s.app_id}-sessions-changelog", set(names))
     parts = [value_parts(v) for v in values.values()]
     n = len(parts)
+    redis_bytes = await session_list_bytes(s, names)
     mean = {k: round(sum(p[k] for p in parts) / n, 1) for k in parts[0]} if parts else {}
     tr.reset()
     return {
@@ -287,7 +289,26 @@ async def memory_phase(
         "rss_before_bytes": rss0,
         "rss_after_bytes": rss1,
         "rss_growth_per_session_bytes": round((rss1 - rss0) / sessions, 1),
+        "redis_list_bytes_per_session": round(redis_bytes / sessions, 1),
     }
+
+
+async def session_list_bytes(s: Any, names: list[str]) -> int:
+    """Bytes of the lists the sessions keep in Redis (KATO_STREAM_SESSION_LISTS=redis): the
+    JSON values of their hashes, summed (replaced lists not dropped yet included)."""
+    import redis.asyncio as aioredis
+
+    from kato_stream.stream.session_lists import FIELDS, LIST_KEY
+
+    r = aioredis.Redis.from_url(s.redis_url)
+    try:
+        async with r.pipeline(transaction=False) as p:
+            for sid in names:
+                for f in FIELDS:
+                    p.hvals(LIST_KEY.format(app=s.app_id, sid=sid, field=f))
+            return sum(len(v) for vals in await p.execute() for v in vals)
+    finally:
+        await r.aclose()
 
 
 async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
@@ -447,8 +468,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "| `STM_MODE` | predictions | sessions | STM events | table value bytes (STM / "
             "predictions / future_potentials / percept / rest) | patterns learned per session "
-            "| worker RSS growth per session |",
-            "|---|---|---:|---:|---|---:|---:|",
+            "| worker RSS growth per session | session lists in Redis per session |",
+            "|---|---|---:|---:|---|---:|---:|---:|",
         ]
         for row in r["stm_mode"]["data"]:
             b = row["table_value_bytes_mean"]
@@ -458,7 +479,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"({b['stm']:,.0f} / {b['predictions']:,.0f} / {b['future_potentials']:,.0f} / "
                 f"{b['percept_data']:,.0f} / {b['rest']:,.0f}) | "
                 f"{row['learned_patterns_per_session']:g} | "
-                f"{row['rss_growth_per_session_bytes'] / 1024:,.1f} KiB |"
+                f"{row['rss_growth_per_session_bytes'] / 1024:,.1f} KiB | "
+                + (
+                    f"{row['redis_list_bytes_per_session']:,.0f} B |"
+                    if "redis_list_bytes_per_session" in row
+                    else "- |"
+                )
             )
     return "\n".join(lines)
 

@@ -9,7 +9,12 @@ storage inside the worker), then two Faust processes on the same broker:
   ``passthrough`` sub-command) built with the same ``faust.App`` options, consuming its own
   input topic of the same partition count; per message it parses the envelope, reads and
   writes one table entry, sends one small record (with the msg_id) to its output topic and
-  awaits the send, as the real agent does.
+  awaits the send, as the real agent does;
+* ``passthrough_payload`` (``--pt-payload BYTES``, default 150,000: about a kato output
+  record at 100 predictions; 0 = off): the same agent in a second process on its own
+  topics, whose output records carry ``BYTES`` of padding.  It is the plumbing limit for
+  records of kato's size, so the gap between it and kato is the stream layer's and the
+  engine's own cost.  The goal is still stated against the plain pass-through.
 
 The knowledge bases (``--sizes``, default 1,000 and 10,000 patterns, one node each) are
 preloaded THROUGH THE STREAM with ordinary learn commands (loadgen's ``preload_patterns``,
@@ -29,6 +34,11 @@ Per target and round, two phases:
   latency there is mostly queueing (about window / throughput);
 * ``paced``: a fixed moderate ``--rate`` msgs/s, the same for every target: latency
   p50/p95/p99 from publish to the prediction record.
+
+Every target's output topic gets ``retention.ms`` = ``--output-retention-ms`` (30 s): noida-db
+keeps all it stores in one JSON file that it rewrites as a whole (about 4 bytes of JSON per
+payload byte), so output kept from earlier phases (150 KB records) would slow the broker for
+every later phase, whichever target wrote it.
 
 Rounds alternate the order of the targets (round 2 runs them in reverse) so that drift in
 the machine's load hits every target alike; the summary pools the rounds.  Each phase also
@@ -72,6 +82,8 @@ from kato_stream.topics import TopicSpec, create_topics, topic_specs  # noqa: E4
 
 PREFIX = "bench"
 PT_PREFIX = "benchpt"
+PT_PAYLOAD_PREFIX = "benchptp"
+PAD_ENV = "KATO_BENCH_PT_PAD"  # output padding of a pass-through process (bytes)
 
 # -- machine and process accounting ---------------------------------------------------------
 
@@ -171,8 +183,11 @@ class CpuMeter:
 # -- processes --------------------------------------------------------------------------------
 
 
-def spawn(argv: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], s: Settings, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, **s.to_env(), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env.update(extra_env or {})
     Path(s.data_dir).mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         return subprocess.Popen(argv, cwd=s.data_dir, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -221,9 +236,13 @@ def run_passthrough(settings: Settings) -> None:
     import faust
     import orjson
 
+    from kato_stream import fetch_backoff
     from kato_stream.stream import codecs
+    from kato_stream.stream.app import QuietWorker
 
+    pad = int(os.environ.get(PAD_ENV, "0"))
     codecs.register_faust_codec()
+    fetch_backoff.install(settings.idle_fetch_backoff)  # the same plumbing as the worker's
     app = faust.App(settings.app_id, **faust_app_options(settings))
 
     def raw(name: str) -> Any:
@@ -252,14 +271,15 @@ def run_passthrough(settings: Settings) -> None:
             doc = orjson.loads(msg.value)
             sid = str(doc.get("session_id"))
             prev = table.get(sid) or {"n": 0}
-            out = codecs.dumps(
-                {
-                    "msg_id": doc.get("msg_id"),
-                    "session_id": sid,
-                    "op": doc.get("op"),
-                    "status": "ok",
-                }
-            )
+            record = {
+                "msg_id": doc.get("msg_id"),
+                "session_id": sid,
+                "op": doc.get("op"),
+                "status": "ok",
+            }
+            if pad:
+                record["pad"] = "x" * pad
+            out = codecs.dumps(record)
             elapsed = time.perf_counter() - t0
             fut = await dst.send(
                 key=msg.key, value=out, headers=[("kato-processing-seconds", b"%.6f" % elapsed)]
@@ -267,7 +287,7 @@ def run_passthrough(settings: Settings) -> None:
             await fut  # acknowledged before the table write, as the real agent
             table[sid] = {"n": prev["n"] + 1, "last": doc.get("msg_id")}
 
-    faust.Worker(app, loglevel="warning", redirect_stdouts=False).execute_from_commandline()
+    QuietWorker(app, loglevel="warning", redirect_stdouts=False).execute_from_commandline()
 
 
 class Rig:
@@ -280,21 +300,35 @@ class Rig:
         partitions: int,
         passthrough: bool,
         worker_env: dict[str, str] | None = None,
+        pt_payload: int = 0,
+        output_retention_ms: int = 0,
     ) -> None:
         self.tmp = tmp
         self.partitions = partitions
         self.want_passthrough = passthrough
+        self.pt_payload = pt_payload
+        self.output_retention_ms = output_retention_ms
         self.worker_env = worker_env or {}
         self.stack = EmbeddedStack(tmp / "stack", timeout=60)
         self.worker: subprocess.Popen[bytes] | None = None
         self.passthrough: subprocess.Popen[bytes] | None = None
+        self.passthrough_payload: subprocess.Popen[bytes] | None = None
         self.settings: Settings | None = None
         self.pt_settings: Settings | None = None
+        self.ptp_settings: Settings | None = None
+
+    def _retention(self) -> dict[str, str]:
+        """Topic configs of every target's output topic (the same for all)."""
+        if not self.output_retention_ms:
+            return {}
+        return {"retention.ms": str(self.output_retention_ms)}
 
     def pids(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {"worker": self.worker.pid if self.worker else None}
         if self.passthrough is not None:
             out["passthrough"] = self.passthrough.pid
+        if self.passthrough_payload is not None:
+            out["passthrough_payload"] = self.passthrough_payload.pid
         names = {"noida-db": "broker", "redis-server": "redis"}
         for p in self.stack.processes:
             out[names.get(p.name, p.name)] = p.pid
@@ -312,41 +346,64 @@ class Rig:
             web_port=free_port(),
         )
         self.settings = s
-        await create_topics(s.kafka_bootstrap, topic_specs(s))
+        specs = [
+            dataclasses.replace(t, configs={**t.configs, **self._retention()})
+            if t.name == s.topic("predictions")
+            else t
+            for t in topic_specs(s)
+        ]
+        await create_topics(s.kafka_bootstrap, specs)
         self.worker = spawn(
             [sys.executable, "-m", "kato_stream.cli", "worker"], s, self.tmp / "worker.log"
         )
         if self.want_passthrough:
-            pt = dataclasses.replace(
-                s,
-                topic_prefix=PT_PREFIX,
-                app_id="kato-stream-bench-pt",
-                data_dir=str(self.tmp / "passthrough"),
-                web_port=0,
+            self.pt_settings, self.passthrough = await self._passthrough(
+                s, PT_PREFIX, "passthrough", 0
             )
-            self.pt_settings = pt
-            await create_topics(
-                pt.kafka_bootstrap,
-                [
-                    TopicSpec(pt.topic("observations"), pt.partitions),
-                    TopicSpec(pt.topic("predictions"), pt.partitions),
-                ],
-            )
-            self.passthrough = spawn(
-                [sys.executable, str(Path(__file__).resolve()), "passthrough"],
-                pt,
-                self.tmp / "passthrough.log",
-            )
+            if self.pt_payload:
+                self.ptp_settings, self.passthrough_payload = await self._passthrough(
+                    s, PT_PAYLOAD_PREFIX, "passthrough_payload", self.pt_payload
+                )
         return self
 
+    async def _passthrough(
+        self, s: Settings, prefix: str, name: str, pad: int
+    ) -> tuple[Settings, subprocess.Popen[bytes]]:
+        pt = dataclasses.replace(
+            s,
+            topic_prefix=prefix,
+            app_id=f"kato-stream-bench-{prefix}",
+            data_dir=str(self.tmp / name),
+            web_port=0,
+        )
+        await create_topics(
+            pt.kafka_bootstrap,
+            [
+                TopicSpec(pt.topic("observations"), pt.partitions),
+                TopicSpec(pt.topic("predictions"), pt.partitions, self._retention()),
+            ],
+        )
+        proc = spawn(
+            [sys.executable, str(Path(__file__).resolve()), "passthrough"],
+            pt,
+            self.tmp / f"{name}.log",
+            {PAD_ENV: str(pad)},
+        )
+        return pt, proc
+
     def check_alive(self) -> None:
-        for name, proc in (("worker", self.worker), ("passthrough", self.passthrough)):
+        for name, proc in (
+            ("worker", self.worker),
+            ("passthrough", self.passthrough),
+            ("passthrough_payload", self.passthrough_payload),
+        ):
             if proc is not None and proc.poll() is not None:
                 log = self.tmp / f"{name}.log"
                 raise RuntimeError(f"{name} exited:\n{log.read_text(errors='replace')[-3000:]}")
 
     async def stop(self) -> None:
         stop_proc(self.passthrough)
+        stop_proc(self.passthrough_payload)
         stop_proc(self.worker)
         await self.stack.stop()
 
@@ -421,12 +478,23 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
     nodes = {n: f"bench-{n}" for n in sizes}
     meter = CpuMeter(rig.pids)
     out: dict[str, Any] = {"preload": {}, "ready_s": {}}
-    async with (
-        LoadClient(s.kafka_bootstrap, s.topic("observations"), s.topic("predictions")) as kc,
-        LoadClient(pt.kafka_bootstrap, pt.topic("observations"), pt.topic("predictions")) as pc,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        kc = await stack.enter_async_context(
+            LoadClient(s.kafka_bootstrap, s.topic("observations"), s.topic("predictions"))
+        )
+        pc = await stack.enter_async_context(
+            LoadClient(pt.kafka_bootstrap, pt.topic("observations"), pt.topic("predictions"))
+        )
         out["ready_s"]["kato"] = await wait_ready(kc, nodes[sizes[0]])
         out["ready_s"]["passthrough"] = await wait_ready(pc, "pt-node")
+        targets: list[tuple[str, LoadClient, str, int]] = [("passthrough", pc, "pt-node", sizes[0])]
+        ptp = rig.ptp_settings
+        if ptp is not None:
+            ppc = await stack.enter_async_context(
+                LoadClient(ptp.kafka_bootstrap, ptp.topic("observations"), ptp.topic("predictions"))
+            )
+            out["ready_s"]["passthrough_payload"] = await wait_ready(ppc, "ptp-node")
+            targets.append(("passthrough_payload", ppc, "ptp-node", sizes[0]))
         for n in sizes:
             meter.start()
             rep = await preload_patterns(
@@ -444,7 +512,6 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
             print(f"preloaded {n} patterns in {rep['seconds']:.1f}s", file=sys.stderr)
             rig.check_alive()
 
-        targets: list[tuple[str, LoadClient, str, int]] = [("passthrough", pc, "pt-node", sizes[0])]
         targets += [(f"kato_{n}", kc, nodes[n], n) for n in sizes]
         phases: dict[str, dict[str, list[dict[str, Any]]]] = {
             t[0]: {"saturated": [], "paced": []} for t in targets
@@ -452,7 +519,7 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
         for rnd in range(args.rounds):
             order = targets if rnd % 2 == 0 else list(reversed(targets))
             for name, client, node, n in order:
-                proc = "passthrough" if name == "passthrough" else "worker"
+                proc = name if name.startswith("passthrough") else "worker"
                 pats = all_patterns[:n]
                 for kind, kw in (
                     (
@@ -498,8 +565,13 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
             if b["throughput"]
         ]
         sat["ratio_to_passthrough_per_round"] = rounds
-        if name != "passthrough":
+        if name.startswith("kato_"):
             sat["goal_half_passthrough_met"] = bool(base) and sat["throughput"] >= base / 2
+            if "passthrough_payload" in summary:
+                pbase = summary["passthrough_payload"]["saturated"]["throughput"]
+                sat["ratio_to_payload_passthrough"] = (
+                    round(sat["throughput"] / pbase, 4) if pbase else None
+                )
     for kinds in phases.values():
         for ps in kinds.values():
             for p in ps:
@@ -526,11 +598,10 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, kinds in r["summary"].items():
         sat, pac = kinds["saturated"], kinds["paced"]
-        label = (
-            "pass-through Faust agent"
-            if name == "passthrough"
-            else (f"kato worker, {int(name.split('_')[1]):,} patterns")
-        )
+        label = {
+            "passthrough": "pass-through Faust agent",
+            "passthrough_payload": "pass-through, kato-sized output records",
+        }.get(name) or f"kato worker, {int(name.split('_')[1]):,} patterns"
         ratio = sat["ratio_to_passthrough"]
         rounds = ", ".join(f"{x:.3f}" for x in sat["ratio_to_passthrough_per_round"])
         preds = pac["observe_predictions_mean"]
@@ -556,16 +627,32 @@ def markdown(report: dict[str, Any]) -> str:
         f"{int(k.split('_')[1]):,} patterns: {'met' if v['saturated']['goal_half_passthrough_met'] else 'NOT met'}"
         f" ({v['saturated']['ratio_to_passthrough']:.3f} of pass-through)"
         for k, v in r["summary"].items()
-        if k != "passthrough"
+        if k.startswith("kato_")
     ]
     lines += ["", "Goal (at least half the pass-through rate): " + "; ".join(goals) + "."]
+    vs_payload = [
+        f"{int(k.split('_')[1]):,} patterns: {v['saturated']['ratio_to_payload_passthrough']:.3f}"
+        for k, v in r["summary"].items()
+        if k.startswith("kato_") and v["saturated"].get("ratio_to_payload_passthrough")
+    ]
+    if vs_payload:
+        lines += [
+            "",
+            "Against the pass-through with kato-sized records: " + "; ".join(vs_payload) + ".",
+        ]
     return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     mach = machine()
-    rig = Rig(tmp, partitions=args.partitions, passthrough=True)
+    rig = Rig(
+        tmp,
+        partitions=args.partitions,
+        passthrough=True,
+        pt_payload=args.pt_payload,
+        output_retention_ms=args.output_retention_ms,
+    )
     try:
         await rig.start()
         result = await bench(args, rig)
@@ -591,6 +678,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "paced_seconds",
                 "rounds",
                 "seed",
+                "pt_payload",
+                "output_retention_ms",
             )
         },  # fmt: skip
         "results": result,
@@ -605,6 +694,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", default="1000,10000", help="knowledge-base sizes (patterns)")
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--sessions", type=int, default=8)
+    p.add_argument(
+        "--output-retention-ms",
+        type=int,
+        default=30_000,
+        help="retention.ms of every target's output topic (0 = the topic's own): noida-db "
+        "rewrites all it stores as one JSON file, so kept output slows every later phase",
+    )
+    p.add_argument(
+        "--pt-payload",
+        type=int,
+        default=150_000,
+        help="padding bytes of the second pass-through's records (0 = no second one)",
+    )
     p.add_argument("--window", type=int, default=50, help="in-flight cap when saturating")
     p.add_argument("--rate", type=float, default=3.0, help="paced phase msgs/s (all targets)")
     p.add_argument("--sat-seconds", type=float, default=10.0)
