@@ -5,8 +5,10 @@ every worker folds from ``kato.patterns`` (:class:`~kato_stream.stream.ltm.LtmRe
 A gateway in its own process follows the topic itself (a :class:`PatternFollower`); a
 gateway running inside a worker process (``kato-stream dev``) shares the worker's registry.
 Either way no ClickHouse connection is needed, which matters for embedded chdb (one process
-per data directory).  A learn's event reaches the follower within one poll; a miss waits a
-short bounded time for it, so a read right after a learn sees the pattern.
+per data directory).  A read first waits (bounded) until the follower has applied every event
+that was on the topic when the read came in (:meth:`PatternFollower.sync`): a worker answers a
+learn only once its event is on the topic, so a read after a learn's answer sees it, new
+pattern or higher frequency alike.
 
 Symbol statistics and affinities are read from Redis under KATO's keys (spec §7.2), which
 the persister writes as KATO does.
@@ -14,8 +16,7 @@ the persister writes as KATO does.
 
 from __future__ import annotations
 
-import asyncio
-import time
+import logging
 from typing import TYPE_CHECKING, Any
 
 from kato_stream.stores.kb_id import kb_id
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     from kato_stream.gateway.service import Gateway
     from kato_stream.stream.ltm import LtmRegistry
 
-MISS_WAIT_SECONDS = 1.0
+log = logging.getLogger(__name__)
+SYNC_WAIT_SECONDS = 1.0  # longest wait for the follower before answering from what it has
 
 
 def _lookup(ltm: LtmRegistry, kb: str, service: str, name: str) -> dict[str, Any] | None:
@@ -45,13 +47,11 @@ async def pattern_body(
     """KATO's pattern record (``name`` with ``PTRN|``) or None when the node has no such pattern."""
     if gw.ltm is None:
         return None
-    service = gw.settings.service_name
-    deadline = time.monotonic() + MISS_WAIT_SECONDS
-    while True:
-        found = _lookup(gw.ltm, kb, service, pattern_id)
-        if found is not None or time.monotonic() >= deadline:
-            return found
-        await asyncio.sleep(0.05)
+    if gw.follower is not None and not await gw.follower.sync(SYNC_WAIT_SECONDS):
+        log.warning(
+            "pattern follower behind the topic after %ss: reading it as is", SYNC_WAIT_SECONDS
+        )
+    return _lookup(gw.ltm, kb, gw.settings.service_name, pattern_id)
 
 
 def _text(v: bytes | str) -> str:

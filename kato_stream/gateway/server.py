@@ -56,12 +56,14 @@ def attach_to_worker(
     """Serve the gateway from ``worker``'s Faust app (started and stopped with it).
 
     ``worker`` is a :class:`kato_stream.stream.app.Worker`; the gateway shares its
-    ``ltm``.  ``on_ready`` gets the base URL once the socket listens (default: print it).
+    ``ltm`` and pattern follower.  ``on_ready`` gets the base URL once the socket listens (default: print it).
     """
     import mode
 
     settings: Settings = worker.settings
-    gateway = Gateway(settings, ltm=worker.ltm, stm_info=lambda: _stm_info(worker))
+    gateway = Gateway(
+        settings, ltm=worker.ltm, follower=worker.follower, stm_info=lambda: _stm_info(worker)
+    )
     server = _QuietServer(_config(create_app(gateway), host, port))
     url = f"http://{host}:{port}"
 

@@ -39,6 +39,8 @@ class Gateway:
     stream: StreamClient | None = None
     ltm: LtmRegistry | None = None
     """Long-term memory for pattern reads; None = follow ``kato.patterns`` here (own copy)."""
+    follower: PatternFollower | None = None
+    """What fills ``ltm``: pattern reads wait for it to reach the topic's end (patterns.py)."""
     request_timeout: float = 30.0
     stm_info: Callable[[], dict[str, Any]] | None = None
     """Inside a worker: describes the worker's STM table (``GET /distributed-stm/stats``)."""
@@ -76,6 +78,7 @@ class Gateway:
             )
             await follower.start()
             self._owned.append(follower)
+            self.follower = follower
         self._sessions = SessionRegistry(self.redis, default_ttl=self.settings.session_ttl)
         self.started_at = time.time()
 

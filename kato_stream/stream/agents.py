@@ -1,8 +1,9 @@
 """The command agent: the thin I/O loop around :class:`~kato_stream.stream.processor.Processor`.
 
 Per batch of input records (batch.py): process each in order and send its pattern events,
-dead letter and output record (timing in headers); wait until the broker has acknowledged
-them all, and only then write the sessions' table values (reassigned, never mutated in place:
+dead letter and output record (timing in headers; a learn's output only once its pattern
+event is acknowledged); wait until the broker has acknowledged them all, and only then write
+the sessions' table values (reassigned, never mutated in place:
 only assignment reaches the changelog) and acknowledge the input offsets.  The agent waits
 for the LTM to be rebuilt before its first record.
 """
@@ -105,6 +106,10 @@ def register_agents(w: Worker) -> None:
             await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
             for node_id, pe in outcome.pattern_events
         ]
+        if futures:
+            # the learn's answer only once its event is on kato.patterns: whoever reads the
+            # topic after seeing the answer finds the learn (the gateway's pattern reads)
+            await asyncio.gather(*futures)
         if outcome.dead_letter is not None:
             futures.append(await w.dlq_topic.send(key=key, value=codecs.dumps(outcome.dead_letter)))
         out_value = codecs.dumps(outcome.record)

@@ -169,6 +169,8 @@ class PatternFollower:
         self.errors = 0
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._applied: dict[int, int] = {}
+        """Partition -> offset after the last event applied (what :meth:`sync` waits for)."""
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -215,6 +217,7 @@ class PatternFollower:
         self.bootstrap_report.start_offsets = {
             tp.partition: starts.get(tp.partition, 0) for tp in tps
         }
+        self._applied = dict(self.bootstrap_report.start_offsets)
         self._task = asyncio.create_task(self._run(end, starts), name="kato-ltm-follower")
 
     # -- bootstrap from the durable stores -----------------------------------------------
@@ -346,6 +349,8 @@ class PatternFollower:
                             del self.delays[:5_000]
                     if tp in pending and msg.offset + 1 >= pending[tp]:
                         del pending[tp]
+                if msgs:
+                    self._applied[tp.partition] = msgs[-1].offset + 1
             if pending:
                 # partitions already at their end produce no records: check positions
                 for tp in list(pending):
@@ -353,6 +358,26 @@ class PatternFollower:
                         del pending[tp]
             if not pending and not self.ready.is_set():
                 self._set_ready()
+
+    async def sync(self, timeout: float) -> bool:
+        """Wait until every event that is on the topic now has been applied: a read of the
+        registry after this sees every learn acknowledged before the call.  False if the
+        follower is not running or ``timeout`` passed first (the caller reads what there is).
+        """
+        consumer = self._consumer
+        if consumer is None or self._task is None or self._task.done():
+            return False
+        tps = list(consumer.assignment())
+        try:
+            end = await asyncio.wait_for(consumer.end_offsets(tps), timeout)
+        except Exception:  # broker unreachable or slow: no barrier
+            return False
+        deadline = time.monotonic() + timeout
+        while any(self._applied.get(tp.partition, 0) < off for tp, off in end.items()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
     def _set_ready(self) -> None:
         r = self.bootstrap_report

@@ -181,3 +181,18 @@ async def test_deviation_sort_symbols_and_persistence_honoured(http: httpx.Async
         "pattern"
     ]
     assert pat["frequency"] == 3 and len(pat["emotives"]) == 2
+
+
+async def test_pattern_read_after_each_learn_sees_it(http: httpx.AsyncClient) -> None:
+    """Read-your-writes (docs/gateway.md "Pattern reads"): a GET right after a learn's answer
+    shows that learn, a new pattern or a raised frequency alike, although the gateway's copy
+    of the long-term memory is filled from the pattern topic."""
+    s = await _session(http)
+    sid, nid = s["session_id"], s["node_id"]
+    for i in range(1, 7):
+        await _observe(http, sid, strings=["p"])
+        await _observe(http, sid, strings=["q"])
+        name = (await http.post(f"/sessions/{sid}/learn")).json()["pattern_name"]
+        body = (await http.get(f"/pattern/{name}", params={"node_id": nid})).json()["pattern"]
+        assert body["status"] == "okay", body
+        assert body["pattern"]["frequency"] == i

@@ -4,6 +4,7 @@ and its ``kato_patterns_total`` gauge, a repeated learn changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from kato_stream import metrics
@@ -55,3 +56,27 @@ async def test_remote_learns_update_the_ltm_and_the_gauge(stack_settings: Settin
         assert metrics.REGISTRY.get_sample_value("kato_patterns_total", label) == 2
     finally:
         await follower.stop()
+
+
+async def test_sync_waits_until_the_topic_end_is_applied(stack_settings: Settings) -> None:
+    """``sync`` is the read barrier of the gateway's pattern reads: once it returns True,
+    every event published before the call is in the registry (tail pause set long, so
+    without the wait the reads below would find the old frequency)."""
+    s = dataclasses.replace(stack_settings, tail_fetch_backoff=0.2)
+    await setup_topics(s)
+    node = f"sync-{s.topic_prefix}"
+    key = node.encode()
+    topic = s.topic("patterns")
+    reg = LtmRegistry()
+    follower = PatternFollower(s.kafka_bootstrap, topic, reg, s)
+    assert not await follower.sync(1.0)  # not started: no barrier, says so
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 60)
+        for i in range(1, 6):
+            await publish(s.kafka_bootstrap, topic, [(key, _learn(node, f"r{i}", [["x"], ["y"]]))])
+            assert await follower.sync(10.0)
+            assert [r.frequency for r in reg.node(node).kb.patterns.values()] == [i]
+    finally:
+        await follower.stop()
+    assert not await follower.sync(1.0)  # stopped: no barrier

@@ -95,17 +95,21 @@ async def test_sigkill_mid_stream_then_restart(
     # the durable stores hold the same frequencies: nothing lost, nothing doubled
     want_kb = kb_summary(want_ltm)
 
-    async def redis_matches() -> bool:
+    async def redis_mismatches() -> dict[str, tuple[int, int | None]]:
+        """``{node/pattern: (wanted, in Redis)}`` for every frequency Redis does not hold yet."""
+        out: dict[str, tuple[int, int | None]] = {}
         for node, pats in want_kb.items():
             for name, freq in pats.items():
                 meta = await redis_store.get_pattern_meta(node, name.removeprefix("PTRN|"))
-                if meta is None or meta["frequency"] != freq:
-                    return False
-        return True
+                have = None if meta is None else meta["frequency"]
+                if have != freq:
+                    out[f"{node}/{name}"] = (freq, have)
+        return out
 
-    deadline = time.monotonic() + 60
-    while not await redis_matches() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 90
+    while await redis_mismatches() and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-    assert await redis_matches()
+    wrong = await redis_mismatches()
+    assert not wrong, (wrong, w1.log_tail(3000), w2.log_tail(6000))
     w2.stop()  # SIGTERM: the persister flushes its last batch, chdb is released
     assert chdb_frequencies(s, sorted(want_kb)) == want_kb
