@@ -253,7 +253,7 @@ async def test_worker_keeps_observe_predictions_in_redis(
     )
     assert s.session_lists == "redis"  # the default
     await setup_topics(s)
-    items = mixed_stream(3, range(3))
+    items = mixed_stream(3, range(3), prefix=s.topic_prefix)  # node ids of this test only
     sent = await publish(s.kafka_bootstrap, s.topic("observations"), items)
     w = spawn_worker(s)
     recs = await collect(s.kafka_bootstrap, s.topic("predictions"), len(items), timeout=120)

@@ -42,7 +42,8 @@ async def test_sigkill_mid_stream_then_restart(
         stream_settings, persist=True, clickhouse_url=f"chdb://{tmp_path / 'chdb'}"
     )
     await setup_topics(s)
-    items = mixed_stream(sessions=6, rounds=range(40))
+    # node ids of this test only: Redis is shared by the whole run (tests/conftest.py)
+    items = mixed_stream(sessions=6, rounds=range(40), prefix=s.topic_prefix)
     sent = await publish(s.kafka_bootstrap, s.topic("observations"), items)
     want, want_ltm, _ = expected_outputs(sent, s)
 
