@@ -302,8 +302,10 @@ class Rig:
         worker_env: dict[str, str] | None = None,
         pt_payload: int = 0,
         output_retention_ms: int = 0,
+        compression: str = "none",
     ) -> None:
         self.tmp = tmp
+        self.compression = compression
         self.partitions = partitions
         self.want_passthrough = passthrough
         self.pt_payload = pt_payload
@@ -344,6 +346,7 @@ class Rig:
             partitions=self.partitions,
             data_dir=str(self.tmp / "worker"),
             web_port=free_port(),
+            producer_compression=self.compression,  # the pass-throughs inherit it
         )
         self.settings = s
         specs = [
@@ -652,6 +655,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         passthrough=True,
         pt_payload=args.pt_payload,
         output_retention_ms=args.output_retention_ms,
+        compression=args.compression,
     )
     try:
         await rig.start()
@@ -680,6 +684,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "seed",
                 "pt_payload",
                 "output_retention_ms",
+                "compression",
             )
         },  # fmt: skip
         "results": result,
@@ -706,6 +711,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=150_000,
         help="padding bytes of the second pass-through's records (0 = no second one)",
+    )
+    p.add_argument(
+        "--compression",
+        default="none",
+        choices=("none", "gzip", "lz4", "snappy", "zstd"),
+        help="producer compression of every target (KATO_STREAM_PRODUCER_COMPRESSION)",
     )
     p.add_argument("--window", type=int, default=50, help="in-flight cap when saturating")
     p.add_argument("--rate", type=float, default=3.0, help="paced phase msgs/s (all targets)")
