@@ -188,7 +188,7 @@ class Settings:
     producer_compression: str = setting(
         "KATO_STREAM_PRODUCER_COMPRESSION",
         "none",
-        "Kafka producer compression: none, gzip, lz4, snappy or zstd (lz4/snappy/zstd need cramjam).",
+        "Kafka producer compression: none, gzip, lz4, snappy or zstd (consumers must support it).",
         check=_codec_available,
     )
     producer_linger_ms: int = setting(
