@@ -77,3 +77,23 @@ def test_bench_e2e_tuning_smoke(tmp_path: Path) -> None:
     assert modes[("CLEAR", False)]["table_value_bytes_mean"]["stm_events"] == 2
     assert modes[("ROLLING", False)]["table_value_bytes_mean"]["stm_events"] == 4
     assert "| `RECALL_THRESHOLD` |" in md and "| `STM_MODE` |" in md
+
+
+def test_bench_compression_smoke(tmp_path: Path) -> None:
+    report, stdout = _run(
+        "bench_compression.py",
+        tmp_path / "c.json",
+        "--patterns",
+        "60",
+        "--records",
+        "4",
+        "--repeat",
+        "1",
+    )
+    res = report["results"]
+    assert res["records"] == 4 and res["mean_bytes_in"] > 10_000  # records with predictions
+    assert set(res["codecs"]) == {"gzip", "lz4", "snappy", "zstd"}
+    for name, row in res["codecs"].items():
+        assert 0 < row["mean_bytes_out"] < res["mean_bytes_in"], name
+        assert row["ratio"] > 1 and row["compress_ms_per_record"] >= 0, name
+        assert f"| {name} |" in stdout
