@@ -7,8 +7,11 @@ with the pause it fetches at most about once per pause, and records still arrive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 
 import faust
 import pytest
@@ -22,23 +25,36 @@ from kato_stream.topics import TopicSpec, create_topics
 pytestmark = pytest.mark.timeout(120)
 
 
-async def _idle_fetches(bootstrap: str, topic: str, seconds: float) -> tuple[int, bytes]:
-    """Fetch requests an idle consumer sends in ``seconds``, then a record sent to it."""
-    calls = [0]
+@contextlib.contextmanager
+def counting_fetches() -> Iterator[Counter[int]]:
+    """Fetch requests sent while inside, per fetcher (``id`` of the consumer's ``_fetcher``).
+
+    Wraps aiokafka's fetch step on top of whatever is installed (the pause or not), so the
+    count is what the broker sees."""
+    counts: Counter[int] = Counter()
     inner = fetcher.Fetcher._proc_fetch_request
 
     async def counting(self, *a, **k):  # type: ignore[no-untyped-def]
-        calls[0] += 1
+        counts[id(self)] += 1
         return await inner(self, *a, **k)
 
     fetcher.Fetcher._proc_fetch_request = counting
+    try:
+        yield counts
+    finally:
+        fetcher.Fetcher._proc_fetch_request = inner
+
+
+async def _idle_fetches(bootstrap: str, topic: str, seconds: float) -> tuple[int, bytes]:
+    """Fetch requests an idle consumer sends in ``seconds``, then a record sent to it."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=500)
     try:
-        await consumer.start()
-        consumer.assign([TopicPartition(topic, 0)])
-        await consumer.seek_to_end(TopicPartition(topic, 0))
-        await asyncio.sleep(seconds)
-        idle = calls[0]
+        with counting_fetches() as counts:
+            await consumer.start()
+            consumer.assign([TopicPartition(topic, 0)])
+            await consumer.seek_to_end(TopicPartition(topic, 0))
+            await asyncio.sleep(seconds)
+        idle = sum(counts.values())
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
         await producer.start()
         try:
@@ -48,7 +64,6 @@ async def _idle_fetches(bootstrap: str, topic: str, seconds: float) -> tuple[int
         msg = await asyncio.wait_for(consumer.getone(), 10)
         return idle, msg.value
     finally:
-        fetcher.Fetcher._proc_fetch_request = inner
         await consumer.stop()
 
 
@@ -72,26 +87,18 @@ async def test_pause_is_capped_by_the_consumers_own_fetch_wait(kafka_bootstrap: 
     topic = f"fb-{uuid.uuid4().hex[:8]}"
     await create_topics(kafka_bootstrap, [TopicSpec(topic, 1, {})])
     fetch_backoff.install(0.5)
-    calls = [0]
-    inner = fetcher.Fetcher._proc_fetch_request
-
-    async def counting(self, *a, **k):  # type: ignore[no-untyped-def]
-        calls[0] += 1
-        return await inner(self, *a, **k)
-
-    fetcher.Fetcher._proc_fetch_request = counting
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka_bootstrap, group_id=None, fetch_max_wait_ms=20
     )
     try:
-        await consumer.start()
-        consumer.assign([TopicPartition(topic, 0)])
-        await asyncio.sleep(1.0)
+        with counting_fetches() as counts:
+            await consumer.start()
+            consumer.assign([TopicPartition(topic, 0)])
+            await asyncio.sleep(1.0)
     finally:
-        fetcher.Fetcher._proc_fetch_request = inner
         await consumer.stop()
         fetch_backoff.uninstall()
-    assert calls[0] >= 10  # paused 20 ms per fetch, not 500
+    assert sum(counts.values()) >= 10  # paused 20 ms per fetch, not 500
 
 
 async def test_a_consumer_can_have_its_own_pause(kafka_bootstrap: str) -> None:
@@ -99,27 +106,19 @@ async def test_a_consumer_can_have_its_own_pause(kafka_bootstrap: str) -> None:
     topic = f"fb-{uuid.uuid4().hex[:8]}"
     await create_topics(kafka_bootstrap, [TopicSpec(topic, 1, {})])
     fetch_backoff.install(0.005)
-    counts: dict[int, int] = {}
-    inner = fetcher.Fetcher._proc_fetch_request
-
-    async def counting(self, *a, **k):  # type: ignore[no-untyped-def]
-        counts[id(self)] = counts.get(id(self), 0) + 1
-        return await inner(self, *a, **k)
-
-    fetcher.Fetcher._proc_fetch_request = counting
     tail = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
     quick = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
     try:
-        for c in (tail, quick):
-            await c.start()
-            c.assign([TopicPartition(topic, 0)])
-        fetch_backoff.set_pause(tail, 0.1)
-        with pytest.raises(ValueError, match=">= 0"):
-            fetch_backoff.set_pause(tail, -1)
-        counts.clear()
-        await asyncio.sleep(1.0)
+        with counting_fetches() as counts:
+            for c in (tail, quick):
+                await c.start()
+                c.assign([TopicPartition(topic, 0)])
+            fetch_backoff.set_pause(tail, 0.1)
+            with pytest.raises(ValueError, match=">= 0"):
+                fetch_backoff.set_pause(tail, -1)
+            counts.clear()
+            await asyncio.sleep(1.0)
     finally:
-        fetcher.Fetcher._proc_fetch_request = inner
         for c in (tail, quick):
             await c.stop()
         fetch_backoff.uninstall()
