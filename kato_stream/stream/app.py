@@ -93,20 +93,22 @@ class SessionTable(faust.Table):  # type: ignore[misc]
 
     PRUNE_AT = 256  # unacknowledged-record futures kept before the done ones are dropped
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unacked: list[Any] = []
+
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         fut = super().send_changelog(*args, **kwargs)
-        unacked: list[Any] = self.__dict__.setdefault("_unacked", [])
-        if len(unacked) >= self.PRUNE_AT:
-            unacked[:] = [f for f in unacked if not f.done()]
-        unacked.append(fut)
+        if len(self._unacked) >= self.PRUNE_AT:
+            self._unacked = [f for f in self._unacked if not f.done()]
+        self._unacked.append(fut)
         return fut
 
     async def durable(self) -> None:
         """Return once every changelog record written so far is acknowledged (raises if one
         failed: the agent then stops before sending anything that depends on it)."""
-        unacked: list[Any] = self.__dict__.get("_unacked", [])
-        pending = [f for f in unacked if not f.done()]
-        unacked.clear()
+        pending = [f for f in self._unacked if not f.done()]
+        self._unacked = []
         if pending:
             await asyncio.gather(*pending)
 
