@@ -56,7 +56,8 @@ def attach_to_worker(
     """Serve the gateway from ``worker``'s Faust app (started and stopped with it).
 
     ``worker`` is a :class:`kato_stream.stream.app.Worker`; the gateway shares its
-    ``ltm`` and pattern follower.  ``on_ready`` gets the base URL once the socket listens (default: print it).
+    ``ltm`` and pattern follower.  ``on_ready`` gets the base URL once the socket listens
+    (default: print it).
     """
     import mode
 

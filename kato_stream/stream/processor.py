@@ -120,7 +120,7 @@ def reads(field_name: str, op: str, state: dict[str, Any]) -> bool:
     return op == "observe_sequence" or sum(len(e) for e in state.get("stm", ())) <= 1
 
 
-def _external(state: dict[str, Any] | None) -> dict[str, str]:
+def stored_outside(state: dict[str, Any] | None) -> dict[str, str]:
     """field -> id of the bulky lists of a stored state that live outside the table."""
     if not state:
         return {}
@@ -186,7 +186,7 @@ class Processor:
                 {"session_node_id": stored.get("node_id")},
             )
             return self._reject(key, value, source, err.to_dict(), ident, stored)
-        external = _external(state)
+        external = stored_outside(state)
         if external and state is not None:
             wanted = {f: i for f, i in external.items() if reads(f, env.op, state)}
             if wanted and loaded is None:

@@ -31,11 +31,12 @@ import redis.asyncio as aioredis
 
 from kato_stream import metrics
 from kato_stream.settings import Settings
+from kato_stream.stream.processor import BULKY, stored_outside
 
 log = logging.getLogger(__name__)
 
 LIST_KEY = "kato-stream:{app}:session:{sid}:{field}"
-FIELDS = ("predictions", "future_potentials")
+FIELDS = tuple(BULKY)
 
 Lists = dict[str, list[dict[str, Any]]]
 
@@ -110,14 +111,12 @@ def retired_lists(before: dict[str, Any] | None, outcome: Any) -> list[tuple[str
     sid, value = outcome.session_id, outcome.table_value
     if not sid or value is None or not before or not before.get("state"):
         return []
-    old = before["state"]
     new = value["state"] or {}
-    out: list[tuple[str, str, str]] = []
-    for name in FIELDS:
-        old_id = old.get(f"{name}_id")
-        if old_id is not None and name not in old and new.get(f"{name}_id") != old_id:
-            out.append((sid, name, str(old_id)))
-    return out
+    return [
+        (sid, name, old_id)
+        for name, old_id in stored_outside(before["state"]).items()
+        if new.get(BULKY[name]) != old_id
+    ]
 
 
 class Retired:
