@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ from kato_stream.stores import ClickHouseStore, QdrantStore
 from kato_stream.stores.qdrant import collection_tuning
 from kato_stream.stream.engine_adapter import CoreEngineAdapter
 from kato_stream.stream.prediction_cache import apply_redis_memory
+
+
+@pytest.fixture(autouse=True)
+def _restore_gc() -> Any:
+    """build_worker tunes the process's GC: give it back as it was to the next test."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
 
 
 def engine_for(env: dict[str, str]) -> Engine:
@@ -167,6 +176,22 @@ def test_worker_wiring(tmp_path: Path) -> None:
     )
     assert off.adaptive is None and off.prediction_cache is None
     assert off.app.conf.producer_compression_type is None
+
+
+def test_worker_gc_threshold(tmp_path: Path) -> None:
+    from kato_stream.stream.app import build_worker
+
+    python_default = gc.get_threshold()
+    env = {"KATO_STREAM_DATA_DIR": str(tmp_path)}
+    build_worker(Settings.from_env(env))  # the default: young passes every 20,000 allocations
+    assert gc.get_threshold() == (20_000, *python_default[1:])
+    build_worker(Settings.from_env(env | {"KATO_STREAM_GC_THRESHOLD": "5000"}))
+    assert gc.get_threshold() == (5000, *python_default[1:])
+    gc.set_threshold(*python_default)
+    build_worker(Settings.from_env(env | {"KATO_STREAM_GC_THRESHOLD": "0"}))  # 0: Python's own
+    assert gc.get_threshold() == python_default
+    with pytest.raises(SettingsError, match="KATO_STREAM_GC_THRESHOLD"):
+        Settings.from_env({"KATO_STREAM_GC_THRESHOLD": "-1"})
 
 
 def test_compression_needs_its_codec(monkeypatch: pytest.MonkeyPatch) -> None:

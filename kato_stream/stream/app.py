@@ -8,6 +8,7 @@ tests and the benchmark start exactly the same wiring.  The engine is injected t
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,21 @@ class SessionTable(faust.Table):  # type: ignore[misc]
             await asyncio.gather(*pending)
 
 
+def tune_gc(threshold: int) -> None:
+    """Run the cyclic GC's young generation every ``threshold`` allocations (0: leave it).
+
+    An observe allocates thousands of short-lived containers (the 100 predictions' dicts and
+    lists, about 3,500), all freed by reference counting.  At Python's threshold of 700 they
+    trigger several young collections per command, and every tenth of those a pass over the
+    older generations as well, which at 1,000 patterns is about a quarter of a command's CPU
+    (benchmarks/README.md).  Nothing the worker allocates depends on the GC to be freed
+    promptly except reference cycles, which wait a little longer.
+    """
+    if threshold > 0:
+        _, older, oldest = gc.get_threshold()
+        gc.set_threshold(threshold, older, oldest)
+
+
 def build_worker(
     settings: Settings,
     engine: EngineAdapter | None = None,
@@ -122,6 +138,7 @@ def build_worker(
     ``vector_factory`` (one vector index per node) to the in-memory index."""
     codecs.register_faust_codec()
     fetch_backoff.install(settings.idle_fetch_backoff)
+    tune_gc(settings.gc_threshold)
     disable_gap_fill()  # the agent's continuity guard fills holes instead (continuity.py)
     adaptive = (
         AdaptiveRecall(AdaptiveBounds.from_settings(settings)) if settings.adaptive_recall else None
