@@ -99,9 +99,16 @@ def register_agents(w: Worker) -> None:
             if batch.pending:
                 await finish(batch)
             await sessions.durable()
+        # The session's new lists (for Redis) and the output record hold the same
+        # predictions: encode them once (codecs.dumps_sharing).
+        observed = outcome.observed if w.lists is not None and outcome.session_id else None
+        out_value, encoded = codecs.dumps_sharing(
+            outcome.record, {name: items for name, (_, items) in (observed or {}).items()}
+        )
         put = None
-        if outcome.observed and w.lists is not None and outcome.session_id:
-            put = asyncio.ensure_future(w.lists.put(outcome.session_id, outcome.observed))
+        if observed and w.lists is not None and outcome.session_id:
+            stored = {name: (ident, encoded[name]) for name, (ident, _) in observed.items()}
+            put = asyncio.ensure_future(w.lists.put(outcome.session_id, stored))
         futures = [
             await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
             for node_id, pe in outcome.pattern_events
@@ -112,7 +119,6 @@ def register_agents(w: Worker) -> None:
             await asyncio.gather(*futures)
         if outcome.dead_letter is not None:
             futures.append(await w.dlq_topic.send(key=key, value=codecs.dumps(outcome.dead_letter)))
-        out_value = codecs.dumps(outcome.record)
         if len(out_value) > w.settings.max_output_bytes and outcome.record is not None:
             # a record the broker would refuse must not crash the agent (and again on every
             # redelivery): publish it without its predictions, saying so

@@ -7,6 +7,7 @@ makes the prediction payloads byte-identical across worker counts and restarts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,6 +18,29 @@ _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 def dumps(value: Any) -> bytes:
     """Deterministic JSON bytes (sorted keys)."""
     return orjson.dumps(value, option=_OPTS)
+
+
+def dumps_sharing(record: Any, lists: Mapping[str, list[Any]]) -> tuple[bytes, dict[str, bytes]]:
+    """``dumps(record)`` and ``dumps`` of each of ``lists``, encoding each list only once.
+
+    An output record carries the same predictions and future potentials that the session
+    keeps (session_lists.py); at the default 100 predictions that is about 200 KB of JSON per
+    command, written twice.  Where ``record[name]`` holds the same objects as ``lists[name]``,
+    the list's bytes are spliced into the record (``orjson.Fragment``): the same bytes as
+    :func:`dumps` would write, since a nested value is encoded with the same options.
+    """
+    encoded = {name: dumps(items) for name, items in lists.items()}
+    shared: dict[str, orjson.Fragment] = {}
+    if isinstance(record, dict):
+        for name, raw in encoded.items():
+            mine, items = record.get(name), lists[name]
+            if (
+                isinstance(mine, list)
+                and len(mine) == len(items)
+                and all(a is b for a, b in zip(mine, items, strict=True))
+            ):
+                shared[name] = orjson.Fragment(raw)
+    return dumps({**record, **shared} if shared else record), encoded
 
 
 def loads(raw: bytes | bytearray | memoryview | str) -> Any:

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 
 from kato_stream import metrics
 from kato_stream.settings import Settings
+from kato_stream.stream import codecs
 from kato_stream.stream.processor import BULKY, stored_outside
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ Lists = dict[str, list[dict[str, Any]]]
 
 
 def encode(items: list[Any]) -> bytes:
-    return orjson.dumps(items)
+    """A list as stored: the bytes it has inside an output record (codecs.dumps_sharing)."""
+    return codecs.dumps(items)
 
 
 def decode(raw: bytes | None) -> list[dict[str, Any]] | None:
@@ -81,12 +83,12 @@ class ListStore:
     def key(self, session_id: str, field_name: str) -> str:
         return LIST_KEY.format(app=self.settings.app_id, sid=session_id, field=field_name)
 
-    async def put(self, session_id: str, lists: dict[str, tuple[str, list[Any]]]) -> None:
-        """Store the session's new lists, field -> (id, list), in one round trip (raises on
-        a Redis failure: the caller keeps them inline)."""
+    async def put(self, session_id: str, lists: dict[str, tuple[str, bytes]]) -> None:
+        """Store the session's new lists, field -> (id, the list's JSON from :func:`encode`),
+        in one round trip (raises on a Redis failure: the caller keeps them inline)."""
         async with self.client.pipeline(transaction=False) as p:
-            for name, (ident, items) in lists.items():
-                p.hset(self.key(session_id, name), ident, encode(items))
+            for name, (ident, raw) in lists.items():
+                p.hset(self.key(session_id, name), ident, raw)
             await p.execute()
 
     async def get(self, session_id: str, wanted: dict[str, str]) -> dict[str, Any]:

@@ -102,14 +102,18 @@ def _external_run(
             counts["loads"] += 1
             counts["loaded_fps"] += "future_potentials" in loaded
             o = proc.process(k, v, src, table.get, loaded=loaded)
+        # the agent's encoding: the record and the stored lists share their bytes
+        lists = {n: lst for n, (_, lst) in (o.observed or {}).items()}
+        record_bytes, encoded = codecs.dumps_sharing(o.record, lists)
+        assert record_bytes == codecs.dumps(o.record)
         if o.observed and o.table_value is not None:
             if fail_puts:
                 inline = {n: lst for n, (_, lst) in o.observed.items()}
                 o.table_value["state"] = {**o.table_value["state"], **inline}
             else:
                 counts["puts"] += 1
-                for name, pair in o.observed.items():
-                    store[(o.session_id, name)] = pair  # type: ignore[index]
+                for name, (ident, _) in o.observed.items():  # what Redis gives back
+                    store[(o.session_id, name)] = (ident, decode(encoded[name]))  # type: ignore[index]
         if o.table_value is not None and o.session_id:
             table[o.session_id] = o.table_value
             state = o.table_value["state"]
@@ -120,7 +124,7 @@ def _external_run(
                 if state and state.get(id_key):
                     # the bulky list is in the table only where storing it failed
                     assert (name in state) == fail_puts, (name, state.keys())
-        out.append(codecs.dumps(o.record))
+        out.append(record_bytes)
     return out, table, counts
 
 
@@ -163,8 +167,10 @@ async def test_store_round_trip_on_redis(redis_url: str, unique_id: str) -> None
     preds = [{"name": "p", "potential": 0.1 + 0.2, "future": [["a"]]}]
     fps = [{"future": [["b"]], "aggregate_potential": 1 / 3}]
     try:
-        await store.put(sid, {"predictions": ("k#1", preds), "future_potentials": ("k@1", fps)})
-        await store.put(sid, {"predictions": ("k#2", fps)})  # a newer list keeps the older
+        await store.put(
+            sid, {"predictions": ("k#1", encode(preds)), "future_potentials": ("k@1", encode(fps))}
+        )
+        await store.put(sid, {"predictions": ("k#2", encode(fps))})  # a newer keeps the older
         both = {"predictions": "k#1", "future_potentials": "k@1"}
         assert await store.get(sid, both) == {"predictions": preds, "future_potentials": fps}
         assert await store.get(sid, {"predictions": "k#2"}) == {"predictions": fps}
@@ -223,7 +229,7 @@ async def test_redis_failures_lose_nothing() -> None:
     before_put, before_get = _fallbacks("put"), _fallbacks("get")
     lists = {"predictions": ("k#1", [{"name": "p"}]), "future_potentials": ("k@1", [{"f": 1}])}
     table_value = {"node_id": "n", "state": {"predictions_id": "k#1", "stm": [["a"]]}}
-    put = asyncio.ensure_future(store.put("s", lists))
+    put = asyncio.ensure_future(store.put("s", {n: (i, encode(v)) for n, (i, v) in lists.items()}))
     assert await settle_put(put, table_value, lists) is False
     assert table_value["state"] == {
         "predictions_id": "k#1",
