@@ -1,0 +1,174 @@
+"""A worker's CPU per command outside the broker: GC threshold and list encoding, A/B.
+
+The end-to-end benchmark (bench_stream.py) is CPU-bound on the worker; this one measures the
+worker's own per-command path in one process, without Kafka or Redis I/O, so that two
+choices can be compared side by side on a noisy host:
+
+* ``gc``: the cyclic GC's young-generation threshold, Python's 700 against the worker's
+  ``KATO_STREAM_GC_THRESHOLD`` default (20,000; stream/app.py ``tune_gc``);
+* ``encoding``: the output record and the session's new lists (session_lists.py) encoded
+  apart, as before (``codecs.dumps`` of the record, ``orjson.dumps`` of each list), against
+  ``codecs.dumps_sharing`` (each list once, spliced into the record).
+
+Per command: the Processor with the real engine (``external_lists`` on, as a worker runs
+it), then the encoding.  The knowledge base (``--patterns``, loadgen's Workload) is learned
+through the Processor and is not frozen (a worker learns it from the stream after its own
+``gc.freeze()``); the commands are loadgen's 8 sessions replaying patterns with noise and a
+``clear_stm`` after each.  Every variant has its own session table and gets the same
+commands; the variants run block by block in turn (``--block`` commands each, ``--rounds``
+rounds), so the host's drift hits them alike.  CPU is ``time.process_time``.
+
+    .venv/bin/python benchmarks/bench_worker_cpu.py --out benchmarks/results/worker_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_stream import machine  # noqa: E402
+
+from kato_stream.settings import Settings  # noqa: E402
+from kato_stream.stream import codecs  # noqa: E402
+from kato_stream.stream.engine_adapter import CoreEngineAdapter  # noqa: E402
+from kato_stream.stream.ltm import LtmRegistry  # noqa: E402
+from kato_stream.stream.processor import Outcome, Processor, Source  # noqa: E402
+from kato_stream.tools.loadgen import Workload  # noqa: E402
+
+PYTHON_GC = 700
+Command = tuple[str, bytes]
+
+
+def encode_apart(o: Outcome) -> int:
+    """The encoding before dumps_sharing: the record, then each list on its own."""
+    n = len(codecs.dumps(o.record))
+    for _, items in (o.observed or {}).values():
+        n += len(orjson.dumps(items))
+    return n
+
+
+def encode_shared(o: Outcome) -> int:
+    lists = {name: items for name, (_, items) in (o.observed or {}).items()}
+    out, encoded = codecs.dumps_sharing(o.record, lists)
+    return len(out) + sum(map(len, encoded.values()))
+
+
+class Runner:
+    """One variant: its own session table and stored lists, the node's shared LTM."""
+
+    def __init__(self, proc: Processor, gc_threshold: int, encode: Any) -> None:
+        self.proc, self.gc_threshold, self.encode = proc, gc_threshold, encode
+        self.table: dict[str, Any] = {}
+        self.lists: dict[tuple[str, str], list[Any]] = {}
+        self.offset = 0
+        self.cpu = 0.0
+        self.commands = 0
+        self.bytes = 0
+
+    def run(self, commands: list[Command]) -> None:
+        gc.set_threshold(self.gc_threshold, 10, 10)
+        t0 = time.process_time()
+        for sid, value in commands:
+            self.bytes += self.encode(self.one(sid, value))
+        self.cpu += time.process_time() - t0
+        self.commands += len(commands)
+
+    def one(self, sid: str, value: bytes) -> Outcome:
+        key, src = sid.encode(), Source("in", 0, self.offset)
+        self.offset += 1
+        o = self.proc.process(key, value, src, self.table.get)
+        if o.needs:
+            loaded = {name: self.lists.get((sid, name), []) for name in o.needs}
+            o = self.proc.process(key, value, src, self.table.get, loaded=loaded)
+        for name, (_, items) in (o.observed or {}).items():
+            self.lists[(sid, name)] = items
+        if o.table_value is not None:
+            self.table[sid] = o.table_value
+        return o
+
+
+def envelope(op: str, sid: str, payload: dict[str, Any]) -> bytes:
+    return codecs.dumps({"op": op, "session_id": sid, "node_id": "n", "payload": payload})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--patterns", type=int, default=1000)
+    p.add_argument("--block", type=int, default=100, help="commands per variant per turn")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--gc-threshold", type=int, default=Settings().gc_threshold)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    proc = Processor(
+        CoreEngineAdapter.from_settings(Settings()),
+        LtmRegistry(),
+        max_bytes=1 << 30,
+        external_lists=True,
+    )
+    wl = Workload()
+    patterns = wl.patterns(args.patterns)
+    loader = Runner(proc, args.gc_threshold, lambda o: 0)
+    for pat in patterns:
+        loader.run([("load", envelope("observe", "load", {"strings": ev})) for ev in pat])
+        loader.run([("load", envelope("learn", "load", {}))])
+    streams = [wl.observations(patterns, i) for i in range(8)]
+    commands: list[Command] = []
+    for i in range(args.block * args.rounds):
+        sid = f"s{i % 8}"
+        ev = next(streams[i % 8])
+        op, payload = ("clear_stm", {}) if ev is None else ("observe", {"strings": ev})
+        commands.append((sid, envelope(op, sid, payload)))
+
+    variants = {
+        f"gc {PYTHON_GC}, encoded apart": Runner(proc, PYTHON_GC, encode_apart),
+        f"gc {PYTHON_GC}, shared": Runner(proc, PYTHON_GC, encode_shared),
+        f"gc {args.gc_threshold}, encoded apart": Runner(proc, args.gc_threshold, encode_apart),
+        f"gc {args.gc_threshold}, shared": Runner(proc, args.gc_threshold, encode_shared),
+    }
+    for r in range(args.rounds):
+        block = commands[r * args.block : (r + 1) * args.block]
+        order = list(variants.values())
+        for v in order if r % 2 == 0 else reversed(order):
+            v.run(block)
+    gc.set_threshold(PYTHON_GC, 10, 10)
+
+    base = next(iter(variants.values()))
+    rows = {
+        name: {
+            "cpu_ms_per_command": round(1000 * v.cpu / v.commands, 3),
+            "vs_first": round(v.cpu / base.cpu, 3),
+            "bytes_encoded_per_command": v.bytes // v.commands,
+        }
+        for name, v in variants.items()
+    }
+    report = {
+        "benchmark": "worker_cpu",
+        "command": " ".join([".venv/bin/python", "benchmarks/bench_worker_cpu.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "config": vars(args) | {"out": str(args.out) if args.out else None},
+        "results": {"commands_per_variant": base.commands, "variants": rows},
+    }
+    print(f"{base.commands} commands per variant, {args.patterns} patterns")
+    print("| variant | CPU ms/command | vs first | bytes encoded/command |")
+    print("|---|---:|---:|---:|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['cpu_ms_per_command']} | {r['vs_first']} | "
+            f"{r['bytes_encoded_per_command']:,} |"
+        )
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
