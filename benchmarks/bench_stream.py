@@ -589,9 +589,11 @@ def markdown(report: dict[str, Any]) -> str:
     """Ready-to-paste tables for benchmarks/README.md."""
     r = report["results"]
     m = report["machine"]
+    kato_env = report["config"].get("kato_env") or []
     lines = [
         f"Run {m['date']}, `{report['git_head'][:12]}`, {m['cpus']} CPUs, Python {m['python']}; "
-        f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end.",
+        f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end"
+        + (f"; kato worker with {', '.join(kato_env)}." if kato_env else "."),
         "",
         "| target | saturated rec/s | vs pass-through (per round) | CPU ms/record: agent process"
         " / broker | paced "
@@ -656,6 +658,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         pt_payload=args.pt_payload,
         output_retention_ms=args.output_retention_ms,
         compression=args.compression,
+        worker_env=dict(kv.split("=", 1) for kv in args.kato_env),
     )
     try:
         await rig.start()
@@ -685,6 +688,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "pt_payload",
                 "output_retention_ms",
                 "compression",
+                "kato_env",
             )
         },  # fmt: skip
         "results": result,
@@ -717,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         choices=("none", "gzip", "lz4", "snappy", "zstd"),
         help="producer compression of every target (KATO_STREAM_PRODUCER_COMPRESSION)",
+    )
+    p.add_argument(
+        "--kato-env",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="a setting of the kato worker (repeatable), e.g. MAX_PREDICTIONS=5",
     )
     p.add_argument("--window", type=int, default=50, help="in-flight cap when saturating")
     p.add_argument("--rate", type=float, default=3.0, help="paced phase msgs/s (all targets)")

@@ -97,3 +97,32 @@ def test_bench_compression_smoke(tmp_path: Path) -> None:
         assert 0 < row["mean_bytes_out"] < res["mean_bytes_in"], name
         assert row["ratio"] > 1 and row["compress_ms_per_record"] >= 0, name
         assert f"| {name} |" in stdout
+
+
+def test_bench_worker_cpu_smoke(tmp_path: Path) -> None:
+    report, stdout = _run(
+        "bench_worker_cpu.py",
+        tmp_path / "w.json",
+        "--patterns",
+        "60",
+        "--block",
+        "10",
+        "--rounds",
+        "2",
+    )
+    res = report["results"]
+    assert res["commands_per_variant"] == 20
+    rows = res["variants"]
+    assert list(rows) == [
+        "gc 700, encoded apart",
+        "gc 700, shared",
+        "gc 20000, encoded apart",
+        "gc 20000, shared",
+    ]
+    # every variant did the same work: the same commands, the same bytes out
+    assert len({r["bytes_encoded_per_command"] for r in rows.values()}) == 1
+    assert next(iter(rows.values()))["bytes_encoded_per_command"] > 10_000  # with predictions
+    assert rows["gc 700, encoded apart"]["vs_first"] == 1.0
+    for name, r in rows.items():
+        assert r["cpu_ms_per_command"] > 0, name
+        assert f"| {name} |" in stdout
