@@ -16,7 +16,8 @@ through the Processor and is not frozen (a worker learns it from the stream afte
 ``gc.freeze()``); the commands are loadgen's 8 sessions replaying patterns with noise and a
 ``clear_stm`` after each.  Every variant has its own session table and gets the same
 commands; the variants run block by block in turn (``--block`` commands each, ``--rounds``
-rounds), so the host's drift hits them alike.  CPU is ``time.process_time``.
+rounds), so the host's drift hits them alike, and every block starts after a full
+collection, so none pays for the garbage the one before left.  CPU is ``time.process_time``.
 
     .venv/bin/python benchmarks/bench_worker_cpu.py --out benchmarks/results/worker_cpu.json
 """
@@ -76,6 +77,7 @@ class Runner:
 
     def run(self, commands: list[Command]) -> None:
         gc.set_threshold(self.gc_threshold, 10, 10)
+        gc.collect()  # no variant pays for the young objects the previous one left
         t0 = time.process_time()
         for sid, value in commands:
             self.bytes += self.encode(self.one(sid, value))
