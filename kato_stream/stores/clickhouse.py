@@ -26,7 +26,6 @@ the worker is the only chdb user; the gateway reads Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -40,9 +39,10 @@ from clickhouse_connect.driver.client import Client
 
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.settings import Settings
-from kato_stream.stores._util import SerialExecutor, embedded_path, local_path, redact
-from kato_stream.stores.errors import StoreError, StoreUnavailableError
+from kato_stream.stores._util import embedded_path, local_path, redact
+from kato_stream.stores.errors import StoreUnavailableError
 from kato_stream.stores.kb_id import kb_id
+from kato_stream.stores.threaded import ThreadedStore
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _learn_from_row(
     )
 
 
-class ClickHouseStore:
+class ClickHouseStore(ThreadedStore[Client]):
     """Batched writer and loader of learned patterns (``async start()``/``stop()``).
 
     Writes are buffered by :meth:`add_learn` (synchronous, cheap, safe to call from an
@@ -166,59 +166,27 @@ class ClickHouseStore:
     absolute path) for embedded chdb; empty = chdb under ``<data_dir>/clickhouse``.
     """
 
+    kind = "ClickHouse"
+
     def __init__(self, settings: Settings, url: str | None = None) -> None:
-        self.settings = settings
         raw = settings.clickhouse_url if url is None else url
         self.chdb_path = (
             local_path(raw, "chdb") if raw else embedded_path(settings.data_dir, "clickhouse")
         )
-        self.url = f"chdb://{self.chdb_path}" if self.chdb_path else raw
-        self._client: Client | None = None
-        self._exec: SerialExecutor | None = None
+        super().__init__(settings, f"chdb://{self.chdb_path}" if self.chdb_path else raw)
         self._learns: list[list[Any]] = []
         self._patterns: list[list[Any]] = []
         self._last_seq = 0
-        self._flusher: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle (ThreadedStore) -------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect (or open the chdb directory) and apply the schema."""
-        if self._client is not None:
-            return
-        self._exec = SerialExecutor("clickhouse")
-        try:
-            self._client = await self._exec.run(self._connect)
-            for stmt in [*schema_statements(schema_sql()), *MIGRATIONS]:
-                await self._exec.run(self._client.command, stmt)
-        except BaseException:
-            await self._close_client()
-            raise
-        self._wake = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
-        self._flusher = asyncio.create_task(self._flush_loop(), name="clickhouse-flush")
-
-    async def stop(self) -> None:
-        """Insert everything buffered, then close.  Raises if the final flush fails."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
-        try:
-            if self._client is not None:
-                await self.flush()
-        finally:
-            await self._close_client()
-
-    async def __aenter__(self) -> ClickHouseStore:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    async def _setup(self) -> None:
+        """Apply the schema and its migrations."""
+        assert self._client is not None and self._exec is not None
+        for stmt in [*schema_statements(schema_sql()), *MIGRATIONS]:
+            await self._exec.run(self._client.command, stmt)
+        self._flush_lock = asyncio.Lock()  # bound to this start's event loop
 
     def _connect(self) -> Client:
         timeout = self.settings.store_timeout
@@ -238,25 +206,6 @@ class ClickHouseStore:
             raise StoreUnavailableError(
                 f"ClickHouse at {redact(self.url)} unavailable: {exc}{hint}"
             ) from exc
-
-    async def _close_client(self) -> None:
-        client, self._client = self._client, None
-        if self._exec is not None:
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await self._exec.run(client.close)
-            self._exec.shutdown()
-            self._exec = None
-
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._client is None or self._exec is None:
-            raise StoreError("ClickHouseStore is not started")
-        try:
-            return await self._exec.run(lambda: fn(*args, **kwargs))
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"ClickHouse at {redact(self.url)}: {exc}") from exc
 
     # -- writes ------------------------------------------------------------------------
 
@@ -303,16 +252,6 @@ class ClickHouseStore:
         # reverse would show a pattern that load_node does not know.
         self._client.insert("kato.pattern_learns", learns, column_names=_LEARN_COLUMNS)
         self._client.insert("kato.patterns_data", patterns, column_names=_PATTERN_COLUMNS)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.store_flush_seconds)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except StoreError as exc:
-                log.warning("ClickHouse flush failed, will retry: %s", exc)
 
     async def clear_node(
         self, node_id: str, clear_id: str, seq: int | None = None, partition: int = -1

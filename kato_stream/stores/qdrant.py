@@ -19,7 +19,6 @@ vectors per node); every call runs on one private thread, off the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -29,9 +28,10 @@ from qdrant_client import QdrantClient, models
 
 from kato_stream.core.vectors import MemoryVectorIndex
 from kato_stream.settings import Settings
-from kato_stream.stores._util import SerialExecutor, embedded_path, local_path, redact
-from kato_stream.stores.errors import StoreError, StoreUnavailableError
+from kato_stream.stores._util import embedded_path, local_path, redact
+from kato_stream.stores.errors import StoreUnavailableError
 from kato_stream.stores.kb_id import kb_id
+from kato_stream.stores.threaded import ThreadedStore
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def collection_tuning(settings: Settings) -> dict[str, Any]:
     }
 
 
-class QdrantStore:
+class QdrantStore(ThreadedStore[QdrantClient]):
     """Async service over one Qdrant (``async start()``/``stop()``; stop flushes indexes).
 
     ``url``: ``http(s)://host:6333`` for a server, ``:memory:`` for a throwaway store,
@@ -71,8 +71,9 @@ class QdrantStore:
     ``<data_dir>/qdrant``.  Local mode locks its directory: one client per directory.
     """
 
+    kind = "Qdrant"
+
     def __init__(self, settings: Settings, url: str | None = None) -> None:
-        self.settings = settings
         raw = settings.qdrant_url if url is None else url
         if not raw:
             self.path: str | None = embedded_path(settings.data_dir, "qdrant")
@@ -80,55 +81,15 @@ class QdrantStore:
             self.path = None
         else:
             self.path = local_path(raw, "qdrant")
-        self.url = raw or f"file://{self.path}"
-        self._client: QdrantClient | None = None
-        self._exec: SerialExecutor | None = None
+        super().__init__(settings, raw or f"file://{self.path}")
         self._dims: dict[str, int] = {}
         self._indexes: dict[str, QdrantVectorIndex] = {}
-        self._flusher: asyncio.Task[None] | None = None
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle (ThreadedStore) -------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the client and check that Qdrant answers."""
-        if self._client is not None:
-            return
-        self._exec = SerialExecutor("qdrant")
-        try:
-            self._client = await self._exec.run(self._connect)
-        except BaseException:
-            self._exec.shutdown()
-            self._exec = None
-            raise
-        self._flusher = asyncio.create_task(self._flush_loop(), name="qdrant-flush")
-
-    async def stop(self) -> None:
-        """Write pending vectors of every index, then close."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
-        try:
-            if self._client is not None:
-                await self.flush()
-        finally:
-            client, self._client = self._client, None
-            if self._exec is not None:
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await self._exec.run(client.close)
-                self._exec.shutdown()
-                self._exec = None
-            self._indexes.clear()
-            self._dims.clear()
-
-    async def __aenter__(self) -> QdrantStore:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _forget(self) -> None:
+        self._indexes.clear()
+        self._dims.clear()
 
     def _connect(self) -> QdrantClient:
         try:
@@ -146,16 +107,6 @@ class QdrantStore:
             return client
         except Exception as exc:
             raise StoreUnavailableError(f"Qdrant at {redact(self.url)} unavailable: {exc}") from exc
-
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._client is None or self._exec is None:
-            raise StoreError("QdrantStore is not started")
-        try:
-            return await self._exec.run(lambda: fn(*args, **kwargs))
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"Qdrant at {redact(self.url)}: {exc}") from exc
 
     @property
     def _c(self) -> QdrantClient:
@@ -282,14 +233,6 @@ class QdrantStore:
         """Write pending vectors (and pending clears) of every index this store handed out."""
         for idx in list(self._indexes.values()):
             await idx.flush()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.store_flush_seconds)
-            try:
-                await self.flush()
-            except StoreError as exc:
-                log.warning("Qdrant flush failed, will retry: %s", exc)
 
 
 class QdrantVectorIndex:
