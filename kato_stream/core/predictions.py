@@ -39,7 +39,7 @@ from rapidfuzz import fuzz, process
 from rapidfuzz.distance import LCSseq
 
 from . import kernel
-from .config import RANK_SORT_ALGOS
+from .config import RANK_SORT_ALGOS, EngineDefaults
 from .knowledge import KnowledgeBase, PatternRecord, average_emotives
 from .matcher import (
     diff_missing_extras,
@@ -56,30 +56,34 @@ USE_INDEX = True
 RANK_KEYS = RANK_SORT_ALGOS  # every key a session may rank by
 
 
+_DEFAULTS = EngineDefaults()
+
+
 @dataclass(frozen=True)
 class PredictParams:
     """Effective prediction parameters (the engine resolves session value vs default).
 
-    ``fast_path_token_matching`` is the *process* default: KATO's single-symbol path
-    ignores the session's ``use_token_matching`` (spec §5.1).
+    The defaults are the process defaults (``EngineDefaults``); the two without one are
+    session-only settings.  ``fast_path_token_matching`` is the *process* default: KATO's
+    single-symbol path ignores the session's ``use_token_matching`` (spec §5.1).
     """
 
-    recall_threshold: float = 0.1
-    max_predictions: int = 100
-    use_token_matching: bool = True
+    recall_threshold: float = _DEFAULTS.recall_threshold
+    max_predictions: int = _DEFAULTS.max_predictions
+    use_token_matching: bool = _DEFAULTS.use_token_matching
     fuzzy_token_threshold: float = 0.0
-    rank_sort_algo: str = "potential"
+    rank_sort_algo: str = _DEFAULTS.rank_sort_algo
     affinity_emotive: str | None = None
-    filter_pipeline: tuple[str, ...] = ()
-    length_min_ratio: float = 0.5
-    length_max_ratio: float = 2.0
-    jaccard_threshold: float = 0.3
-    jaccard_min_overlap: int = 2
-    minhash_threshold: float = 0.7
-    minhash_bands: int = 20
-    minhash_rows: int = 5
-    minhash_num_hashes: int = 100
-    fast_path_token_matching: bool = True
+    filter_pipeline: tuple[str, ...] = _DEFAULTS.filter_pipeline
+    length_min_ratio: float = _DEFAULTS.length_min_ratio
+    length_max_ratio: float = _DEFAULTS.length_max_ratio
+    jaccard_threshold: float = _DEFAULTS.jaccard_threshold
+    jaccard_min_overlap: int = _DEFAULTS.jaccard_min_overlap
+    minhash_threshold: float = _DEFAULTS.minhash_threshold
+    minhash_bands: int = _DEFAULTS.minhash_bands
+    minhash_rows: int = _DEFAULTS.minhash_rows
+    minhash_num_hashes: int = _DEFAULTS.minhash_num_hashes
+    fast_path_token_matching: bool = _DEFAULTS.use_token_matching
 
 
 @dataclass
