@@ -105,10 +105,9 @@ def register_agents(w: Worker) -> None:
         out_value, encoded = codecs.dumps_sharing(
             outcome.record, {name: items for name, (_, items) in (observed or {}).items()}
         )
-        put = None
-        if observed and w.lists is not None and outcome.session_id:
+        stored = None
+        if observed:  # written to Redis with the whole batch's (finish)
             stored = {name: (ident, encoded[name]) for name, (ident, _) in observed.items()}
-            put = asyncio.ensure_future(w.lists.put(outcome.session_id, stored))
         futures = [
             await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
             for node_id, pe in outcome.pattern_events
@@ -136,7 +135,7 @@ def register_agents(w: Worker) -> None:
                 ],
             )
         )
-        pending = Pending(outcome, futures, put, out_value, elapsed, event, offset)
+        pending = Pending(outcome, futures, stored, out_value, elapsed, event, offset)
         if w.lists is not None:
             pending.retire = retired_lists(batch.lookup(outcome.session_id or ""), outcome)
         batch.add(pending)
@@ -149,11 +148,16 @@ def register_agents(w: Worker) -> None:
         command's outputs are acknowledged: a crash in between would skip the redelivered
         command and lose its output or learn event for good.  (Its input offset is only
         acknowledged to Faust after this returns.)"""
+        # One Redis round trip for the batch's session lists, while the acks arrive.
+        staged = [(p.outcome.session_id or "", p.stored) for p in batch.pending if p.stored]
+        put = None
+        if staged and w.lists is not None:
+            put = asyncio.ensure_future(w.lists.put_many(staged))
         await asyncio.gather(*(f for p in batch.pending for f in p.futures))
         for p in batch.pending:
             outcome = p.outcome
-            if p.put is not None and outcome.table_value is not None and outcome.observed:
-                await settle_put(p.put, outcome.table_value, outcome.observed)
+            if put is not None and p.stored and outcome.table_value and outcome.observed:
+                await settle_put(put, outcome.table_value, outcome.observed)
             if outcome.table_value is not None and outcome.session_id is not None:
                 # a Faust table writes its changelog to the partition of the current event
                 _current_event.set(weakref.ref(p.event))

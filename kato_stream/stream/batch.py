@@ -13,7 +13,7 @@ holds it.
 Until ``finish``, a later command of the batch must see what an earlier one did to its
 session: :meth:`Batch.lookup` reads the batch's pending table values before the table, and
 :meth:`Batch.load` serves session lists (session_lists.py) that an earlier command of the
-batch produced from memory, since their Redis write may still be in flight.
+batch produced from memory: the batch's lists are written to Redis in ``finish``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ class Pending:
 
     outcome: Outcome
     futures: list[asyncio.Future[Any]]
-    put: asyncio.Future[None] | None
+    stored: dict[str, tuple[str, bytes]] | None
+    """The session's new lists to store, field -> (id, JSON): written for the whole batch
+    in one round trip before its table values (agents.py ``finish``)."""
     out_value: bytes
     elapsed: float
     event: Any

@@ -9,9 +9,10 @@ table keeps only their ids (processor.py) and this store keeps the lists, in one
 session and field, ``kato-stream:{app_id}:session:{sid}:{field}``, id -> JSON list (the app id
 keeps deployments that share a Redis apart).
 
-The agent awaits :meth:`ListStore.put` before it writes the table, so the table never names
-a list the store does not hold; a failed put leaves the lists inline in the table value
-(nothing is lost, that command just costs what it did before).  A list a command replaced is
+The agent stores a batch's lists in one round trip (:meth:`ListStore.put_many`) and awaits
+it before it writes the batch's table values, so the table never names a list the store
+does not hold; a failed put leaves the lists inline in the table value (nothing is lost,
+those commands just cost what they did before).  A list a command replaced is
 kept until that command's input offset is committed (:class:`Retired`): until then a crash
 can bring back the table value that names it.  A missing entry (Redis flushed, or its
 eviction policy dropped the key) reads as None, which the agent reports and answers with an
@@ -86,9 +87,14 @@ class ListStore:
     async def put(self, session_id: str, lists: dict[str, tuple[str, bytes]]) -> None:
         """Store the session's new lists, field -> (id, the list's JSON from :func:`encode`),
         in one round trip (raises on a Redis failure: the caller keeps them inline)."""
+        await self.put_many([(session_id, lists)])
+
+    async def put_many(self, items: list[tuple[str, dict[str, tuple[str, bytes]]]]) -> None:
+        """:meth:`put` for several commands' lists (a batch), in one round trip."""
         async with self.client.pipeline(transaction=False) as p:
-            for name, (ident, raw) in lists.items():
-                p.hset(self.key(session_id, name), ident, raw)
+            for session_id, lists in items:
+                for name, (ident, raw) in lists.items():
+                    p.hset(self.key(session_id, name), ident, raw)
             await p.execute()
 
     async def get(self, session_id: str, wanted: dict[str, str]) -> dict[str, Any]:
@@ -154,7 +160,7 @@ async def settle_put(
     table_value: dict[str, Any],
     lists: dict[str, tuple[str, list[Any]]],
 ) -> bool:
-    """Wait for a put started with the command's sends; if it failed, put the lists back
+    """Wait for the put of the command's batch; if it failed, put the lists back
     into ``table_value``'s state (the table then holds them, as with ``table``).
 
     Returns whether the store holds them."""

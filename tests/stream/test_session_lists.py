@@ -185,6 +185,17 @@ async def test_store_round_trip_on_redis(redis_url: str, unique_id: str) -> None
         assert await load_or_empty(store, sid, both) == {"predictions": [], "future_potentials": []}
         await store.forget([(sid, "predictions", "k#2")])
         assert not await store.client.exists(store.key(sid, "predictions"))  # emptied: gone
+        # a batch: several sessions' lists in one round trip
+        other = f"{sid}-b"
+        await store.put_many(
+            [
+                (sid, {"predictions": ("k#3", encode(preds))}),
+                (other, {"predictions": ("k#1", encode(fps)), "future_potentials": ("k@1", b"[]")}),
+            ]
+        )
+        assert await store.get(sid, {"predictions": "k#3"}) == {"predictions": preds}
+        assert await store.get(other, both) == {"predictions": fps, "future_potentials": []}
+        await store.forget([(sid, "predictions", "k#3"), *((other, n, i) for n, i in both.items())])
     finally:
         await store.stop()
 
