@@ -54,6 +54,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -82,6 +83,7 @@ from kato_stream.topics import TopicSpec, create_topics, topic_specs  # noqa: E4
 
 PREFIX = "bench"
 PT_PREFIX = "benchpt"
+PREFIX_B = "benchb"
 PT_PAYLOAD_PREFIX = "benchptp"
 PAD_ENV = "KATO_BENCH_PT_PAD"  # output padding of a pass-through process (bytes)
 
@@ -300,6 +302,7 @@ class Rig:
         partitions: int,
         passthrough: bool,
         worker_env: dict[str, str] | None = None,
+        compare_env: dict[str, str] | None = None,
         pt_payload: int = 0,
         output_retention_ms: int = 0,
         compression: str = "none",
@@ -311,8 +314,11 @@ class Rig:
         self.pt_payload = pt_payload
         self.output_retention_ms = output_retention_ms
         self.worker_env = worker_env or {}
+        self.compare_env = compare_env
         self.stack = EmbeddedStack(tmp / "stack", timeout=60)
         self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_b: subprocess.Popen[bytes] | None = None
+        self.settings_b: Settings | None = None
         self.passthrough: subprocess.Popen[bytes] | None = None
         self.passthrough_payload: subprocess.Popen[bytes] | None = None
         self.settings: Settings | None = None
@@ -327,6 +333,8 @@ class Rig:
 
     def pids(self) -> dict[str, int | None]:
         out: dict[str, int | None] = {"worker": self.worker.pid if self.worker else None}
+        if self.worker_b is not None:
+            out["worker_b"] = self.worker_b.pid
         if self.passthrough is not None:
             out["passthrough"] = self.passthrough.pid
         if self.passthrough_payload is not None:
@@ -338,27 +346,11 @@ class Rig:
 
     async def start(self) -> Rig:
         await self.stack.start()
-        base = Settings.from_env({**self.worker_env}) if self.worker_env else Settings()
-        s = dataclasses.replace(
-            self.stack.settings(base),
-            topic_prefix=PREFIX,
-            app_id="kato-stream-bench",
-            partitions=self.partitions,
-            data_dir=str(self.tmp / "worker"),
-            web_port=free_port(),
-            producer_compression=self.compression,  # the pass-throughs inherit it
-        )
+        s, self.worker = await self._worker(self.worker_env, PREFIX, "worker")
         self.settings = s
-        specs = [
-            dataclasses.replace(t, configs={**t.configs, **self._retention()})
-            if t.name == s.topic("predictions")
-            else t
-            for t in topic_specs(s)
-        ]
-        await create_topics(s.kafka_bootstrap, specs)
-        self.worker = spawn(
-            [sys.executable, "-m", "kato_stream.cli", "worker"], s, self.tmp / "worker.log"
-        )
+        if self.compare_env is not None:  # worker B: its own group, topics and stores
+            env = {**self.worker_env, **self.compare_env}
+            self.settings_b, self.worker_b = await self._worker(env, PREFIX_B, "worker_b")
         if self.want_passthrough:
             self.pt_settings, self.passthrough = await self._passthrough(
                 s, PT_PREFIX, "passthrough", 0
@@ -368,6 +360,30 @@ class Rig:
                     s, PT_PAYLOAD_PREFIX, "passthrough_payload", self.pt_payload
                 )
         return self
+
+    async def _worker(
+        self, env: dict[str, str], prefix: str, name: str
+    ) -> tuple[Settings, subprocess.Popen[bytes]]:
+        s = dataclasses.replace(
+            self.stack.settings(Settings.from_env(env)),
+            topic_prefix=prefix,
+            app_id=f"kato-stream-{prefix}",
+            partitions=self.partitions,
+            data_dir=str(self.tmp / name),
+            web_port=free_port(),
+            producer_compression=self.compression,  # the pass-throughs inherit it
+        )
+        specs = [
+            dataclasses.replace(t, configs={**t.configs, **self._retention()})
+            if t.name == s.topic("predictions")
+            else t
+            for t in topic_specs(s)
+        ]
+        await create_topics(s.kafka_bootstrap, specs)
+        proc = spawn(
+            [sys.executable, "-m", "kato_stream.cli", "worker"], s, self.tmp / f"{name}.log"
+        )
+        return s, proc
 
     async def _passthrough(
         self, s: Settings, prefix: str, name: str, pad: int
@@ -397,6 +413,7 @@ class Rig:
     def check_alive(self) -> None:
         for name, proc in (
             ("worker", self.worker),
+            ("worker_b", self.worker_b),
             ("passthrough", self.passthrough),
             ("passthrough_payload", self.passthrough_payload),
         ):
@@ -408,6 +425,7 @@ class Rig:
         stop_proc(self.passthrough)
         stop_proc(self.passthrough_payload)
         stop_proc(self.worker)
+        stop_proc(self.worker_b)
         await self.stack.stop()
 
 
@@ -498,11 +516,20 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
             )
             out["ready_s"]["passthrough_payload"] = await wait_ready(ppc, "ptp-node")
             targets.append(("passthrough_payload", ppc, "ptp-node", sizes[0]))
-        for n in sizes:
+        kato = [(kc, nodes, "")]
+        if rig.settings_b is not None:
+            sb = rig.settings_b
+            kcb = await stack.enter_async_context(
+                LoadClient(sb.kafka_bootstrap, sb.topic("observations"), sb.topic("predictions"))
+            )
+            nodes_b = {n: f"benchb-{n}" for n in sizes}
+            out["ready_s"]["kato_b"] = await wait_ready(kcb, nodes_b[sizes[0]])
+            kato.append((kcb, nodes_b, "_b"))
+        for (client, names, suffix), n in itertools.product(kato, sizes):
             meter.start()
             rep = await preload_patterns(
-                kc,
-                nodes[n],
+                client,
+                names[n],
                 all_patterns[:n],
                 timeout=args.preload_timeout,
                 mode=args.preload_mode,
@@ -511,11 +538,15 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
             )
             rep["machine"] = meter.stop()
             rep["patterns_per_s"] = round(n / rep["seconds"], 1)
-            out["preload"][str(n)] = rep
-            print(f"preloaded {n} patterns in {rep['seconds']:.1f}s", file=sys.stderr)
+            out["preload"][f"{n}{suffix}"] = rep
+            print(f"preloaded {n}{suffix} patterns in {rep['seconds']:.1f}s", file=sys.stderr)
             rig.check_alive()
 
-        targets += [(f"kato_{n}", kc, nodes[n], n) for n in sizes]
+        targets += [
+            (f"kato_{n}{suffix}", client, names[n], n)
+            for client, names, suffix in kato
+            for n in sizes
+        ]
         phases: dict[str, dict[str, list[dict[str, Any]]]] = {
             t[0]: {"saturated": [], "paced": []} for t in targets
         }
@@ -523,6 +554,7 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
             order = targets if rnd % 2 == 0 else list(reversed(targets))
             for name, client, node, n in order:
                 proc = name if name.startswith("passthrough") else "worker"
+                proc += "_b" if name.endswith("_b") else ""
                 pats = all_patterns[:n]
                 for kind, kw in (
                     (
@@ -585,11 +617,20 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
     return out
 
 
+def kato_label(name: str, compare_env: list[str]) -> str:
+    """``kato_<n>`` / ``kato_<n>_b`` (worker B, ``--compare-env``) as a table label."""
+    n = int(name.split("_")[1])
+    if name.endswith("_b"):
+        return f"kato worker B ({', '.join(compare_env)}), {n:,} patterns"
+    return f"kato worker, {n:,} patterns"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Ready-to-paste tables for benchmarks/README.md."""
     r = report["results"]
     m = report["machine"]
     kato_env = report["config"].get("kato_env") or []
+    compare_env = report["config"].get("compare_env") or []
     lines = [
         f"Run {m['date']}, `{report['git_head'][:12]}`, {m['cpus']} CPUs, Python {m['python']}; "
         f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end"
@@ -606,7 +647,7 @@ def markdown(report: dict[str, Any]) -> str:
         label = {
             "passthrough": "pass-through Faust agent",
             "passthrough_payload": "pass-through, kato-sized output records",
-        }.get(name) or f"kato worker, {int(name.split('_')[1]):,} patterns"
+        }.get(name) or kato_label(name, compare_env)
         ratio = sat["ratio_to_passthrough"]
         rounds = ", ".join(f"{x:.3f}" for x in sat["ratio_to_passthrough_per_round"])
         preds = pac["observe_predictions_mean"]
@@ -625,18 +666,19 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| preload | patterns/s | seconds | commands |", "|---|---:|---:|---:|"]
     for n, p in r["preload"].items():
         lines.append(
-            f"| {int(n):,} patterns ({p['mode']}, {p['learned']:,} learned) | "
+            f"| {int(n.split('_')[0]):,} patterns{' (worker B)' if n.endswith('_b') else ''} "
+            f"({p['mode']}, {p['learned']:,} learned) | "
             f"{p['patterns_per_s']:,.0f} | {p['seconds']:.1f} | {p['commands']:,} |"
         )
     goals = [
-        f"{int(k.split('_')[1]):,} patterns: {'met' if v['saturated']['goal_half_passthrough_met'] else 'NOT met'}"
+        f"{kato_label(k, compare_env)}: {'met' if v['saturated']['goal_half_passthrough_met'] else 'NOT met'}"
         f" ({v['saturated']['ratio_to_passthrough']:.3f} of pass-through)"
         for k, v in r["summary"].items()
         if k.startswith("kato_")
     ]
     lines += ["", "Goal (at least half the pass-through rate): " + "; ".join(goals) + "."]
     vs_payload = [
-        f"{int(k.split('_')[1]):,} patterns: {v['saturated']['ratio_to_payload_passthrough']:.3f}"
+        f"{kato_label(k, compare_env)}: {v['saturated']['ratio_to_payload_passthrough']:.3f}"
         for k, v in r["summary"].items()
         if k.startswith("kato_") and v["saturated"].get("ratio_to_payload_passthrough")
     ]
@@ -659,6 +701,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         output_retention_ms=args.output_retention_ms,
         compression=args.compression,
         worker_env=dict(kv.split("=", 1) for kv in args.kato_env),
+        compare_env=dict(kv.split("=", 1) for kv in args.compare_env) if args.compare_env else None,
     )
     try:
         await rig.start()
@@ -689,6 +732,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "output_retention_ms",
                 "compression",
                 "kato_env",
+                "compare_env",
             )
         },  # fmt: skip
         "results": result,
@@ -728,6 +772,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="VAR=VALUE",
         help="a setting of the kato worker (repeatable), e.g. MAX_PREDICTIONS=5",
+    )
+    p.add_argument(
+        "--compare-env",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="also run worker B, the kato worker with these settings on (repeatable): its own "
+        "group, topics and nodes, the same commands, side by side in the same rounds",
     )
     p.add_argument("--window", type=int, default=50, help="in-flight cap when saturating")
     p.add_argument("--rate", type=float, default=3.0, help="paced phase msgs/s (all targets)")

@@ -32,12 +32,18 @@ def test_bench_stream_smoke(tmp_path: Path) -> None:
         "bench_stream.py", tmp_path / "s.json",
         "--sizes", "40", "--rounds", "1", "--sat-seconds", "1.5", "--paced-seconds", "1.5",
         "--rate", "5", "--window", "10", "--partitions", "2", "--sessions", "2",
-        "--pt-payload", "2000",
+        "--pt-payload", "2000", "--kato-env", "MAX_PREDICTIONS=7",
+        "--compare-env", "KATO_STREAM_GC_THRESHOLD=700",
     )  # fmt: skip
     assert report["benchmark"] == "stream" and len(report["git_head"]) == 40
     res = report["results"]
     assert res["preload"]["40"]["learned"] == 40
-    assert set(res["summary"]) == {"passthrough", "passthrough_payload", "kato_40"}
+    assert res["preload"]["40_b"]["learned"] == 40  # worker B learned its own node
+    assert set(res["summary"]) == {"passthrough", "passthrough_payload", "kato_40", "kato_40_b"}
+    for name in ("kato_40", "kato_40_b"):  # --kato-env reached both workers
+        assert 0 < res["summary"][name]["paced"]["observe_predictions_mean"] <= 7
+    assert res["summary"]["kato_40_b"]["saturated"]["process_cpu_ms_per_record"] > 0
+    assert "| kato worker B (KATO_STREAM_GC_THRESHOLD=700), 40 patterns |" in md
     for target in res["summary"].values():
         for kind in ("saturated", "paced"):
             t = target[kind]
