@@ -429,6 +429,23 @@ class Rig:
         await self.stack.stop()
 
 
+async def settle(
+    pids: Callable[[], dict[str, int | None]], names: list[str], cores: float, timeout: float
+) -> float:
+    """Seconds until each named process used less than ``cores`` of a core over a second.
+
+    After the preload a worker's persister still writes the learned patterns to ClickHouse,
+    Redis and Qdrant for a while; a phase measured meanwhile would share the CPU with it.
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        before = {n: proc_cpu_seconds(pids().get(n)) for n in names}
+        await asyncio.sleep(1.0)
+        if all(proc_cpu_seconds(pids().get(n)) - before[n] < cores for n in names):
+            break
+    return round(time.monotonic() - t0, 1)
+
+
 async def wait_ready(client: LoadClient, node: str, timeout: float = 180.0) -> float:
     """Seconds until the consumer group answers a ``get`` (group join, LTM bootstrap)."""
     t0 = time.perf_counter()
@@ -542,6 +559,9 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
             print(f"preloaded {n}{suffix} patterns in {rep['seconds']:.1f}s", file=sys.stderr)
             rig.check_alive()
 
+        workers = [n for n in rig.pids() if n.startswith("worker")]
+        out["settle_s"] = await settle(rig.pids, workers, 0.3, args.settle_timeout)
+        print(f"workers idle after {out['settle_s']} s", file=sys.stderr)
         targets += [
             (f"kato_{n}{suffix}", client, names[n], n)
             for client, names, suffix in kato
@@ -788,6 +808,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--drain-timeout", type=float, default=120.0)
+    p.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=180.0,
+        help="most seconds to wait after the preload for the workers to go idle (persisting)",
+    )
     p.add_argument("--preload-timeout", type=float, default=600.0)
     p.add_argument(
         "--preload-mode", default="autolearn", choices=("autolearn", "sequence", "observe")
