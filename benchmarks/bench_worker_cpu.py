@@ -49,27 +49,31 @@ PYTHON_GC = 700
 Command = tuple[str, bytes]
 
 
-def encode_apart(o: Outcome) -> int:
+Encoded = tuple[bytes, dict[str, bytes]]
+
+
+def encode_apart(o: Outcome) -> Encoded:
     """The encoding before dumps_sharing: the record, then each list on its own."""
-    n = len(codecs.dumps(o.record))
-    for _, items in (o.observed or {}).values():
-        n += len(orjson.dumps(items))
-    return n
+    lists = {name: orjson.dumps(items) for name, (_, items) in (o.observed or {}).items()}
+    return codecs.dumps(o.record), lists
 
 
-def encode_shared(o: Outcome) -> int:
+def encode_shared(o: Outcome) -> Encoded:
     lists = {name: items for name, (_, items) in (o.observed or {}).items()}
-    out, encoded = codecs.dumps_sharing(o.record, lists)
-    return len(out) + sum(map(len, encoded.values()))
+    return codecs.dumps_sharing(o.record, lists)
 
 
 class Runner:
-    """One variant: its own session table and stored lists, the node's shared LTM."""
+    """One variant: its own session table and stored lists, the node's shared LTM.
+
+    The lists are kept as their JSON bytes and parsed when a command reads them, as a
+    worker keeps them in Redis: held as objects they would put every session's predictions
+    in the heap that the GC walks, which a worker's heap does not hold."""
 
     def __init__(self, proc: Processor, gc_threshold: int, encode: Any) -> None:
         self.proc, self.gc_threshold, self.encode = proc, gc_threshold, encode
         self.table: dict[str, Any] = {}
-        self.lists: dict[tuple[str, str], list[Any]] = {}
+        self.lists: dict[tuple[str, str], bytes] = {}
         self.offset = 0
         self.cpu = 0.0
         self.commands = 0
@@ -80,7 +84,11 @@ class Runner:
         gc.collect()  # no variant pays for the young objects the previous one left
         t0 = time.process_time()
         for sid, value in commands:
-            self.bytes += self.encode(self.one(sid, value))
+            o = self.one(sid, value)
+            record, lists = self.encode(o)
+            self.bytes += len(record) + sum(map(len, lists.values()))
+            for name, raw in lists.items():
+                self.lists[(sid, name)] = raw
         self.cpu += time.process_time() - t0
         self.commands += len(commands)
 
@@ -89,10 +97,8 @@ class Runner:
         self.offset += 1
         o = self.proc.process(key, value, src, self.table.get)
         if o.needs:
-            loaded = {name: self.lists.get((sid, name), []) for name in o.needs}
+            loaded = {name: orjson.loads(self.lists.get((sid, name), b"[]")) for name in o.needs}
             o = self.proc.process(key, value, src, self.table.get, loaded=loaded)
-        for name, (_, items) in (o.observed or {}).items():
-            self.lists[(sid, name)] = items
         if o.table_value is not None:
             self.table[sid] = o.table_value
         return o
@@ -119,7 +125,7 @@ def main() -> None:
     )
     wl = Workload()
     patterns = wl.patterns(args.patterns)
-    loader = Runner(proc, args.gc_threshold, lambda o: 0)
+    loader = Runner(proc, args.gc_threshold, lambda o: (b"", {}))
     for pat in patterns:
         loader.run([("load", envelope("observe", "load", {"strings": ev})) for ev in pat])
         loader.run([("load", envelope("learn", "load", {}))])
