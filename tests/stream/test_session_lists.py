@@ -253,6 +253,27 @@ async def test_redis_failures_lose_nothing() -> None:
     assert await load_or_empty(None, "s", {"predictions": "k#1"}) == {"predictions": []}
     assert _fallbacks("put") == before_put + 1
     assert _fallbacks("get") == before_get + 3
+    # a batch (agents.finish): one put_many for two commands; both keep their lists inline
+    second = {"predictions": ("t#1", [{"name": "q"}])}
+    values = [
+        {"node_id": "n", "state": {"predictions_id": "k#2"}},
+        {"node_id": "n", "state": {"predictions_id": "t#1"}},
+    ]
+    batch_put = asyncio.ensure_future(
+        store.put_many(
+            [
+                ("s", {"predictions": ("k#2", encode([{"name": "p2"}]))}),
+                ("t", {"predictions": ("t#1", encode([{"name": "q"}]))}),
+            ]
+        )
+    )
+    for value, observed in zip(
+        values, [{"predictions": ("k#2", [{"name": "p2"}])}, second], strict=True
+    ):
+        assert await settle_put(batch_put, value, observed) is False
+    assert values[0]["state"]["predictions"] == [{"name": "p2"}]
+    assert values[1]["state"]["predictions"] == [{"name": "q"}]
+    assert _fallbacks("put") == before_put + 3  # counted per command
     await store.client.aclose()
     with pytest.raises(Exception):  # noqa: B017 - any connection error: the port is closed
         await ListStore(dead).start()
