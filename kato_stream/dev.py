@@ -3,8 +3,9 @@
 Starts the broker and Redis (``EmbeddedStack``), creates the topics with their partition
 counts, runs one worker and the KATO-compatible gateway as child processes (so each owns
 its event loop and can be killed alone), then streams a small sample data set through the
-input topic and prints the prediction records as they arrive.  Ctrl-C (or ``--exit-after-
-sample``) stops everything: children get SIGTERM, then SIGKILL after a grace period.
+input topic and prints the prediction records as they arrive.  Ctrl-C, SIGTERM (or
+``--exit-after-sample``) stops everything: children get SIGTERM, then SIGKILL after a grace
+period; if this process is killed outright, they get SIGKILL from the kernel (Linux).
 """
 
 from __future__ import annotations
@@ -82,11 +83,19 @@ def describe(record: dict[str, Any]) -> str:
 
 
 class Child:
-    """A child process that is stopped with SIGTERM, then SIGKILL after ``grace`` seconds."""
+    """A child process that is stopped with SIGTERM, then SIGKILL after ``grace`` seconds,
+    and that the kernel kills if this process dies first (it must not run on unsupervised)."""
 
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
+        from kato_stream.embedded.process import die_with_parent
+
         self.name = name
-        self.proc = subprocess.Popen(list(argv), env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            list(argv),
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+        )
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -184,10 +193,22 @@ async def run_dev(
     exit_after_sample: bool = False,
     timeout: float = 120.0,
 ) -> int:
-    """Run the embedded stack, a worker and the gateway until Ctrl-C; 0 on success."""
+    """Run the embedded stack, a worker and the gateway until Ctrl-C or SIGTERM; 0 on
+    success."""
     from kato_stream.embedded.launcher import EmbeddedStack
     from kato_stream.topics import create_topics, topic_specs
 
+    # SIGTERM (a supervisor, `timeout`, `kill`) stops like Ctrl-C: this task is cancelled and
+    # the finally below stops the children and the stack (the default action would leave them).
+    main = asyncio.current_task()
+    terminated = asyncio.Event()
+
+    def on_term() -> None:
+        terminated.set()
+        if main is not None:
+            main.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
     stack = EmbeddedStack.from_settings(settings)
     await stack.start()
     children: list[Child] = []
@@ -223,6 +244,11 @@ async def run_dev(
         dead = [c.name for c in children if not c.running()]
         print(f"stopped: {', '.join(dead)} exited", file=sys.stderr)
         return 1
+    except asyncio.CancelledError:
+        if not terminated.is_set():
+            raise
+        print("stopping (SIGTERM)", file=sys.stderr, flush=True)
+        return 0
     finally:
         for c in children:
             c.stop()

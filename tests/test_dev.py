@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kato_stream.dev import describe, sample_envelopes
@@ -55,3 +57,65 @@ def test_dev_streams_the_sample(tmp_path: Path) -> None:
     assert f"kato_commands_total={n}" in out
     # the last probe ([wake],[shower]) predicts the learned wake/run/shower/work sequence
     assert "future=[['work']]" in out
+
+
+def _children(pid: int) -> set[int]:
+    """Direct children of ``pid`` (its threads' children: Linux /proc)."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out |= {int(x) for x in (task / "children").read_text().split()}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; its parent just has not reaped it
+
+
+def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
+    """``kato-stream dev --no-sample`` up to "ready", and its child processes."""
+    env = {
+        **os.environ,
+        "KATO_STREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{_free_port()}",
+        "KATO_STREAM_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
+        "KATO_STREAM_WEB_PORT": str(_free_port()),
+    }
+    argv = [sys.executable, "-m", "kato_stream.cli", "dev", "--no-sample"]
+    argv += ["--port", str(_free_port()), "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("ready:"):
+            break
+    assert lines and lines[-1].startswith("ready:"), "".join(lines)
+    kids = _children(proc.pid)
+    assert len(kids) >= 3, kids  # broker, worker, gateway (and redis-server if installed)
+    return proc, kids
+
+
+def _wait_gone(pids: set[int], seconds: float) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    return {p for p in pids if _alive(p)}
+
+
+def test_dev_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    """A supervisor's SIGTERM stops the stack like Ctrl-C: children stopped, exit 0."""
+    proc, kids = _start_dev(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    assert _wait_gone(kids, 30) == set()
+
+
+def test_dev_children_die_with_it(tmp_path: Path) -> None:
+    """Killed outright, dev leaves nothing running: the kernel kills its children."""
+    proc, kids = _start_dev(tmp_path)
+    proc.kill()
+    proc.wait(10)
+    assert _wait_gone(kids, 30) == set()
