@@ -38,15 +38,21 @@ def test_describe_rejected_record() -> None:
     assert "REJECTED X: m" in line
 
 
-def test_dev_streams_the_sample(tmp_path: Path) -> None:
+def _dev(tmp_path: Path, flag: str) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of ``kato-stream dev`` on free ports and its own data dir."""
     env = {
         **os.environ,
         "KATO_STREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{_free_port()}",
         "KATO_STREAM_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
         "KATO_STREAM_WEB_PORT": str(_free_port()),
     }
-    argv = [sys.executable, "-m", "kato_stream.cli", "dev", "--exit-after-sample"]
+    argv = [sys.executable, "-m", "kato_stream.cli", "dev", flag]
     argv += ["--port", str(_free_port()), "--data-dir", str(tmp_path / "data")]
+    return argv, env
+
+
+def test_dev_streams_the_sample(tmp_path: Path) -> None:
+    argv, env = _dev(tmp_path, "--exit-after-sample")
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
@@ -77,14 +83,7 @@ def _alive(pid: int) -> bool:
 
 def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
     """``kato-stream dev --no-sample`` up to "ready", and its child processes."""
-    env = {
-        **os.environ,
-        "KATO_STREAM_KAFKA_BOOTSTRAP": f"127.0.0.1:{_free_port()}",
-        "KATO_STREAM_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
-        "KATO_STREAM_WEB_PORT": str(_free_port()),
-    }
-    argv = [sys.executable, "-m", "kato_stream.cli", "dev", "--no-sample"]
-    argv += ["--port", str(_free_port()), "--data-dir", str(tmp_path / "data")]
+    argv, env = _dev(tmp_path, "--no-sample")
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     lines = []
