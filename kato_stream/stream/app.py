@@ -120,9 +120,9 @@ def tune_gc(threshold: int) -> None:
     An observe allocates thousands of short-lived containers (the 100 predictions' dicts and
     lists, about 3,500), all freed by reference counting.  At Python's threshold of 700 they
     trigger several young collections per command, and every tenth of those a pass over the
-    older generations as well, which at 1,000 patterns is about a quarter of a command's CPU
-    (benchmarks/README.md).  Nothing the worker allocates depends on the GC to be freed
-    promptly except reference cycles, which wait a little longer.
+    middle generation as well: about a quarter of the CPU of the per-command path at 1,000
+    patterns, measured in process (benchmarks/README.md, bench_worker_cpu).  Only garbage in
+    reference cycles depends on the GC, and it waits a little longer.
     """
     if threshold > 0:
         _, older, oldest = gc.get_threshold()
