@@ -87,14 +87,14 @@ class Child:
     and that the kernel kills if this process dies first (it must not run on unsupervised)."""
 
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str]) -> None:
-        from kato_stream.embedded.process import die_with_parent
+        from kato_stream.embedded.process import DIE_WITH_PARENT
 
         self.name = name
         self.proc = subprocess.Popen(
             list(argv),
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=DIE_WITH_PARENT,
         )
 
     def running(self) -> bool:

@@ -12,16 +12,21 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGKILL when its parent dies (Linux; elsewhere a no-op)."""
+def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+#: ``preexec_fn`` for a child that must get SIGKILL when its parent dies (None off Linux).
+DIE_WITH_PARENT: Callable[[], None] | None = (
+    _die_with_parent if sys.platform.startswith("linux") else None
+)
 
 
 class ManagedProcess:
@@ -44,7 +49,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=DIE_WITH_PARENT,
             )
 
     @property
