@@ -18,6 +18,12 @@ from kato_stream.stream import codecs
 OPS: frozenset[str] = frozenset(ENGINE_OPS)  # the ops the engine handles, nothing else
 _FIELDS = frozenset({"op", "session_id", "node_id", "msg_id", "origin", "payload"})
 MAX_ORIGIN = 1024
+#: Longest ``session_id``, ``node_id`` and ``msg_id`` (characters): each is copied into every
+#: output record, dead letter and Redis key, so an unbounded one could make all of them too
+#: large for the broker.  KATO's ids are UUIDs or short names.
+MAX_ID = 1024
+#: Longest record key (bytes): the key of the input is the key of its output record.
+MAX_KEY = 4 * MAX_ID
 
 
 class EnvelopeError(Exception):
