@@ -102,6 +102,12 @@ REJECTIONS = Counter(
     registry=REGISTRY,
 )
 DLQ = Counter("kato_dlq_total", "Records written to the dead-letter topic.", registry=REGISTRY)
+TASK_FAILURES = Counter(
+    "kato_task_failures_total",
+    "Background tasks and agents that raised (each is restarted or takes the process down).",
+    ["task"],
+    registry=REGISTRY,
+)
 PARTITION_STALLS = Counter(
     "kato_partition_stalls_total",
     "Input partitions re-sought because records waited while the agent sat idle (continuity.py).",
@@ -325,6 +331,11 @@ def observe_observations(node_id: str, count: int = 1) -> None:
 def observe_dlq(count: int = 1) -> None:
     """Count records sent to the dead-letter topic."""
     DLQ.inc(count)
+
+
+def observe_task_failure(task: str) -> None:
+    """Count a failure of the background task or agent ``task``."""
+    TASK_FAILURES.labels(task=task).inc()
 
 
 def observe_stall() -> None:

@@ -96,6 +96,12 @@ class Settings:
         "Largest output record; a larger one is published truncated (status 'truncated'); keep below the broker's message.max.bytes.",
         check=lambda v: v >= 4096,
     )
+    idempotency_window: int = setting(
+        "KATO_STREAM_IDEMPOTENCY_WINDOW",
+        1000,
+        "Command ids (msg_id, else origin or source) remembered per session: a command whose id is among them is answered 'duplicate' and changes nothing (0 = offsets only).",
+        check=lambda v: 0 <= v <= 100_000,
+    )
     # -- worker --------------------------------------------------------------------------
     app_id: str = setting("KATO_STREAM_APP_ID", "kato-stream", "Faust app id (consumer group).")
     data_dir: str = setting(

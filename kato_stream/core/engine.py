@@ -152,10 +152,16 @@ class Engine:
     """Stateless apart from its process defaults; safe to share between sessions."""
 
     def __init__(
-        self, defaults: EngineDefaults | None = None, predictor: Predictor | None = None
+        self,
+        defaults: EngineDefaults | None = None,
+        predictor: Predictor | None = None,
+        admit: Callable[[LearnEvent], None] | None = None,
     ) -> None:
         self.defaults = defaults or EngineDefaults()
         self.predictor: Predictor = predictor or predict
+        #: Called with every learn before it changes the knowledge base; raises a KatoError
+        #: (e.g. PatternTooLarge) to refuse it, so a refused learn changes nothing.
+        self.admit = admit
         self._ops: dict[str, Callable[[_Ctx], dict[str, Any]]] = {
             "open": self._open,
             "observe": self._observe_cmd,
@@ -411,8 +417,6 @@ class Engine:
         st = ctx.st
         events = [list(e) for e in st.stm]
         vectors = list(st.deferred_vectors)
-        for name, values in vectors:
-            ctx.vectors.add(name, values)
         st.deferred_vectors = []
         learn_id = ctx.next_learn_id()
         st.stm = []
@@ -421,6 +425,8 @@ class Engine:
         st.emotives_accumulator = []
         st.metadata_accumulator = []
         if sum(len(e) for e in events) < 2:
+            for name, values in vectors:
+                ctx.vectors.add(name, values)
             return ""
         ev = LearnEvent(
             node_id=st.node_id,
@@ -432,6 +438,10 @@ class Engine:
             persistence=int(ctx.cfg("persistence")),
             vectors=tuple((n, tuple(v)) for n, v in vectors),
         )
+        if self.admit is not None:
+            self.admit(ev)  # before anything shared changes: a refusal leaves no trace
+        for name, values in vectors:
+            ctx.vectors.add(name, values)
         ctx.kb.apply_learn(ev)
         ctx.learned.append(ev)
         return prefixed(ev.name)

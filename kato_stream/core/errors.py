@@ -62,3 +62,11 @@ class CommandError(KatoError):
 
     code = "COMMAND_INVALID"
     status = 400
+
+
+class PatternTooLarge(KatoError):
+    """A learn whose pattern cannot be stored: the stream layer's limit on a pattern event
+    (``Engine(admit=...)``) refused it before the knowledge base changed."""
+
+    code = "PATTERN_TOO_LARGE"
+    status = 413

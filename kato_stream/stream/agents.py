@@ -11,10 +11,12 @@ for the LTM to be rebuilt before its first record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import socket
+import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -45,6 +47,39 @@ RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
 STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
 STALL_SECONDS = 3.0  # agent idle this long with records waiting = a stalled partition
+DURABLE_TIMEOUT = 120.0  # longest wait for a batch's changelog records before giving up
+FATAL_EXIT_CODE = 70  # EX_SOFTWARE: the orchestrator (or kato-stream dev) restarts the worker
+FATAL_GRACE = 15.0  # seconds a failed worker gets to stop cleanly before it exits hard
+
+
+def fatal(app: Any, task: str, exc: BaseException) -> None:
+    """Take the worker down after ``task`` failed, so it restarts from its last commit.
+
+    A failed batch must not be followed by later records: Faust would commit their offsets
+    past the failed ones (it commits the acknowledged offsets), and their commands would run
+    on state the failed ones never wrote.  So the worker stops consuming at once, tries to
+    stop cleanly (leaving its group, committing only what was finished) and exits with
+    ``FATAL_EXIT_CODE`` after ``FATAL_GRACE`` seconds at the latest."""
+    log.critical(
+        "%s failed: the worker exits and restarts from its last committed offsets",
+        task,
+        exc_info=exc,
+    )
+    metrics.observe_task_failure(task)
+    timer = threading.Timer(FATAL_GRACE, os._exit, args=(FATAL_EXIT_CODE,))
+    timer.daemon = True
+    timer.start()
+    with contextlib.suppress(Exception):
+        app.consumer.pause_partitions(app.consumer.assignment())
+    asyncio.ensure_future(_crash(app, exc))
+
+
+async def _crash(app: Any, exc: BaseException) -> None:
+    try:
+        await app.crash(exc)
+        await app.stop()
+    finally:
+        os._exit(FATAL_EXIT_CODE)
 
 
 def partition_lag(app: Any, msg: Any) -> int:
@@ -109,8 +144,8 @@ def register_agents(w: Worker) -> None:
         if observed:  # written to Redis with the whole batch's (finish)
             stored = {name: (ident, encoded[name]) for name, (ident, _) in observed.items()}
         futures = [
-            await w.patterns_topic.send(key=node_id.encode("utf-8"), value=codecs.dumps(pe))
-            for node_id, pe in outcome.pattern_events
+            await w.patterns_topic.send(key=node_id.encode("utf-8"), value=raw)
+            for node_id, raw in outcome.pattern_events
         ]
         if futures:
             # the learn's answer only once its event is on kato.patterns: whoever reads the
@@ -180,6 +215,10 @@ def register_agents(w: Worker) -> None:
             if threshold is not None:
                 metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
         _current_event.set(None)
+        # The table values' changelog records must be on the broker before their inputs
+        # become committable: a failed write raises here (the agent then takes the worker
+        # down, fatal()), and the redelivered commands are redone, never skipped.
+        await asyncio.wait_for(sessions.durable(), DURABLE_TIMEOUT)
         for tp, start, end in batch.holes:
             ack_range(w.app, tp.topic, tp.partition, start, end)
         for event in batch.events:  # committable from now on
@@ -263,6 +302,17 @@ def register_agents(w: Worker) -> None:
 
     @w.app.agent(w.input_topic, name="kato-commands")
     async def commands(stream: Any) -> None:
+        try:
+            await run(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not raised to Faust: it would restart the agent on the records after the
+            # failed batch and commit past it.  fatal() takes the worker down instead.
+            fatal(w.app, "agent", exc)
+            await asyncio.Event().wait()
+
+    async def run(stream: Any) -> None:
         await w.follower.ready.wait()
         # The rebuilt LTM is ~10 objects per pattern that live as long as the worker: keep them
         # out of the cyclic GC's full collections (40-80 ms pauses at 10k patterns otherwise).

@@ -198,12 +198,7 @@ def build_worker(
         sessions=sessions,
         ltm=ltm,
         follower=follower,
-        processor=Processor(
-            engine,
-            ltm,
-            max_bytes=settings.max_message_bytes,
-            external_lists=lists is not None,
-        ),
+        processor=Processor.from_settings(engine, ltm, settings, external_lists=lists is not None),
         adaptive=adaptive,
         prediction_cache=cache,
         persister=PatternPersister(settings) if settings.persist else None,

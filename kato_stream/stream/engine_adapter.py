@@ -12,19 +12,21 @@ prediction durations, observations applied and the node's LTM size.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kato_stream import metrics
 from kato_stream.core.config import EngineDefaults
 from kato_stream.core.engine import Command, CommandResult, Engine, Predictor
-from kato_stream.core.knowledge import KnowledgeBase
+from kato_stream.core.errors import PatternTooLarge
+from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.core.predictions import PredictionResult, PredictParams, predict
 from kato_stream.core.session import SessionState
 from kato_stream.settings import Settings
+from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveRecall
 from kato_stream.stream.envelope import Envelope
-from kato_stream.stream.ltm import NodeMemory
+from kato_stream.stream.ltm import NodeMemory, learn_event_dict
 from kato_stream.stream.processor import Handled, Source
 
 
@@ -41,6 +43,23 @@ def timed_predict(
         return predict(kb, stm, params)
     with metrics.timed(metrics.PREDICTION_DURATION):
         return predict(kb, stm, params)
+
+
+def pattern_guard(limit: int) -> Callable[[LearnEvent], None]:
+    """The engine's ``admit`` hook: refuse a learn whose ``kato.patterns`` record (keyed by
+    its node) would be larger than ``limit`` bytes, before it changes the knowledge base."""
+
+    def admit(ev: LearnEvent) -> None:
+        size = len(codecs.dumps(learn_event_dict(ev))) + len(ev.node_id.encode("utf-8"))
+        if size > limit:
+            raise PatternTooLarge(
+                f"the learned pattern would be a {size}-byte record, limit is {limit}: "
+                "nothing was learned (observe fewer or smaller symbols, or raise "
+                "KATO_STREAM_MAX_OUTPUT_BYTES with the topics' max.message.bytes)",
+                {"size": size, "limit": limit},
+            )
+
+    return admit
 
 
 def record_metrics(op: str, node_id: str, result: CommandResult, seconds: float, mem: Any) -> None:
@@ -78,9 +97,12 @@ class CoreEngineAdapter:
         adaptive: AdaptiveRecall | None = None,
     ) -> CoreEngineAdapter:
         # A caching predictor times itself (PredictionCache); the plain one is wrapped.
-        return cls(
-            Engine(EngineDefaults.from_object(settings), predictor or timed_predict), adaptive
+        engine = Engine(
+            EngineDefaults.from_object(settings),
+            predictor or timed_predict,
+            admit=pattern_guard(settings.max_output_bytes),
         )
+        return cls(engine, adaptive)
 
     def command(self, env: Envelope, source: Source) -> Command:
         return Command(

@@ -66,15 +66,24 @@ class Envelope:
 
 
 def _str_or_none(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
+    """An identifying field for a rejection record: only a string short enough to copy."""
+    return v if isinstance(v, str) and len(v) <= MAX_ID else None
 
 
 def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> Envelope:
     """Validate ``raw`` (the record value) against the envelope contract (contracts §2).
 
-    ``key``, when present, must be the UTF-8 session id: a mismatched key would put the
-    session on a partition other than the one its other commands use, breaking ordering.
+    ``key`` must be the UTF-8 session id: a missing or mismatched key would put the
+    session's commands on partitions other than the one its other commands use, breaking
+    their order.  Ids and the key are bounded (``MAX_ID``, ``MAX_KEY``): each is copied into
+    outputs that must fit the broker.
     """
+    if key is not None and len(key) > MAX_KEY:
+        raise EnvelopeError(
+            "OVERSIZED",
+            f"record key is {len(key)} bytes, limit is {MAX_KEY}",
+            {"field": "key", "size": len(key), "limit": MAX_KEY},
+        )
     if raw is None or len(raw) == 0:
         raise EnvelopeError("EMPTY", "record has no value")
     if len(raw) > max_bytes:
@@ -112,6 +121,13 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
             raise EnvelopeError(
                 "WRONG_TYPE", f"'{name}' must not be empty", {"field": name}, partial
             )
+        if len(v) > MAX_ID:
+            raise EnvelopeError(
+                "OVERSIZED",
+                f"'{name}' is {len(v)} characters, limit is {MAX_ID}",
+                {"field": name, "size": len(v), "limit": MAX_ID},
+                partial,
+            )
     extra = sorted(set(doc) - _FIELDS)
     if extra:
         raise EnvelopeError(
@@ -126,6 +142,13 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
             "WRONG_TYPE",
             f"'msg_id' must be a string or null, got {type(msg_id).__name__}",
             {"field": "msg_id"},
+            partial,
+        )
+    if msg_id is not None and len(msg_id) > MAX_ID:
+        raise EnvelopeError(
+            "OVERSIZED",
+            f"'msg_id' is {len(msg_id)} characters, limit is {MAX_ID}",
+            {"field": "msg_id", "size": len(msg_id), "limit": MAX_ID},
             partial,
         )
     origin = doc.get("origin")
@@ -151,7 +174,15 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
         raise EnvelopeError(
             "UNKNOWN_OP", f"unknown op {op!r}", {"op": op, "known": sorted(OPS)}, partial
         )
-    if key is not None and key != doc["session_id"].encode("utf-8"):
+    if key is None:
+        raise EnvelopeError(
+            "KEY_MISMATCH",
+            "record has no key: the key must be the UTF-8 session_id (without it the "
+            "session's commands would be spread over partitions and lose their order)",
+            {"key": None},
+            partial,
+        )
+    if key != doc["session_id"].encode("utf-8"):
         raise EnvelopeError(
             "KEY_MISMATCH",
             "record key must be the UTF-8 session_id (it decides the session's partition)",

@@ -23,12 +23,14 @@ them.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kato_stream.core.errors import KatoError
 from kato_stream.core.knowledge import LearnEvent
-from kato_stream.stream.envelope import Envelope, EnvelopeError, parse_envelope
+from kato_stream.stream import codecs
+from kato_stream.stream.envelope import MAX_KEY, Envelope, EnvelopeError, parse_envelope
 from kato_stream.stream.ltm import LtmRegistry, NodeMemory, clear_event_dict, learn_event_dict
 
 
@@ -42,6 +44,10 @@ class Source:
 
     def to_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+    def to_id(self) -> str:
+        """``"topic:partition:offset"``: the command's identity when it has no msg_id."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 @dataclass
@@ -80,7 +86,8 @@ class Outcome:
     session_id: str | None = None
     table_value: dict[str, Any] | None = None
     dead_letter: dict[str, Any] | None = None
-    pattern_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    pattern_events: list[tuple[str, bytes]] = field(default_factory=list)
+    """(node id, encoded pattern event) for ``kato.patterns``, each within the size limit."""
     duplicate: bool = False
     observed: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
     """Changed bulky lists to store outside the table: field -> (id, list)."""
@@ -90,6 +97,58 @@ class Outcome:
 
 def _b64(raw: bytes | None) -> str | None:
     return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+#: Room kept in a dead letter for everything but the original bytes (ids, source, error).
+DEAD_LETTER_OVERHEAD = 16_384
+#: Bytes of an oversized original kept in its dead letter (the rest is on the input topic).
+DEAD_LETTER_PREFIX = 4096
+
+
+#: Largest encoded ``error`` of a rejection: its details can quote the input.
+MAX_ERROR_BYTES = 8192
+
+
+def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
+    """``error`` as it fits a rejection record: details that quote a large input dropped."""
+    if len(codecs.dumps(error)) <= MAX_ERROR_BYTES:
+        return error
+    message = str(error.get("message", ""))[:1024]
+    return {"code": error.get("code"), "message": message, "details": {"truncated": True}}
+
+
+def bounded_bytes(prefix: str, raw: bytes | None, room: int) -> dict[str, Any]:
+    """``raw`` for a dead letter: base64 under ``{prefix}_b64`` if it fits ``room`` bytes,
+    else its first bytes, its size and its SHA-256 (the whole record stays on the input
+    topic at the dead letter's source coordinates)."""
+    if raw is None or 4 * ((len(raw) + 2) // 3) <= room:
+        return {f"{prefix}_b64": _b64(raw)}
+    keep = max(0, min(DEAD_LETTER_PREFIX, room // 2 * 3 // 4))
+    return {
+        f"{prefix}_b64": _b64(raw[:keep]),
+        f"{prefix}_truncated": True,
+        f"{prefix}_size": len(raw),
+        f"{prefix}_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def output_key(key: bytes | None, session_id: str | None) -> bytes | None:
+    """The output record's key: the input's (the session id), or a digest of a key too long
+    to copy, so an oversized key still maps to one partition."""
+    if key is not None and len(key) > MAX_KEY:
+        return b"sha256:" + hashlib.sha256(key).hexdigest().encode("ascii")
+    if key is not None:
+        return key
+    return session_id.encode("utf-8") if session_id else None
+
+
+def command_id(env: Envelope, source: Source) -> str:
+    """A command's idempotency key, hashed to 12 characters for the session's window:
+    its ``msg_id``, else the identity of the record it replays (``origin``), else its own
+    coordinates (so a replay of an id-less command is recognised too)."""
+    ident = "m:" + env.msg_id if env.msg_id else f"o:{env.origin or source.to_id()}"
+    digest = hashlib.blake2b(ident.encode("utf-8"), digest_size=9).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
 def _is_applied(stored: dict[str, Any] | None, source: Source) -> bool:
@@ -102,6 +161,12 @@ def _is_applied(stored: dict[str, Any] | None, source: Source) -> bool:
         and last["partition"] == source.partition
         and source.offset <= last["offset"]
     )
+
+
+def remember(ids: list[str] | None, cid: str, window: int) -> list[str]:
+    """The session's window of applied command ids with ``cid`` added (oldest dropped)."""
+    out = [*(ids or ()), cid]
+    return out[-window:] if len(out) > window else out
 
 
 #: The session state's bulky lists that may live outside the table, each with its id key.
@@ -142,11 +207,29 @@ class Processor:
         *,
         max_bytes: int,
         external_lists: bool = False,
+        max_output_bytes: int = 1_000_000,
+        idempotency_window: int = 0,
     ) -> None:
         self.engine = engine
         self.ltm = ltm
         self.max_bytes = max_bytes
         self.external_lists = external_lists
+        self.max_output_bytes = max_output_bytes
+        self.idempotency_window = idempotency_window
+
+    @classmethod
+    def from_settings(
+        cls, engine: EngineAdapter, ltm: LtmRegistry, settings: Any, *, external_lists: bool = False
+    ) -> Processor:
+        """The worker's processor: envelope, output and idempotency limits from ``settings``."""
+        return cls(
+            engine,
+            ltm,
+            max_bytes=settings.max_message_bytes,
+            external_lists=external_lists,
+            max_output_bytes=settings.max_output_bytes,
+            idempotency_window=settings.idempotency_window,
+        )
 
     def process(
         self,
@@ -186,6 +269,9 @@ class Processor:
                 {"session_node_id": stored.get("node_id")},
             )
             return self._reject(key, value, source, err.to_dict(), ident, stored)
+        cid = command_id(env, source) if self.idempotency_window else None
+        if cid is not None and stored is not None and cid in stored.get("ids", ()):
+            return self._duplicate(env, source, ident, stored)
         external = stored_outside(state)
         if external and state is not None:
             wanted = {f: i for f, i in external.items() if reads(f, env.op, state)}
@@ -210,23 +296,92 @@ class Processor:
             "future_potentials": h.future_potentials,
             "recall_threshold": h.recall_threshold,
         }
-        events: list[tuple[str, dict[str, Any]]] = [
-            (env.node_id, learn_event_dict(ev)) for ev in h.learned
-        ]
+        docs = [learn_event_dict(ev) for ev in h.learned]
         if h.cleared is not None:
-            events.append((env.node_id, clear_event_dict(env.node_id, h.cleared)))
+            docs.append(clear_event_dict(env.node_id, h.cleared))
+        # Each learn fits: the engine's admit hook (engine_adapter.pattern_guard) refused
+        # any larger one before it changed the knowledge base.
+        events = [(env.node_id, codecs.dumps(doc)) for doc in docs]
         new_state, observed = self._split_lists(state, h.state, external)
+        table_value: dict[str, Any] = {
+            "node_id": env.node_id if h.state is not None else None,
+            "state": new_state,
+            "applied": source.to_dict(),
+        }
+        if cid is not None:
+            table_value["ids"] = remember(
+                stored.get("ids") if stored else None, cid, self.idempotency_window
+            )
+        size = len(codecs.dumps(table_value)) + len(env.session_id.encode("utf-8")) + 2
+        if size > self.max_output_bytes:
+            rejected = self._too_large(
+                "STATE_TOO_LARGE", "session state", size, ident, key, value, source, stored
+            )
+            # Learns of the command already changed the node's knowledge base (an
+            # auto-learn before the observation that overflowed): they are published all
+            # the same, so every worker's copy of the node stays the same.
+            rejected.pattern_events = events
+            return rejected
         return Outcome(
             key=env.session_id.encode("utf-8"),
             record=record,
             session_id=env.session_id,
-            table_value={
-                "node_id": env.node_id if h.state is not None else None,
-                "state": new_state,
-                "applied": source.to_dict(),
-            },
+            table_value=table_value,
             pattern_events=events,
             observed=observed,
+        )
+
+    def _too_large(
+        self,
+        code: str,
+        what: str,
+        size: int,
+        ident: dict[str, Any],
+        key: bytes | None,
+        value: bytes | None,
+        source: Source,
+        stored: dict[str, Any] | None,
+    ) -> Outcome:
+        """Reject a command whose effects cannot be written: nothing of it is applied."""
+        limit = self.max_output_bytes
+        err = {
+            "code": code,
+            "message": f"the command's {what} would be {size} bytes, limit is {limit}: "
+            "nothing was applied (send smaller observations, or raise "
+            "KATO_STREAM_MAX_OUTPUT_BYTES with the topics' max.message.bytes)",
+            "details": {"size": size, "limit": limit},
+        }
+        return self._reject(key, value, source, err, ident, stored)
+
+    def _duplicate(
+        self, env: Envelope, source: Source, ident: dict[str, Any], stored: dict[str, Any]
+    ) -> Outcome:
+        """A command whose id the session applied already: answered, nothing changed."""
+        stm_length, time_ = self.engine.summary(stored.get("state"))
+        record = {
+            **ident,
+            "source": source.to_dict(),
+            "status": "duplicate",
+            "error": {
+                "code": "DUPLICATE",
+                "message": "this session already applied a command with this id "
+                + ("(msg_id)" if env.msg_id else "(origin)")
+                + ": nothing was changed",
+                "details": {"msg_id": env.msg_id, "origin": env.origin},
+            },
+            "response": None,
+            "stm_length": stm_length,
+            "time": time_,
+            "learned_patterns": [],
+            "predictions": [],
+            "future_potentials": [],
+            "recall_threshold": None,
+        }
+        return Outcome(
+            key=env.session_id.encode("utf-8"),
+            record=record,
+            session_id=env.session_id,
+            table_value={**stored, "applied": source.to_dict()},
         )
 
     def _split_lists(
@@ -283,6 +438,7 @@ class Processor:
         stored: dict[str, Any] | None,
     ) -> Outcome:
         ident = {k: ident.get(k) for k in ("session_id", "node_id", "msg_id", "op")}
+        error = bounded_error(error)
         stm_length, time_ = self.engine.summary(stored.get("state") if stored else None)
         record = {
             **ident,
@@ -297,18 +453,21 @@ class Processor:
             "future_potentials": [],
             "recall_threshold": None,
         }
+        limit = self.max_output_bytes
+        key_room = min(2 * MAX_KEY, limit // 8)
+        value_room = limit - min(DEAD_LETTER_OVERHEAD, limit // 4) - key_room
         dead = {
             **ident,
             "source": source.to_dict(),
-            "key_b64": _b64(key),
-            "value_b64": _b64(value),
+            **bounded_bytes("key", key, key_room),
+            **bounded_bytes("value", value, value_room),
             "error": error,
         }
         table_value = None
         if stored is not None and ident["session_id"]:
             # remember the offset so a redelivered rejection is not dead-lettered twice
             table_value = {**stored, "applied": source.to_dict()}
-        out_key = key if key is not None else (ident["session_id"] or "").encode("utf-8") or None
+        out_key = output_key(key, ident["session_id"])
         return Outcome(
             key=out_key,
             record=record,

@@ -178,9 +178,7 @@ def expected_outputs(
 ) -> tuple[dict[tuple[int, int], bytes], LtmRegistry, dict[str, Any]]:
     """Run the commands in publish order through the Processor and real engine, in process."""
     ltm = LtmRegistry()
-    proc = Processor(
-        CoreEngineAdapter.from_settings(settings), ltm, max_bytes=settings.max_message_bytes
-    )
+    proc = Processor.from_settings(CoreEngineAdapter.from_settings(settings), ltm, settings)
     table: dict[str, Any] = {}
     out: dict[tuple[int, int], bytes] = {}
     for s in sent:

@@ -8,7 +8,14 @@ import pytest
 
 from kato_stream.settings import Settings
 from kato_stream.stream.engine_adapter import CoreEngineAdapter
-from kato_stream.stream.envelope import _FIELDS, MAX_ORIGIN, EnvelopeError, parse_envelope
+from kato_stream.stream.envelope import (
+    _FIELDS,
+    MAX_ID,
+    MAX_KEY,
+    MAX_ORIGIN,
+    EnvelopeError,
+    parse_envelope,
+)
 from kato_stream.stream.ltm import LtmRegistry
 from kato_stream.stream.processor import Processor, Source
 from kato_stream.topics import load_schema, validate
@@ -34,7 +41,7 @@ def test_valid_envelope_with_and_without_optional_fields() -> None:
     assert env.payload == {"strings": ["a"]}
     env = parse_envelope(
         _raw(op="learn", session_id="s", node_id="n", msg_id="m", origin="t:1:2", payload=None),
-        None,
+        b"s",
         max_bytes=1000,
     )
     assert (env.msg_id, env.origin, env.payload) == ("m", "t:1:2", {})
@@ -62,6 +69,15 @@ def test_valid_envelope_with_and_without_optional_fields() -> None:
         (_raw(op="observe", session_id="s", node_id="n", payload=[1]), None, "WRONG_TYPE"),
         (_raw(op="fly", session_id="s", node_id="n"), None, "UNKNOWN_OP"),
         (_raw(op="observe", session_id="s", node_id="n"), b"other", "KEY_MISMATCH"),
+        (_raw(op="observe", session_id="s", node_id="n"), None, "KEY_MISMATCH"),
+        (_raw(op="observe", session_id="s", node_id="n"), b"s" * (MAX_KEY + 1), "OVERSIZED"),
+        (_raw(op="observe", session_id="s" * (MAX_ID + 1), node_id="n"), None, "OVERSIZED"),
+        (_raw(op="observe", session_id="s", node_id="n" * (MAX_ID + 1)), b"s", "OVERSIZED"),
+        (
+            _raw(op="observe", session_id="s", node_id="n", msg_id="m" * (MAX_ID + 1)),
+            b"s",
+            "OVERSIZED",
+        ),
     ],
 )
 def test_rejections_name_their_cause(raw: bytes, key: bytes | None, code: str) -> None:
@@ -72,8 +88,11 @@ def test_rejections_name_their_cause(raw: bytes, key: bytes | None, code: str) -
 
 
 def _learn_ids(values: list[tuple[bytes, Source]]) -> list[str]:
+    """Learn ids of the commands, with the session's id window off (the LTM's learn ids
+    alone keep a replayed learn from counting twice)."""
     ltm = LtmRegistry()
     proc = Processor(CoreEngineAdapter.from_settings(Settings()), ltm, max_bytes=100_000)
+    assert proc.idempotency_window == 0
     table: dict[str, object] = {}
     ids = []
     for value, src in values:
@@ -81,7 +100,7 @@ def _learn_ids(values: list[tuple[bytes, Source]]) -> list[str]:
         assert out.record is not None and out.record["status"] == "ok", out.record
         if out.table_value is not None:
             table["s"] = out.table_value
-        ids += [ev["learn_id"] for _node, ev in out.pattern_events]
+        ids += [orjson.loads(ev)["learn_id"] for _node, ev in out.pattern_events]
     return ids
 
 
