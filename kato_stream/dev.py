@@ -3,7 +3,8 @@
 Starts the broker and Redis (``EmbeddedStack``), creates the topics with their partition
 counts, runs one worker and the KATO-compatible gateway as child processes (so each owns
 its event loop and can be killed alone), then streams a small sample data set through the
-input topic and prints the prediction records as they arrive.  Ctrl-C, SIGTERM (or
+input topic and prints the prediction records as they arrive.  A worker or gateway that
+exits is started again with backoff (``supervise``).  Ctrl-C, SIGTERM (or
 ``--exit-after-sample``) stops everything: children get SIGTERM, then SIGKILL after a grace
 period; if this process is killed outright, they get SIGKILL from the kernel (Linux).
 """
@@ -90,8 +91,11 @@ class Child:
         from kato_stream.embedded.process import DIE_WITH_PARENT
 
         self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            list(argv),
+            self.argv,
             env=env,
             start_new_session=True,
             preexec_fn=DIE_WITH_PARENT,
@@ -99,6 +103,10 @@ class Child:
 
     def running(self) -> bool:
         return self.proc.poll() is None
+
+    def respawn(self) -> Child:
+        """The same command started again (after it exited)."""
+        return Child(self.name, self.argv, self.env)
 
     def stop(self, grace: float = 10.0) -> None:
         if not self.running():
@@ -111,6 +119,39 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+
+
+RESTART_BACKOFF_MAX = 30.0  # longest pause before a crashed child is started again
+RESTART_RESET_AFTER = 60.0  # a child that ran this long starts its backoff afresh
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds before the ``failures``-th consecutive restart: 1, 2, 4, ... up to 30."""
+    return float(min(RESTART_BACKOFF_MAX, 2 ** max(0, failures - 1)))
+
+
+async def supervise(children: list[Child], poll: float = 0.5) -> None:
+    """Keep ``children`` running until cancelled: one that exits (a worker that took itself
+    down after a failure, or was killed) is started again with backoff, and says so.  A
+    restarted worker resumes from its group's committed offsets."""
+    failures = {c.name: 0 for c in children}
+    while True:
+        for i, c in enumerate(children):
+            if c.running():
+                continue
+            ran = time.monotonic() - c.started
+            failures[c.name] = 1 if ran >= RESTART_RESET_AFTER else failures[c.name] + 1
+            delay = restart_delay(failures[c.name])
+            print(
+                f"{c.name} exited with code {c.proc.returncode} after {ran:.0f} s: "
+                f"restarting it in {delay:.0f} s (restart {failures[c.name]} in a row)",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.sleep(delay)
+            children[i] = c.respawn()
+            print(f"{c.name} restarted (pid {children[i].proc.pid})", file=sys.stderr, flush=True)
+        await asyncio.sleep(poll)
 
 
 async def _wait_http(url: str, timeout: float, child: Child) -> None:
@@ -239,11 +280,8 @@ async def run_dev(
         if exit_after_sample:
             return 0
         print("ready: press Ctrl-C to stop", flush=True)
-        while all(c.running() for c in children):
-            await asyncio.sleep(0.5)
-        dead = [c.name for c in children if not c.running()]
-        print(f"stopped: {', '.join(dead)} exited", file=sys.stderr)
-        return 1
+        await supervise(children)
+        return 1  # not reached: supervise() returns only when cancelled
     except asyncio.CancelledError:
         if not terminated.is_set():
             raise

@@ -34,8 +34,8 @@ from kato_stream.stream.continuity import (
     fetch_range,
     stalled_partitions,
 )
-from kato_stream.stream.processor import Processor, Source
-from kato_stream.stream.session_lists import Retired, retired_lists, settle_put
+from kato_stream.stream.processor import Processor, Source, stored_outside
+from kato_stream.stream.session_lists import Retired, retired_lists, settle_put, sweep
 
 if TYPE_CHECKING:
     from kato_stream.stream.app import Worker
@@ -296,9 +296,32 @@ def register_agents(w: Worker) -> None:
         if stuck:
             idle_since[0] = time.monotonic()  # give the re-fetch time before the next check
 
+    sweep_due = [True]
+
+    async def sweep_orphans() -> None:
+        """Drop the Redis lists of this worker's sessions that no table value names
+        (session_lists.sweep): left by a crash, here or in the partition's previous owner."""
+        sweep_due[0] = False
+        if w.lists is None:
+            return
+        owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == input_name}
+        mine = []
+        for sid, value in list(sessions.items()):
+            applied = (value or {}).get("applied") or {}
+            if applied.get("topic") == input_name and applied.get("partition") in owned:
+                mine.append((sid, stored_outside((value or {}).get("state"))))
+        try:
+            n = await sweep(w.lists, mine, retired.pending())
+        except Exception as exc:  # left in Redis: harmless, only memory; tried next time
+            log.warning("sweeping orphaned session lists failed: %s", exc)
+            return
+        if n:
+            log.info("dropped %d orphaned session lists of %d sessions", n, len(mine))
+
     @w.app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
         continuity.reset()  # the next record of each partition is checked against its commit
+        sweep_due[0] = True  # before the next batch (the table is recovered by then)
 
     @w.app.agent(w.input_topic, name="kato-commands")
     async def commands(stream: Any) -> None:
@@ -325,6 +348,8 @@ def register_agents(w: Worker) -> None:
             w.settings.agent_batch, w.settings.agent_batch_within
         ):
             idle_since[0] = time.monotonic()
+            if sweep_due[0]:  # between batches: no list is staged for a table write
+                await sweep_orphans()
             for event in events:
                 msg = event.message
                 tp = msg.tp

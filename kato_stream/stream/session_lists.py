@@ -113,6 +113,42 @@ class ListStore:
             await p.execute()
 
 
+async def sweep(
+    store: ListStore,
+    sessions: list[tuple[str, dict[str, str]]],
+    keep: set[tuple[str, str, str]],
+    chunk: int = 500,
+) -> int:
+    """Delete the stored lists that no table value names any more; returns how many.
+
+    ``sessions`` are (session id, field -> id of the list its table value names) for the
+    sessions of the partitions this worker owns; ``keep`` are lists that must stay although
+    no table value names them (replaced by commands whose offsets are not committed yet:
+    :class:`Retired`).  A crash forgets what :class:`Retired` knew and can leave lists of
+    a batch whose table values were never written: both are orphans that nothing would
+    ever delete.  Run between batches, when no list is staged for a table write."""
+    dropped = 0
+    for i in range(0, len(sessions), chunk):
+        part = sessions[i : i + chunk]
+        async with store.client.pipeline(transaction=False) as p:
+            for sid, _current in part:
+                for name in FIELDS:
+                    p.hkeys(store.key(sid, name))
+            found = await p.execute()
+        stale: list[tuple[str, str, str]] = []
+        it = iter(found)
+        for sid, current in part:
+            for name in FIELDS:
+                for raw in next(it):
+                    ident = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+                    if ident != current.get(name) and (sid, name, ident) not in keep:
+                        stale.append((sid, name, ident))
+        if stale:
+            await store.forget(stale)
+            dropped += len(stale)
+    return dropped
+
+
 def retired_lists(before: dict[str, Any] | None, outcome: Any) -> list[tuple[str, str, str]]:
     """The stored lists a command's outcome replaces: (session, field, old id) for each list
     kept outside the table whose id changed (all of them when it closed the session)."""
@@ -153,6 +189,10 @@ class Retired:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def pending(self) -> set[tuple[str, str, str]]:
+        """(session, field, id) of every list still waiting for its commit."""
+        return {(sid, name or "", ident or "") for _tp, _o, sid, name, ident in self._items}
 
 
 async def settle_put(
