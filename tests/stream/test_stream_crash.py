@@ -18,8 +18,10 @@ import pytest
 from kato_stream.cli import consume_records
 from kato_stream.settings import Settings
 from kato_stream.stores import RedisStore
+from kato_stream.stream import codecs
 from kato_stream.stream.group import evict_members
 from kato_stream.stream.persist import persist_group
+from kato_stream.stream.session_lists import FIELDS, ListStore
 from tests.stream.harness import (
     by_source,
     chdb_frequencies,
@@ -112,5 +114,27 @@ async def test_sigkill_mid_stream_then_restart(
         await asyncio.sleep(0.5)
     wrong = await redis_mismatches()
     assert not wrong, (wrong, w1.log_tail(3000), w2.log_tail(6000))
+    # no orphaned session lists: each session's Redis hashes end up holding only the lists
+    # its table value names (the crash forgot which lists were due for deletion)
+    store = ListStore(s)
+    await store.start()
+    try:
+        sids = sorted({codecs.loads(x.value)["session_id"] for x in sent})
+
+        async def orphans() -> dict[str, int]:
+            out = {}
+            for sid in sids:
+                for name in FIELDS:
+                    n = await store.client.hlen(store.key(sid, name))
+                    if n > 1:
+                        out[f"{sid}:{name}"] = n
+            return out
+
+        deadline = time.monotonic() + 30
+        while await orphans() and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert not await orphans(), w2.log_tail()
+    finally:
+        await store.stop()
     w2.stop()  # SIGTERM: the persister flushes its last batch, chdb is released
     assert chdb_frequencies(s, sorted(want_kb)) == want_kb
