@@ -3,7 +3,14 @@
 Every write (and every read of session state) goes through the input topic so that a
 session's commands keep one order and survive worker restarts (docs/contracts.md §2).
 The client publishes the envelope keyed by session id and waits for the record on the
-predictions topic that carries the same ``msg_id``.
+predictions topic that answers it: the one carrying the same ``msg_id`` or, for a rejection
+that could not name the ``msg_id`` (an envelope the worker could not read), the one whose
+``source`` is the input record's topic, partition and offset.
+
+Nothing is published that the worker would refuse for its size: an envelope larger than
+the worker's limit (``Settings.max_message_bytes``) raises :class:`EnvelopeTooLarge`, and a
+payload JSON cannot carry (an integer beyond 64 bits, nesting too deep, a lone surrogate)
+raises :class:`PayloadNotEncodable`, both before anything is sent.
 
 Its consumer has no group: it is assigned every partition of the predictions topic and
 starts at the end, so several gateway replicas each see every record (a record that no
@@ -18,6 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +44,29 @@ class StreamUnavailable(Exception):
     """The client is not started (or has stopped)."""
 
 
+class EnvelopeTooLarge(Exception):
+    """The command envelope is larger than the worker accepts; nothing was published."""
+
+    def __init__(self, op: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"The {op} command would be {size} bytes, the stream processor accepts at most "
+            f"{limit} bytes (KATO_STREAM_MAX_MESSAGE_BYTES)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class PayloadNotEncodable(ValueError):
+    """The payload has a value JSON cannot carry to the worker; nothing was published."""
+
+
+#: Records kept that answered a command without naming its ``msg_id`` and were read before
+#: the command's offset was known (its waiter looks here first).
+ORPHANS = 256
+#: Room for the key and the record's framing above the envelope in a produce request.
+RECORD_OVERHEAD = 65_536
+
+
 def new_msg_id(prefix: str) -> str:
     """A request-unique message id, e.g. ``obs-<uuid4 hex>`` (KATO's observation id form)."""
     return f"{prefix}-{uuid.uuid4().hex}"
@@ -49,17 +80,32 @@ class StreamClient:
     input_topic: str
     output_topic: str
     timeout: float = 30.0
+    max_bytes: int = 1_048_576
+    """Largest envelope the worker accepts (``Settings.max_message_bytes``)."""
+    max_output_bytes: int = 1_000_000
+    """Largest output record the worker publishes (``Settings.max_output_bytes``)."""
     _producer: AIOKafkaProducer | None = field(default=None, init=False, repr=False)
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _pending: dict[str, asyncio.Future[dict[str, Any]]] = field(
         default_factory=dict, init=False, repr=False
     )
+    _by_source: dict[tuple[int, int], asyncio.Future[dict[str, Any]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _orphans: OrderedDict[tuple[int, int], dict[str, Any]] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
+    _inflight: int = field(default=0, init=False, repr=False)
 
     async def start(self) -> None:
         """Connect, assign every output partition at its end, then start reading."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, enable_idempotence=False
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            linger_ms=0,
+            enable_idempotence=False,
+            max_request_size=max(1_048_576, self.max_bytes + RECORD_OVERHEAD),
         )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -67,6 +113,7 @@ class StreamClient:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             fetch_max_wait_ms=5,
+            max_partition_fetch_bytes=max(1_048_576, 2 * self.max_output_bytes),
         )
         await producer.start()
         try:
@@ -108,7 +155,7 @@ class StreamClient:
             "input_topic": self.input_topic,
             "output_topic": self.output_topic,
             "output_partitions_assigned": sorted(tp.partition for tp in parts),
-            "pending_requests": len(self._pending),
+            "pending_requests": self._inflight,
             "request_timeout_seconds": self.timeout,
         }
 
@@ -119,10 +166,12 @@ class StreamClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for fut in self._pending.values():
+        for fut in [*self._pending.values(), *self._by_source.values()]:
             if not fut.done():
                 fut.set_exception(StreamUnavailable("gateway stream client stopped"))
         self._pending.clear()
+        self._by_source.clear()
+        self._orphans.clear()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -141,7 +190,7 @@ class StreamClient:
                 log.exception("predictions consumer error; retrying")
                 await asyncio.sleep(0.5)
                 continue
-            if not self._pending:
+            if not self._inflight:
                 continue
             for records in batches.values():
                 for rec in records:
@@ -154,9 +203,45 @@ class StreamClient:
             out = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return
-        fut = self._pending.get(out.get("msg_id") or "") if isinstance(out, dict) else None
+        if not isinstance(out, dict):
+            return
+        mid = out.get("msg_id")
+        fut = self._pending.get(mid) if isinstance(mid, str) else None
+        if fut is None and not mid:
+            # A rejection that could not name its msg_id (the worker could not read the
+            # envelope): it still names the input record it answers.
+            where = self._source_of(out)
+            if where is None:
+                return
+            fut = self._by_source.get(where)
+            if fut is None:
+                if out.get("status") != "ok":  # perhaps ours, before its offset is known
+                    self._orphans[where] = out
+                    while len(self._orphans) > ORPHANS:
+                        self._orphans.popitem(last=False)
+                return
         if fut is not None and not fut.done():
             fut.set_result(out)
+
+    def _source_of(self, out: dict[str, Any]) -> tuple[int, int] | None:
+        src = out.get("source")
+        if not isinstance(src, dict) or src.get("topic") != self.input_topic:
+            return None
+        partition, offset = src.get("partition"), src.get("offset")
+        if not isinstance(partition, int) or not isinstance(offset, int):
+            return None
+        return partition, offset
+
+    def encode(self, envelope: dict[str, Any]) -> bytes:
+        """The envelope's bytes; ``EnvelopeTooLarge`` or ``PayloadNotEncodable`` if the
+        worker could not take them."""
+        try:
+            value = orjson.dumps(envelope)
+        except orjson.JSONEncodeError as exc:
+            raise PayloadNotEncodable(str(exc)) from None
+        if len(value) > self.max_bytes:
+            raise EnvelopeTooLarge(str(envelope.get("op")), len(value), self.max_bytes)
+        return value
 
     async def request(
         self,
@@ -169,8 +254,6 @@ class StreamClient:
         timeout: float | None = None,
     ) -> dict[str, Any]:
         """Publish one command and return its output record; ``StreamTimeout`` if none came."""
-        if self._producer is None:
-            raise StreamUnavailable("gateway stream client not started")
         mid = msg_id or new_msg_id(op)
         envelope = {
             "op": op,
@@ -179,24 +262,50 @@ class StreamClient:
             "msg_id": mid,
             "payload": payload or {},
         }
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[mid] = fut
+        value = self.encode(envelope)
+        return await self.exchange(value, session_id.encode(), mid, timeout=timeout, op=op)
+
+    async def exchange(
+        self,
+        value: bytes,
+        key: bytes,
+        msg_id: str | None,
+        *,
+        timeout: float | None = None,
+        op: str = "command",
+    ) -> dict[str, Any]:
+        """Publish one input record and return the output record answering it: the one with
+        ``msg_id``, or a rejection naming the record's coordinates."""
+        if self._producer is None:
+            raise StreamUnavailable("gateway stream client not started")
+        limit = timeout or self.timeout
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        if msg_id:
+            self._pending[msg_id] = fut
+        where: tuple[int, int] | None = None
+        self._inflight += 1
         try:
-            await self._producer.send_and_wait(
-                self.input_topic, orjson.dumps(envelope), key=session_id.encode()
-            )
-            return await asyncio.wait_for(fut, timeout or self.timeout)
+            meta = await self._producer.send_and_wait(self.input_topic, value, key=key)
+            where = (meta.partition, meta.offset)
+            early = self._orphans.pop(where, None)
+            if early is not None and not fut.done():
+                fut.set_result(early)
+            self._by_source[where] = fut
+            return await asyncio.wait_for(fut, limit)
         except TimeoutError:
-            raise StreamTimeout(
-                f"no record for {op} {mid} within {timeout or self.timeout}s"
-            ) from None
+            raise StreamTimeout(f"no record for {op} {msg_id or where} within {limit}s") from None
         finally:
-            self._pending.pop(mid, None)
+            self._inflight -= 1
+            if msg_id:
+                self._pending.pop(msg_id, None)
+            if where is not None:
+                self._by_source.pop(where, None)
 
     async def publish(self, envelope: dict[str, Any], key: str) -> None:
         """Fire-and-forget publish (used for ``close`` of expired sessions)."""
         if self._producer is None:
             raise StreamUnavailable("gateway stream client not started")
         await self._producer.send_and_wait(
-            self.input_topic, orjson.dumps(envelope), key=key.encode()
+            self.input_topic, self.encode(envelope), key=key.encode()
         )

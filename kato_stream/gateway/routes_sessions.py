@@ -16,7 +16,13 @@ from fastapi.responses import JSONResponse, Response
 from kato_stream.gateway.client import new_msg_id
 from kato_stream.gateway.errors import detail
 from kato_stream.gateway.events import EventHub
-from kato_stream.gateway.models import CreateSessionRequest, ObservationData, ObserveSequenceRequest
+from kato_stream.gateway.models import (
+    MAX_TTL,
+    CreateSessionRequest,
+    JsonObject,
+    ObservationData,
+    ObserveSequenceRequest,
+)
 from kato_stream.gateway.service import Gateway, Reply
 from kato_stream.gateway.sessions import SessionRecord, iso_z, new_session_id
 
@@ -86,13 +92,13 @@ async def create_session(body: CreateSessionRequest, request: Request) -> JSONRe
     except Reply:
         await gw.sessions.delete(sid)
         raise
-    body = _session_response(rec, cfg, rec.ttl_seconds)
+    out = _session_response(rec, cfg, rec.ttl_seconds)
     _publish(
         request,
         "session.created",
-        {"session_id": sid, "node_id": rec.node_id, "created_at": body["created_at"]},
+        {"session_id": sid, "node_id": rec.node_id, "created_at": out["created_at"]},
     )
-    return JSONResponse(body)
+    return JSONResponse(out)
 
 
 @router.get("/sessions/count")
@@ -143,8 +149,9 @@ async def delete_session(session_id: str, request: Request) -> Response:
 
 @router.post("/sessions/{session_id}/extend")
 async def extend_session(
-    session_id: str, request: Request, ttl_seconds: int = Query(3600)
+    session_id: str, request: Request, ttl_seconds: int = Query(3600, ge=1, le=MAX_TTL)
 ) -> Response:
+    """A one-off expiry of now + ``ttl_seconds`` (1 s to ``MAX_TTL``; Redis refuses others)."""
     if not await _gw(request).sessions.extend(session_id, ttl_seconds):
         return detail(404, f"Session {session_id} not found")
     return JSONResponse(
@@ -160,7 +167,7 @@ async def get_config(session_id: str, request: Request) -> JSONResponse:
 
 @router.post("/sessions/{session_id}/config")
 async def update_config(
-    session_id: str, request: Request, body: Annotated[dict[str, Any], Body()]
+    session_id: str, request: Request, body: Annotated[JsonObject, Body()]
 ) -> JSONResponse:
     """Body ``{"config": {...}}`` or the bare config; the engine validates (400 on error)."""
     return JSONResponse(await _run(request, "configure", body))

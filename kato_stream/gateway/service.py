@@ -11,12 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
 from fastapi.responses import JSONResponse, Response
 from redis.asyncio import Redis
 
 from kato_stream import fetch_backoff
-from kato_stream.gateway.client import StreamClient, StreamTimeout, StreamUnavailable, new_msg_id
-from kato_stream.gateway.errors import detail, from_rejection
+from kato_stream.gateway.client import (
+    EnvelopeTooLarge,
+    PayloadNotEncodable,
+    StreamClient,
+    StreamTimeout,
+    StreamUnavailable,
+    new_msg_id,
+)
+from kato_stream.gateway.errors import detail, from_rejection, too_large, validation_error
 from kato_stream.gateway.sessions import SessionRegistry
 from kato_stream.settings import Settings
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
@@ -68,6 +76,8 @@ class Gateway:
                 input_topic=self.settings.topic("observations"),
                 output_topic=self.settings.topic("predictions"),
                 timeout=self.request_timeout,
+                max_bytes=self.settings.max_message_bytes,
+                max_output_bytes=self.settings.max_output_bytes,
             )
             await self.stream.start()
             self._owned.append(self.stream)
@@ -117,14 +127,84 @@ class Gateway:
             record = await self.stream.request(
                 op, session_id, node_id, payload, msg_id=msg_id or new_msg_id(op)
             )
+        except EnvelopeTooLarge as exc:
+            raise Reply(too_large(str(exc))) from None
+        except MessageSizeTooLargeError:  # the broker's limit is below the worker's
+            raise Reply(too_large(f"The {op} command is too large for the broker")) from None
+        except PayloadNotEncodable as exc:
+            raise Reply(not_encodable(str(exc))) from None
         except StreamTimeout:
             raise Reply(detail(504, "Timed out waiting for the stream processor")) from None
         except StreamUnavailable:
             raise Reply(detail(503, "Stream processor unavailable")) from None
-        if record.get("status") != "ok":
+        status = record.get("status")
+        if status == "truncated":
+            return truncated_response(op, record)
+        if status != "ok":
             raise Reply(from_rejection(record.get("error"), session_id))
         response = record.get("response")
         return response if isinstance(response, dict) else {}
+
+
+def not_encodable(reason: str) -> JSONResponse:
+    """422 in FastAPI's shape for a body value JSON cannot carry to the worker."""
+    return validation_error(
+        [
+            {
+                "type": "value_error",
+                "loc": ["body"],
+                "msg": f"Value error, cannot be sent to the stream processor: {reason}",
+                "input": None,
+                "ctx": {"error": reason},
+            }
+        ]
+    )
+
+
+def _observe_response(record: dict[str, Any]) -> dict[str, Any]:
+    learned = record.get("learned_patterns") or []
+    return {
+        "status": "okay",
+        "session_id": record.get("session_id"),
+        "processor_id": record.get("node_id"),
+        "stm_length": record.get("stm_length"),
+        "time": record.get("time"),
+        "unique_id": record.get("msg_id"),
+        "auto_learned_pattern": learned[-1] if learned else None,
+    }
+
+
+def _configure_response(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": "okay",
+        "message": "Configuration updated",
+        "session_id": record.get("session_id"),
+    }
+
+
+#: Ops whose answer the gateway can rebuild from a truncated record (the worker drops the
+#: response with the predictions that made the record too large; the command was applied):
+#: an observe's answer is all in the record, a configure's is fixed.
+REBUILT = {"observe": _observe_response, "configure": _configure_response}
+#: Ops that change nothing: a truncated answer to them is only a too-large answer.
+READ_ONLY = frozenset({"get", "predict"})
+
+
+def truncated_response(op: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a command whose output record the worker had to shrink (status
+    ``truncated``, ``OUTPUT_TOO_LARGE``): rebuilt where the record still holds all of it,
+    else ``Reply`` 413 (saying, for a write, that the command was applied)."""
+    rebuild = REBUILT.get(op)
+    if rebuild is not None:
+        return rebuild(record)
+    err = record.get("error") or {}
+    info = err.get("details")
+    size, limit = (info.get("size"), info.get("limit")) if isinstance(info, dict) else (0, 0)
+    what = f" ({size} bytes, limit {limit})" if size and limit else ""
+    message = f"The answer to {op} is too large to return{what}"
+    if op not in READ_ONLY:
+        message += "; the command was applied"
+    raise Reply(too_large(message))
 
 
 def json_reply(body: Any, status: int = 200) -> JSONResponse:
