@@ -66,10 +66,9 @@ def run_worker(
     settings: Settings, engine: Any = None, loglevel: str = "warning", vector_factory: Any = None
 ) -> None:
     """Run one worker in the foreground until SIGINT/SIGTERM (graceful) or SIGKILL."""
-    from kato_stream.stream.app import QuietWorker, build_worker
+    from kato_stream.stream.app import build_worker
 
-    w = build_worker(settings, engine, vector_factory)
-    QuietWorker(w.app, loglevel=loglevel, redirect_stdouts=False).execute_from_commandline()
+    build_worker(settings, engine, vector_factory).run(loglevel)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

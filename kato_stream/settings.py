@@ -161,6 +161,11 @@ class Settings:
         "",
         "Static group membership id (e.g. the pod name): a restarted worker takes its partitions back at once; empty = dynamic.",
     )
+    evict_dead_members: bool = setting(
+        "KATO_STREAM_EVICT_DEAD_MEMBERS",
+        True,
+        "Evict group members whose process on this host is gone (a broker like noida-db never expires them; stream/group.py).",
+    )
     agent_batch: int = setting(
         "KATO_STREAM_AGENT_BATCH",
         100,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -21,6 +21,7 @@ from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
 from kato_stream.stream.continuity import disable_gap_fill
+from kato_stream.stream.group import GroupWatchdog, client_id
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
 from kato_stream.stream.persist import LatestWriter, PatternPersister
 from kato_stream.stream.prediction_cache import PredictionCache, apply_redis_memory
@@ -49,6 +50,14 @@ class Worker:
     persister: PatternPersister | None = None
     latest: LatestWriter | None = None
     lists: ListStore | None = None
+    boot_services: list[Any] = field(default_factory=list)
+    """Services that start before the app and its consumer (group.GroupWatchdog)."""
+
+    def run(self, loglevel: str = "warning") -> None:
+        """Run the worker in the foreground until SIGINT/SIGTERM (graceful) or SIGKILL."""
+        QuietWorker(
+            self.app, *self.boot_services, loglevel=loglevel, redirect_stdouts=False
+        ).execute_from_commandline()
 
 
 def fetch_bytes(settings: Settings) -> int:
@@ -167,6 +176,7 @@ def build_worker(
         stream_buffer_maxsize=settings.stream_buffer,
         broker_session_timeout=settings.session_timeout,
         consumer_group_instance_id=settings.instance_id or None,
+        broker_client_id=client_id("worker"),  # names the process: group.py
         broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
         producer_compression_type=None
         if settings.producer_compression == "none"
@@ -231,6 +241,14 @@ def build_worker(
                 await lists.stop()
             if cache is not None:
                 cache.stop()
+
+    if settings.evict_dead_members:
+        groups = [settings.app_id] + ([worker.persister.group_id] if worker.persister else [])
+        watchdog = GroupWatchdog(
+            settings.kafka_bootstrap, groups, interval=max(1.0, settings.session_timeout / 3)
+        )
+
+        worker.boot_services.append(watchdog)
 
     if worker.persister is not None and worker.latest is not None:
         persister, latest = worker.persister, worker.latest

@@ -1,39 +1,136 @@
 """Consumer-group maintenance: fence the membership of a crashed worker.
 
 Apache Kafka expires a SIGKILLed worker's membership after the session timeout and gives its
-partitions to the survivors.  The embedded broker (noida-db) never expires members, so a
-crashed worker would keep its partitions forever; ``evict_members`` sends the LeaveGroup the
-dead worker could not send.  Only evict members that are really gone: a live worker evicted
-this way simply rejoins (one extra rebalance).
+partitions to the survivors.  The embedded broker (noida-db) never expires members: a
+crashed worker keeps its place in the group, and the next rebalance (a restarted or an added
+worker joining) waits for it forever.  So every group member of kato-stream names its
+process in its ``client.id`` (:func:`client_id`: role, host, pid and the process's start
+time), and every worker runs a :class:`GroupWatchdog` that sends the LeaveGroup a dead
+member could not send, for members that are **provably** dead: on this host, with no
+process of that pid and start time.  A member on another host is never evicted by the
+watchdog (its broker is a real Kafka in every deployment this project describes, and that
+expires it); ``kato-stream group evict`` is the operator's command for any other case.
+
+A live member evicted by mistake simply rejoins (one extra rebalance): nothing is lost.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import mode
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
+
+__all__ = [
+    "GroupWatchdog",
+    "Member",
+    "client_id",
+    "describe",
+    "evict_dead",
+    "evict_members",
+    "group_members",
+    "provably_dead",
+]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "kato-stream"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or
+    None if there is no such process (or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has exited; only its parent has not reaped it
+        return None
+    return int(fields[19])
+
+
+def client_id(role: str) -> str:
+    """``client.id`` of this process's group members: ``kato-stream/<role>/<host>/<pid>/<start>``.
+
+    The start time tells a dead process from a new one that reused its pid."""
+    pid = os.getpid()
+    return f"{PREFIX}/{role}/{socket.gethostname()}/{pid}/{_start_ticks(pid) or 0}"
+
+
+def provably_dead(cid: str, host: str | None = None) -> bool:
+    """Whether the member with client id ``cid`` (from :func:`client_id`) belongs to a
+    process of this host that no longer runs.  False for anything it cannot prove."""
+    parts = cid.split("/")
+    if len(parts) != 5 or parts[0] != PREFIX:
+        return False
+    _, _role, their_host, pid, start = parts
+    if their_host != (host or socket.gethostname()) or not pid.isdigit():
+        return False
+    ticks = _start_ticks(int(pid))
+    return ticks is None or str(ticks) != start
+
+
+@dataclass(frozen=True)
+class Member:
+    group: str
+    member_id: str
+    client_id: str
+    client_host: str
+
+
+async def _describe_one(bootstrap: str, group: str) -> tuple[str, list[Member]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for resp in await admin.describe_consumer_groups([group]):
+            for g in resp.groups:
+                _err, gid, state, _ptype, _proto, members = g[:6]
+                if gid == group:
+                    return state, [Member(gid, m[0], m[1], m[2]) for m in members]
+        return "Dead", []
+    finally:
+        await admin.close()
+
+
+async def describe(bootstrap: str, groups: list[str]) -> dict[str, tuple[str, list[Member]]]:
+    """group -> (state, members) as the broker reports them.
+
+    One request per group: noida-db answers a DescribeGroups that names a group it does not
+    know (a persister group before its first join, say) with a response aiokafka cannot
+    decode, and closes the connection; such a group reads as ``("Dead", [])``."""
+    out: dict[str, tuple[str, list[Member]]] = {}
+    for group in groups:
+        try:
+            out[group] = await _describe_one(bootstrap, group)
+        except (KafkaError, ValueError) as exc:
+            log.debug("describing group %s failed: %r", group, exc)
+            out[group] = ("Dead", [])
+    return out
 
 
 async def group_members(bootstrap: str, group: str) -> list[str]:
     """Member ids currently in ``group``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        resp = await admin.describe_consumer_groups([group])
-        return [m[0] for g in resp[0].groups for m in g[5]]
-    finally:
-        await admin.close()
+    found = await describe(bootstrap, [group])
+    return [m.member_id for m in found.get(group, ("", []))[1]]
 
 
 async def evict_members(
     bootstrap: str, group: str, member_ids: list[str] | None = None
 ) -> list[str]:
-    """Remove ``member_ids`` (default: every member) from ``group``; returns those removed."""
+    """Send LeaveGroup for ``member_ids`` (default: every member) of ``group``; returns the
+    ids the broker removed.  The operator's command (``kato-stream group evict``)."""
+    if member_ids is None:
+        member_ids = await group_members(bootstrap, group)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        if member_ids is None:
-            resp = await admin.describe_consumer_groups([group])
-            member_ids = [m[0] for g in resp[0].groups for m in g[5]]
         node = await admin.find_coordinator(group)
         done = []
         for mid in member_ids:
@@ -43,3 +140,51 @@ async def evict_members(
         return done
     finally:
         await admin.close()
+
+
+async def evict_dead(bootstrap: str, groups: list[str]) -> list[Member]:
+    """Evict the members of ``groups`` that are provably dead; returns them."""
+    evicted = []
+    for group, (_state, members) in (await describe(bootstrap, groups)).items():
+        dead = [m for m in members if provably_dead(m.client_id)]
+        if dead:
+            gone = set(await evict_members(bootstrap, group, [m.member_id for m in dead]))
+            evicted += [m for m in dead if m.member_id in gone]
+    return evicted
+
+
+class GroupWatchdog(mode.Service):  # type: ignore[misc]
+    """Evicts provably dead members of the worker's groups every ``interval`` seconds, so a
+    restarted or added worker is not held up by a crashed one on a broker that never
+    expires members.  It must run before the worker's consumer joins (the join itself is
+    what a dead member holds up): the Faust worker starts it ahead of the app
+    (``Worker.run``)."""
+
+    def __init__(self, bootstrap: str, groups: list[str], interval: float) -> None:
+        super().__init__()
+        self.bootstrap = bootstrap
+        self.groups = groups
+        self.interval = interval
+        self.evicted: list[Member] = []
+
+    async def check(self) -> list[Member]:
+        """One pass; returns the members it evicted."""
+        gone = await evict_dead(self.bootstrap, self.groups)
+        for m in gone:
+            log.warning(
+                "evicted dead member %s (%s) of group %s: its process is gone",
+                m.member_id,
+                m.client_id,
+                m.group,
+            )
+        self.evicted += gone
+        return gone
+
+    @mode.Service.task
+    async def _watch(self) -> None:
+        while not self.should_stop:
+            try:
+                await self.check()
+            except Exception as exc:  # the broker is restarting, say: try again later
+                log.info("group watchdog: %s", exc)
+            await self.sleep(self.interval)

@@ -140,10 +140,13 @@ class PatternPersister:
     async def _open_consumer(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
+        from kato_stream.stream.group import client_id
+
         consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.group_id,
+            client_id=client_id("persist"),  # names the process: group.py
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,

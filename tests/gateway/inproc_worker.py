@@ -7,9 +7,9 @@ import sys
 
 from kato_stream.gateway.server import attach_to_worker
 from kato_stream.settings import Settings
-from kato_stream.stream.app import QuietWorker, build_worker
+from kato_stream.stream.app import build_worker
 
 if __name__ == "__main__":
     w = build_worker(Settings.from_env())
     attach_to_worker(w, "127.0.0.1", int(sys.argv[1]))
-    QuietWorker(w.app, loglevel="warning", redirect_stdouts=False).execute_from_commandline()
+    w.run("warning")

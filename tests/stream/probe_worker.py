@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from kato_stream.settings import Settings
-from kato_stream.stream.app import QuietWorker, build_worker
+from kato_stream.stream.app import build_worker
 
 
 def instrument(w: Any, report: Path) -> None:
@@ -49,4 +49,4 @@ def instrument(w: Any, report: Path) -> None:
 if __name__ == "__main__":
     w = build_worker(Settings.from_env())
     instrument(w, Path(sys.argv[1]))
-    QuietWorker(w.app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
+    w.run("info")
