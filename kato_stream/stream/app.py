@@ -17,6 +17,7 @@ import faust
 import mode
 
 from kato_stream import fetch_backoff
+from kato_stream.compat import faust_member_id
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
@@ -244,8 +245,22 @@ def build_worker(
 
     if settings.evict_dead_members:
         groups = [settings.app_id] + ([worker.persister.group_id] if worker.persister else [])
+        persister_ = worker.persister
+
+        def own() -> dict[str, str]:
+            """This process's consumers: client id -> the member id each holds now."""
+            out = {}
+            if (mid := faust_member_id(app)) is not None:
+                out[client_id("worker")] = mid
+            if persister_ is not None and (mid := persister_.member_id()) is not None:
+                out[client_id("persist")] = mid
+            return out
+
         watchdog = GroupWatchdog(
-            settings.kafka_bootstrap, groups, interval=max(1.0, settings.session_timeout / 3)
+            settings.kafka_bootstrap,
+            groups,
+            interval=max(1.0, settings.session_timeout / 3),
+            own=own,
         )
 
         worker.boot_services.append(watchdog)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 
+from kato_stream.compat import admin_request
+
 __all__ = [
     "GroupWatchdog",
+    "abandoned",
     "Member",
     "client_id",
     "describe",
@@ -134,7 +138,7 @@ async def evict_members(
         node = await admin.find_coordinator(group)
         done = []
         for mid in member_ids:
-            r = await admin._send_request_to_node(node, LeaveGroupRequest(group, mid))  # noqa: SLF001
+            r = await admin_request(admin, node, LeaveGroupRequest(group, mid))
             if r.error_code == 0:
                 done.append(mid)
         return done
@@ -142,11 +146,23 @@ async def evict_members(
         await admin.close()
 
 
-async def evict_dead(bootstrap: str, groups: list[str]) -> list[Member]:
-    """Evict the members of ``groups`` that are provably dead; returns them."""
+def abandoned(m: Member, state: str, own: dict[str, str]) -> bool:
+    """Whether ``m`` is a membership this process left behind: same client id as one of its
+    consumers, another member id, while the group is rebalancing.  (A consumer whose commit
+    fails with IllegalGeneration during a rebalance rejoins under a new id; noida-db then
+    waits for the old one forever, where Kafka would drop it after the rebalance timeout.)"""
+    current = own.get(m.client_id)
+    return state != "Stable" and current is not None and m.member_id != current
+
+
+async def evict_dead(
+    bootstrap: str, groups: list[str], own: dict[str, str] | None = None
+) -> list[Member]:
+    """Evict the members of ``groups`` that are provably dead, or abandoned by this process
+    (``own``: client id -> the member id its consumer holds now); returns them."""
     evicted = []
-    for group, (_state, members) in (await describe(bootstrap, groups)).items():
-        dead = [m for m in members if provably_dead(m.client_id)]
+    for group, (state, members) in (await describe(bootstrap, groups)).items():
+        dead = [m for m in members if provably_dead(m.client_id) or abandoned(m, state, own or {})]
         if dead:
             gone = set(await evict_members(bootstrap, group, [m.member_id for m in dead]))
             evicted += [m for m in dead if m.member_id in gone]
@@ -160,19 +176,26 @@ class GroupWatchdog(mode.Service):  # type: ignore[misc]
     what a dead member holds up): the Faust worker starts it ahead of the app
     (``Worker.run``)."""
 
-    def __init__(self, bootstrap: str, groups: list[str], interval: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        groups: list[str],
+        interval: float,
+        own: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
         super().__init__()
         self.bootstrap = bootstrap
         self.groups = groups
         self.interval = interval
+        self.own = own or dict
         self.evicted: list[Member] = []
 
     async def check(self) -> list[Member]:
         """One pass; returns the members it evicted."""
-        gone = await evict_dead(self.bootstrap, self.groups)
+        gone = await evict_dead(self.bootstrap, self.groups, self.own())
         for m in gone:
             log.warning(
-                "evicted dead member %s (%s) of group %s: its process is gone",
+                "evicted member %s (%s) of group %s: its process is gone or left it behind",
                 m.member_id,
                 m.client_id,
                 m.group,

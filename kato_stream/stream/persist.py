@@ -158,6 +158,12 @@ class PatternPersister:
         fetch_backoff.set_pause(consumer, self.settings.tail_fetch_backoff)  # a tail follower
         self._consumer = consumer
 
+    def member_id(self) -> str | None:
+        """The member id the persister's group consumer holds now (group.GroupWatchdog)."""
+        from kato_stream.compat import aiokafka_member_id
+
+        return aiokafka_member_id(self._consumer)
+
     async def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
