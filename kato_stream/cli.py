@@ -191,6 +191,47 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group(args: argparse.Namespace) -> int:
+    """Show the worker groups, or evict members: the operator's tool for a stuck group."""
+    from kato_stream.stream.group import Member, describe, evict_dead, evict_members
+    from kato_stream.stream.persist import persist_group
+
+    s = _settings(args)
+    groups = [s.app_id, persist_group(s)]
+
+    def show(m: Member, dead: bool) -> str:
+        return f"  {m.member_id}  client={m.client_id} host={m.client_host}" + (
+            "  (process gone)" if dead else ""
+        )
+
+    async def run() -> int:
+        from kato_stream.stream.group import provably_dead
+
+        if args.action == "status":
+            for group, (state, members) in (await describe(s.kafka_bootstrap, groups)).items():
+                print(f"{group}: {state}, {len(members)} member(s)")
+                for m in members:
+                    print(show(m, provably_dead(m.client_id)))
+            return 0
+        if args.action == "evict-dead":
+            gone = await evict_dead(s.kafka_bootstrap, groups)
+            for m in gone:
+                print(f"evicted {m.member_id} of {m.group}")
+            print(f"{len(gone)} dead member(s) evicted")
+            return 0
+        # evict: the given members, or every member (they rejoin if alive: one rebalance)
+        total = 0
+        for group in groups:
+            done = await evict_members(s.kafka_bootstrap, group, args.member or None)
+            for mid in done:
+                print(f"evicted {mid} of {group}")
+            total += len(done)
+        print(f"{total} member(s) evicted")
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_gateway(args: argparse.Namespace) -> int:
     from kato_stream.gateway.server import run_standalone
 
@@ -261,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("settings", help="print every setting (env var, default, doc)")
     st.set_defaults(func=cmd_settings)
+
+    gr = sub.add_parser(
+        "group",
+        help="the workers' consumer groups: status, evict-dead (members whose process on "
+        "this host is gone), evict (the given --member ids, or all: live ones rejoin)",
+    )
+    gr.add_argument("action", choices=("status", "evict-dead", "evict"))
+    gr.add_argument("--member", action="append", help="member id to evict (repeatable)")
+    common(gr)
+    gr.set_defaults(func=cmd_group)
 
     g = sub.add_parser("gateway", help="serve KATO's REST API (the KATO-compatible gateway)")
     g.add_argument("--host", default="127.0.0.1")
