@@ -118,3 +118,86 @@ def test_dev_children_die_with_it(tmp_path: Path) -> None:
     proc.kill()
     proc.wait(10)
     assert _wait_gone(kids, 30) == set()
+
+
+def test_dev_restarts_a_killed_worker(tmp_path: Path) -> None:
+    """The worker dies (SIGKILL, as the OOM killer would): dev says so, starts it again, and
+    the new worker answers commands (the dead one's membership is evicted by the new one's
+    watchdog: the embedded broker never expires it)."""
+    import asyncio
+    import threading
+
+    from kato_stream.cli import consume_records
+    from kato_stream.stream import codecs
+    from kato_stream.stream.agents import WORKER_HEADER
+
+    argv, env = _dev(tmp_path, "--no-sample")
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("ready:"):
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(300), "".join(lines)
+        worker = [
+            p
+            for p in _children(proc.pid)
+            if b" worker" in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")
+        ]
+        assert len(worker) == 1, worker
+        os.kill(worker[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("worker restarted" in x for x in lines):
+            time.sleep(0.2)
+        text = "".join(lines)
+        assert "worker exited with code -9" in text and "restarting it in" in text, text
+        assert "worker restarted" in text, text
+
+        bootstrap = env["KATO_STREAM_KAFKA_BOOTSTRAP"]
+
+        async def ask() -> list[dict[str, object]]:
+            from aiokafka import AIOKafkaProducer
+
+            p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+            await p.start()
+            try:
+                doc = {
+                    "op": "observe",
+                    "session_id": "r1",
+                    "node_id": "rn",
+                    "msg_id": "m1",
+                    "payload": {"strings": ["x"]},
+                }
+                await p.send_and_wait("kato.observations", codecs.dumps(doc), key=b"r1")
+            finally:
+                await p.stop()
+            limit = time.monotonic() + Settings().session_timeout + 40
+            while time.monotonic() < limit:
+                recs = await consume_records(bootstrap, "kato.predictions", timeout=3, to_end=True)
+                found = [r for r in recs if codecs.loads(r.value).get("msg_id") == "m1"]
+                if found:
+                    return [
+                        {
+                            "doc": codecs.loads(found[0].value),
+                            "worker": dict(found[0].headers)[WORKER_HEADER],
+                        }
+                    ]
+                await asyncio.sleep(0.5)
+            return []
+
+        got = asyncio.run(ask())
+        assert got, "".join(lines)
+        assert got[0]["doc"]["status"] == "ok"  # type: ignore[index]
+        assert str(worker[0]).encode() not in got[0]["worker"]  # type: ignore[operator]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
