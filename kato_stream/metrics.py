@@ -215,6 +215,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_dlq_total",
         "kato_offset_holes_total",
         "kato_partition_stalls_total",
+        "kato_task_failures_total",
         "kato_session_lists_fallbacks_total",
         "kato_command_duration_seconds",
         "kato_observation_duration_seconds",

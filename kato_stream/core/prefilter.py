@@ -7,12 +7,21 @@ pattern with ``2B/T < threshold - 1e-9`` can never be kept: skipping it cannot c
 the output.  The index is derived from the knowledge base and cached on the KB object,
 updated incrementally as patterns are appended (a cleared KB gets a fresh ``patterns``
 dict, which resets the index).
+
+It also carries what KATO's ``minhash`` filter reads from ClickHouse (spec §4.7, §7.4):
+each pattern's MinHash signature and LSH band hashes, computed exactly as KATO stores
+them (datasketch ``MinHash(num_perm=100, seed=1)`` over SHA-1 32-bit token hashes, 20
+bands of 5 rows, ``abs(hash(tuple(band)))``).  Everything is a pure function of the
+tokens: the permutations come from numpy's ``RandomState(1)``, whose stream numpy keeps
+stable, and Python's hash of a tuple of ints does not depend on ``PYTHONHASHSEED``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from functools import cache
 from itertools import islice
 from typing import TypeVar
 
@@ -50,6 +59,10 @@ class PatternIndex:
         self._offs = np.zeros(1, dtype=np.int64)
         self._evlen = np.zeros(0, dtype=np.int32)
         self._evoffs = np.zeros(1, dtype=np.int64)
+        # minhash filter: permuted hash vector per pattern token, (signature, band hashes)
+        # per pattern name (names are content hashes, so an entry never goes stale)
+        self._phv: dict[str, npt.NDArray[np.uint64]] = {}
+        self._minhash: dict[str, tuple[npt.NDArray[np.uint64], frozenset[int]]] = {}
         self.sync(kb)
 
     def code(self, token: str) -> str:
@@ -141,6 +154,30 @@ class PatternIndex:
             self._arrays[s] = arr
         return arr
 
+    def minhash(self, rec: PatternRecord) -> tuple[npt.NDArray[np.uint64], frozenset[int]]:
+        """The pattern's stored ``minhash_sig`` and ``lsh_bands`` (as a set), cached."""
+        got = self._minhash.get(rec.name)
+        if got is None:
+            phv = self._phv
+            for t in set(rec.flat):
+                if t not in phv:
+                    phv[t] = token_permuted_hashes(t.encode("utf-8", "surrogatepass"))
+            sig = signature(phv[t] for t in set(rec.flat))
+            got = (sig, frozenset(band_hashes(sig, STORED_BANDS, STORED_ROWS)))
+            self._minhash[rec.name] = got
+        return got
+
+    def state_signature(self, tokens: Iterable[str]) -> npt.NDArray[np.uint64]:
+        """MinHash signature (100 permutations) of the distinct ``tokens``.
+
+        Tokens are UTF-8 encoded strictly, as KATO does: a lone surrogate raises
+        ``UnicodeEncodeError`` (a ``ValueError``), which fails KATO's filter.
+        """
+        phv = self._phv
+        return signature(
+            phv[t] if t in phv else token_permuted_hashes(t.encode("utf-8")) for t in set(tokens)
+        )
+
     def lcs_bounds(self, state: list[str]) -> npt.NDArray[np.int32]:
         """Per-pattern upper bound on LCS(pattern, state): shared symbol counts."""
         bound = np.zeros(len(self.records), dtype=np.int32)
@@ -151,6 +188,70 @@ class PatternIndex:
             idx, cnt = arr
             bound[idx] += np.minimum(cnt, cs) if cs > 1 else 1
         return bound
+
+
+# -- MinHash as datasketch 1.6 computes it (MinHash(num_perm, seed=1), sha1_hash32) -------
+
+MINHASH_PERMS = 100
+"""Signature length KATO stores per pattern (``minhash_sig``)."""
+STORED_BANDS, STORED_ROWS = 20, 5
+"""``lsh_bands`` as KATO stores them: 20 bands of 5 signature rows."""
+_MERSENNE = np.uint64((1 << 61) - 1)
+_MAX_HASH = np.uint64((1 << 32) - 1)
+
+
+@cache
+def _permutations() -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """datasketch's ``(a, b)`` of the first 100 permutations for seed 1.
+
+    datasketch draws the pairs one after the other from ``RandomState(seed)``, so the
+    first ``k`` permutations of any ``num_perm >= k`` are these.
+    """
+    gen = np.random.RandomState(1)
+    pairs = [
+        (
+            gen.randint(1, _MERSENNE, dtype=np.uint64),
+            gen.randint(0, _MERSENNE, dtype=np.uint64),
+        )
+        for _ in range(MINHASH_PERMS)
+    ]
+    ab = np.array(pairs, dtype=np.uint64).T
+    return ab[0], ab[1]
+
+
+def token_permuted_hashes(data: bytes) -> npt.NDArray[np.uint64]:
+    """``(a*h + b) % (2**61 - 1) & (2**32 - 1)`` for the token's SHA-1 32-bit hash ``h``.
+
+    The products wrap modulo 2**64 in uint64, exactly as datasketch's numpy code does.
+    """
+    a, b = _permutations()
+    h = np.uint64(int.from_bytes(hashlib.sha1(data).digest()[:4], "little"))
+    out: npt.NDArray[np.uint64] = np.bitwise_and((a * h + b) % _MERSENNE, _MAX_HASH)
+    return out
+
+
+def signature(token_hashes: Iterable[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
+    """Element-wise minimum (datasketch's ``update``); all ``2**32 - 1`` when empty."""
+    sig = np.full(MINHASH_PERMS, _MAX_HASH, dtype=np.uint64)
+    for phv in token_hashes:
+        np.minimum(sig, phv, out=sig)
+    return sig
+
+
+def band_hashes(sig: npt.NDArray[np.uint64], bands: int, rows: int) -> list[int]:
+    """KATO's LSH band values: ``abs(hash(tuple(sig[i*rows:(i+1)*rows])))`` per band.
+
+    Only bands that lie inside the 100 computed rows are returned: a band reaching past
+    them (``minhash_num_hashes`` > 100) has no stored band of the same permutations to
+    equal, so it could only match by a 64-bit hash collision.
+    """
+    out = []
+    for i in range(bands):
+        lo, hi = i * rows, (i + 1) * rows
+        if hi > sig.size:
+            break
+        out.append(abs(hash(tuple(int(v) for v in sig[lo:hi]))))
+    return out
 
 
 def _grow(arr: _A, size: int) -> _A:

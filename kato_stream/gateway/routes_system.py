@@ -2,6 +2,13 @@
 
 Node selection (spec §8.1): query ``node_id``, else header ``x-test-id`` (prefixed with
 ``test_``), else ``x-node-id``, else ``default_node``; answers name the node by its kb_id.
+
+KATO's ``processor_manager`` (``/metrics``) and ``processors`` (``/status``) list the
+per-node processors of the answering worker.  kato-stream has no such objects; the
+equivalent listed here is every node in use: the nodes of the active sessions in the Redis
+registry (times and access counts from the session records, which every session request
+refreshes) merged with the nodes this process served through node-level endpoints, which
+KATO also counts (docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -11,13 +18,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from kato_stream import __version__, metrics
 from kato_stream.gateway.patterns import pattern_body, read_affinities, read_symbol_stats
 from kato_stream.gateway.service import Gateway
-from kato_stream.gateway.stats import GatewayStats
+from kato_stream.gateway.sessions import ACTIVE_INDEX, KEY_PREFIX
+from kato_stream.gateway.stats import MAX_PROCESSORS, GatewayStats, NodeAccess
 from kato_stream.gateway.timeseries import disk_percent, memory_percent
 from kato_stream.stores.kb_id import kb_id
 
@@ -46,7 +55,11 @@ def select_node(request: Request, node_id: str | None) -> str:
 
 
 def _kb(request: Request, node_id: str | None) -> str:
-    return kb_id(select_node(request, node_id), _gw(request).settings.service_name)
+    """The selected node's kb_id; the node counts as used (KATO instantiates its processor)."""
+    node = select_node(request, node_id)
+    kb = kb_id(node, _gw(request).settings.service_name)
+    _stats(request).touch_node(node, kb)
+    return kb
 
 
 @router.get("/")
@@ -121,12 +134,7 @@ async def status(request: Request) -> JSONResponse:
                 "backend": "redis",
                 "redis_url": gw.settings.redis_url.rsplit("@", 1)[-1],
             },
-            "processors": {
-                "total_processors": 0,
-                "max_processors": 100,
-                "eviction_ttl_seconds": gw.settings.session_ttl,
-                "processors": [],
-            },
+            "processors": await processor_manager(gw, _stats(request)),
             "version": KATO_VERSION,
             "kato_stream_version": __version__,
         }
@@ -149,17 +157,88 @@ async def metrics_json(request: Request) -> Response:
     """KATO's JSON shape; a Prometheus scraper (Accept text/plain or OpenMetrics) gets exposition."""
     if _wants_prometheus(request.headers.get("accept")):
         return await metrics_prometheus(request)
+    gw, st = _gw(request), _stats(request)
     return JSONResponse(
         {
-            "timestamp": datetime.now(UTC).isoformat(),
-            **await summary(_gw(request), _stats(request)),
-            "rates": {},
-            "processor_manager": {},
+            "timestamp": time.time(),
+            **await summary(gw, st),
+            "rates": st.rates(),
+            "processor_manager": await processor_manager(gw, st),
             "uptime_seconds": None,
             "active_sessions": None,
             "error": None,
         }
     )
+
+
+PROCESSOR_CACHE_SECONDS = 5.0
+"""KATO caches ``/metrics`` for 5 s; the node listing (a pass over the registry) likewise."""
+_MGET_CHUNK = 500
+
+
+async def _session_nodes(gw: Gateway, now: datetime) -> dict[str, NodeAccess]:
+    """Nodes of the live sessions in the registry, one entry per node."""
+    out: dict[str, NodeAccess] = {}
+    redis = gw.redis
+    if redis is None:
+        return out
+    service = gw.settings.service_name
+    ids = [k.decode() if isinstance(k, bytes) else k async for k in redis.sscan_iter(ACTIVE_INDEX)]
+    for i in range(0, len(ids), _MGET_CHUNK):
+        raws = await redis.mget([KEY_PREFIX + sid for sid in ids[i : i + _MGET_CHUNK]])
+        for raw in raws:
+            if raw is None:
+                continue  # expired or deleted: the index is approximate
+            try:
+                d = orjson.loads(raw)
+                node = str(d["node_id"])
+                if datetime.fromisoformat(d["expires_at"].replace("Z", "+00:00")) <= now:
+                    continue
+                acc = NodeAccess(
+                    node,
+                    kb_id(node, service),
+                    datetime.fromisoformat(d["created_at"]),
+                    datetime.fromisoformat(d["last_accessed"]),
+                    int(d.get("access_count", 0)),
+                )
+            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+                continue
+            old = out.get(node)
+            out[node] = acc if old is None else old.merged(acc)
+    return out
+
+
+async def processor_manager(gw: Gateway, st: GatewayStats) -> dict[str, Any]:
+    """KATO's processor statistics, one "processor" per node in use (module docstring).
+
+    ``total_processors`` counts the listed nodes: the 100 (KATO's cache size) most
+    recently used, least recently used first, as KATO's LRU lists them.  Nodes used only
+    through node-level endpoints are forgotten after ``session_ttl`` idle seconds, as KATO
+    expires idle processors.  A Redis failure leaves those in-process nodes only.
+    """
+    cached = st.processors_cache
+    mono = time.monotonic()
+    if cached is not None and mono - cached[0] < PROCESSOR_CACHE_SECONDS:
+        return cached[1]
+    now = datetime.now(UTC)
+    ttl = gw.settings.session_ttl
+    st.idle_nodes_expired(ttl, now)
+    try:
+        nodes = await _session_nodes(gw, now)
+    except Exception:
+        nodes = {}
+    for node, acc in st.nodes.items():
+        old = nodes.get(node)
+        nodes[node] = acc if old is None else old.merged(acc)
+    listed = sorted(nodes.values(), key=lambda a: (a.last_accessed, a.node_id))[-MAX_PROCESSORS:]
+    body = {
+        "total_processors": len(listed),
+        "max_processors": MAX_PROCESSORS,
+        "eviction_ttl_seconds": ttl,
+        "processors": [a.to_api(now) for a in listed],
+    }
+    st.processors_cache = (mono, body)
+    return body
 
 
 async def summary(gw: Gateway, st: GatewayStats) -> dict[str, Any]:
@@ -183,7 +262,12 @@ async def summary(gw: Gateway, st: GatewayStats) -> dict[str, Any]:
             "memory_percent": memory_percent(),
             "disk_percent": disk_percent(gw.settings.data_dir),
         },
-        "databases": {},
+        # KATO's collector never records store operations (always 0.0); the gateway's
+        # only store is Redis and kato-stream measures its stores in Prometheus.
+        "databases": {
+            db: {"operations": 0, "errors": 0, "avg_response_time": 0.0}
+            for db in ("clickhouse", "qdrant", "redis")
+        },
     }
 
 
@@ -193,9 +277,8 @@ async def get_pattern(
 ) -> JSONResponse:
     """200 either way, as KATO: unknown patterns give ``status: "error"``."""
     gw = _gw(request)
-    node = select_node(request, node_id)
-    kb = kb_id(node, gw.settings.service_name)
-    body = await pattern_body(gw, node, kb, pattern_id)
+    kb = _kb(request, node_id)
+    body = await pattern_body(gw, select_node(request, node_id), kb, pattern_id)
     if body is None:
         inner: dict[str, Any] = {"status": "error", "message": f"Pattern {pattern_id} not found"}
     else:
@@ -224,7 +307,9 @@ async def symbol_affinity(
     return JSONResponse({"symbol": symbol, "affinity": aff.get(symbol, {}), "node_id": kb})
 
 
-_DEPRECATED = "This endpoint is deprecated. Use /sessions/{session_id}/{what} instead."
+_DEPRECATED = (
+    "This endpoint is deprecated. Use /sessions/{session_id}/{what} for session-aware data."
+)
 
 
 @router.get("/percept-data")
@@ -246,7 +331,17 @@ async def cognition_data_deprecated(
 ) -> JSONResponse:
     return JSONResponse(
         {
-            "cognition_data": {},
+            "cognition_data": {
+                "predictions": [],
+                "emotives": {},
+                "symbols": [],
+                "command": "",
+                "metadata": {},
+                "path": [],
+                "strings": [],
+                "vectors": [],
+                "short_term_memory": [],
+            },
             "warning": _DEPRECATED.format(session_id="{session_id}", what="cognition-data"),
             "node_id": _kb(request, node_id),
         }

@@ -76,9 +76,9 @@ def fatal(app: Any, task: str, exc: BaseException) -> None:
 
 async def _crash(app: Any, exc: BaseException) -> None:
     try:
-        await app.crash(exc)
-        await app.stop()
+        await app.stop()  # leaves the group, commits only what was finished
     finally:
+        logging.shutdown()
         os._exit(FATAL_EXIT_CODE)
 
 

@@ -178,16 +178,31 @@ def expected_outputs(
 ) -> tuple[dict[tuple[int, int], bytes], LtmRegistry, dict[str, Any]]:
     """Run the commands in publish order through the Processor and real engine, in process."""
     ltm = LtmRegistry()
-    proc = Processor.from_settings(CoreEngineAdapter.from_settings(settings), ltm, settings)
+    # the session lists live outside the table when the worker keeps them in Redis: the
+    # state-size limit then applies to the table value without them, as on the worker
+    external = settings.persist and settings.session_lists == "redis"
+    proc = Processor.from_settings(
+        CoreEngineAdapter.from_settings(settings), ltm, settings, external_lists=external
+    )
     table: dict[str, Any] = {}
+    stored: dict[tuple[str, str, str], Any] = {}
     out: dict[tuple[int, int], bytes] = {}
     for s in sent:
         o = proc.process(s.key, s.value, s.source, table.get)
+        if o.needs and o.session_id is not None:
+            sid = o.session_id
+            loaded = {f: stored.get((sid, f, i), []) for f, i in o.needs.items()}
+            o = proc.process(s.key, s.value, s.source, table.get, loaded=loaded)
+        for name, (ident, items) in o.observed.items():
+            stored[(o.session_id or "", name, ident)] = items
         assert not o.duplicate
         if o.table_value is not None and o.session_id:
             table[o.session_id] = o.table_value
         assert o.record is not None
-        out[(s.source.partition, s.source.offset)] = codecs.dumps(o.record)
+        raw = codecs.dumps(o.record)
+        if len(raw) > settings.max_output_bytes:  # as the agent publishes it
+            raw = codecs.dumps(Processor.truncate(o.record, len(raw), settings.max_output_bytes))
+        out[(s.source.partition, s.source.offset)] = raw
     return out, ltm, table
 
 
