@@ -176,6 +176,11 @@ PROCESSOR_CACHE_SECONDS = 5.0
 _MGET_CHUNK = 500
 
 
+def _utc(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
 async def _session_nodes(gw: Gateway, now: datetime) -> dict[str, NodeAccess]:
     """Nodes of the live sessions in the registry, one entry per node."""
     out: dict[str, NodeAccess] = {}
@@ -192,16 +197,16 @@ async def _session_nodes(gw: Gateway, now: datetime) -> dict[str, NodeAccess]:
             try:
                 d = orjson.loads(raw)
                 node = str(d["node_id"])
-                if datetime.fromisoformat(d["expires_at"].replace("Z", "+00:00")) <= now:
+                if _utc(d["expires_at"]) <= now:
                     continue
                 acc = NodeAccess(
                     node,
                     kb_id(node, service),
-                    datetime.fromisoformat(d["created_at"]),
-                    datetime.fromisoformat(d["last_accessed"]),
+                    _utc(d["created_at"]),
+                    _utc(d["last_accessed"]),
                     int(d.get("access_count", 0)),
                 )
-            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+            except (KeyError, TypeError, ValueError, AttributeError):
                 continue
             old = out.get(node)
             out[node] = acc if old is None else old.merged(acc)
