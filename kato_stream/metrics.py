@@ -159,6 +159,12 @@ REQUEST_DURATION = Histogram(
     buckets=REQUEST_BUCKETS,
     registry=REGISTRY,
 )
+PERSIST_WAIT = Histogram(
+    "kato_gateway_persist_wait_seconds",
+    "Time the gateway waited for a learn's patterns to reach the stores before answering.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
 PATTERNS = Gauge(
     "kato_patterns_total",
     "Patterns in a node's long-term memory, as seen by this process (set on each command).",
@@ -222,6 +228,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_prediction_duration_seconds",
         "kato_learn_duration_seconds",
         "kato_request_duration_seconds",
+        "kato_gateway_persist_wait_seconds",
         "kato_patterns_total",
         "kato_consumer_lag",
         "kato_rebalances_total",
@@ -332,6 +339,11 @@ def observe_observations(node_id: str, count: int = 1) -> None:
 def observe_dlq(count: int = 1) -> None:
     """Count records sent to the dead-letter topic."""
     DLQ.inc(count)
+
+
+def observe_persist_wait(seconds: float) -> None:
+    """Record how long the gateway waited for a learn to be persisted."""
+    PERSIST_WAIT.observe(seconds)
 
 
 def observe_task_failure(task: str) -> None:

@@ -161,6 +161,11 @@ class Settings:
         "",
         "Static group membership id (e.g. the pod name): a restarted worker takes its partitions back at once; empty = dynamic.",
     )
+    gateway_wait_persisted: bool = setting(
+        "KATO_STREAM_GATEWAY_WAIT_PERSISTED",
+        True,
+        "The gateway answers a command that learned once its patterns are in Redis, ClickHouse and Qdrant (KATO's read-your-writes; needs KATO_STREAM_PERSIST).",
+    )
     evict_dead_members: bool = setting(
         "KATO_STREAM_EVICT_DEAD_MEMBERS",
         True,

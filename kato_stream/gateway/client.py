@@ -33,7 +33,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from kato_stream import metrics
+from kato_stream.stream.persisted import PATTERNS_HEADER, PersistWaiter, parse_marks
+
 log = logging.getLogger(__name__)
+
+#: Where _deliver puts a record's pattern coordinates for exchange() (removed there).
+MARKS = "\x00pattern_marks"
 
 
 class StreamTimeout(Exception):
@@ -97,6 +103,11 @@ class StreamClient:
         default_factory=OrderedDict, init=False, repr=False
     )
     _inflight: int = field(default=0, init=False, repr=False)
+    persisted: PersistWaiter | None = None
+    """If set, a command that learned is answered only once its patterns are in the stores
+    (persisted.py): KATO's read-your-writes for its clients."""
+    persist_timeout: float = 10.0
+    """Longest wait for the stores; after it the answer goes out (logged)."""
 
     async def start(self) -> None:
         """Connect, assign every output partition at its end, then start reading."""
@@ -194,9 +205,9 @@ class StreamClient:
                 continue
             for records in batches.values():
                 for rec in records:
-                    self._deliver(rec.value)
+                    self._deliver(rec.value, rec.headers)
 
-    def _deliver(self, raw: bytes | None) -> None:
+    def _deliver(self, raw: bytes | None, headers: Any = ()) -> None:
         if raw is None:
             return
         try:
@@ -205,6 +216,9 @@ class StreamClient:
             return
         if not isinstance(out, dict):
             return
+        for name, value in headers or ():
+            if name == PATTERNS_HEADER:  # the command learned: exchange() may wait for it
+                out[MARKS] = parse_marks(value)
         mid = out.get("msg_id")
         fut = self._pending.get(mid) if isinstance(mid, str) else None
         if fut is None and not mid:
@@ -292,7 +306,7 @@ class StreamClient:
             if early is not None and not fut.done():
                 fut.set_result(early)
             self._by_source[where] = fut
-            return await asyncio.wait_for(fut, limit)
+            out = await asyncio.wait_for(fut, limit)
         except TimeoutError:
             raise StreamTimeout(f"no record for {op} {msg_id or where} within {limit}s") from None
         finally:
@@ -301,6 +315,18 @@ class StreamClient:
                 self._pending.pop(msg_id, None)
             if where is not None:
                 self._by_source.pop(where, None)
+        marks = out.pop(MARKS, None)
+        if marks and self.persisted is not None:
+            t0 = time.monotonic()
+            if not await self.persisted.wait(marks, self.persist_timeout):
+                log.warning(
+                    "%s %s: its patterns were not in the stores after %.1fs; answering anyway",
+                    op,
+                    msg_id,
+                    self.persist_timeout,
+                )
+            metrics.observe_persist_wait(time.monotonic() - t0)
+        return out
 
     async def publish(self, envelope: dict[str, Any], key: str) -> None:
         """Fire-and-forget publish (used for ``close`` of expired sessions)."""

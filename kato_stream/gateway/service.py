@@ -28,6 +28,7 @@ from kato_stream.gateway.errors import detail, from_rejection, too_large, valida
 from kato_stream.gateway.sessions import SessionRegistry
 from kato_stream.settings import Settings
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
+from kato_stream.stream.persisted import PersistWaiter
 
 
 class Reply(Exception):
@@ -78,6 +79,12 @@ class Gateway:
                 timeout=self.request_timeout,
                 max_bytes=self.settings.max_message_bytes,
                 max_output_bytes=self.settings.max_output_bytes,
+                persisted=PersistWaiter(
+                    self.redis, self.settings.app_id, self.settings.topic("patterns")
+                )
+                if self.settings.persist and self.settings.gateway_wait_persisted
+                else None,
+                persist_timeout=self.settings.store_timeout,
             )
             await self.stream.start()
             self._owned.append(self.stream)

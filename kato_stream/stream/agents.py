@@ -34,6 +34,7 @@ from kato_stream.stream.continuity import (
     fetch_range,
     stalled_partitions,
 )
+from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
 from kato_stream.stream.processor import Processor, Source, stored_outside
 from kato_stream.stream.session_lists import Retired, retired_lists, settle_put, sweep
 
@@ -147,10 +148,17 @@ def register_agents(w: Worker) -> None:
             await w.patterns_topic.send(key=node_id.encode("utf-8"), value=raw)
             for node_id, raw in outcome.pattern_events
         ]
+        headers = [
+            (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
+            (RECEIVED_HEADER, f"{received:.6f}".encode()),
+            (WORKER_HEADER, worker_id),
+        ]
         if futures:
             # the learn's answer only once its event is on kato.patterns: whoever reads the
-            # topic after seeing the answer finds the learn (the gateway's pattern reads)
-            await asyncio.gather(*futures)
+            # topic after seeing the answer finds the learn (the gateway's pattern reads);
+            # its coordinates tell a reader when the stores hold it (persisted.py)
+            metas = await asyncio.gather(*futures)
+            headers.append((PATTERNS_HEADER, encode_marks((m.partition, m.offset) for m in metas)))
         if outcome.dead_letter is not None:
             futures.append(await w.dlq_topic.send(key=key, value=codecs.dumps(outcome.dead_letter)))
         if len(out_value) > w.settings.max_output_bytes and outcome.record is not None:
@@ -163,11 +171,7 @@ def register_agents(w: Worker) -> None:
             await w.output_topic.send(
                 key=outcome.key,
                 value=out_value,
-                headers=[
-                    (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
-                    (RECEIVED_HEADER, f"{received:.6f}".encode()),
-                    (WORKER_HEADER, worker_id),
-                ],
+                headers=headers,
             )
         )
         pending = Pending(outcome, futures, stored, out_value, elapsed, event, offset)

@@ -38,6 +38,7 @@ from kato_stream import fetch_backoff
 from kato_stream.core.knowledge import LearnEvent
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
+from kato_stream.stream.persisted import mark_key
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,11 @@ class PatternPersister:
             await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
             for tp, o in offsets.items():
                 self.committed[tp.partition] = o
+            # how far every store holds the topic: readers of a learn wait on it (persisted.py)
+            async with rd.client.pipeline(transaction=False) as pipe:
+                for tp, o in offsets.items():
+                    pipe.set(mark_key(self.settings.app_id, self.topic, tp.partition), o)
+                await pipe.execute()
         self.persisted += len(fresh)
         self.skipped += len(todo) - len(fresh)
 
