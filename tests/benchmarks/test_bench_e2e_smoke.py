@@ -132,3 +132,13 @@ def test_bench_worker_cpu_smoke(tmp_path: Path) -> None:
     for name, r in rows.items():
         assert r["cpu_ms_per_command"] > 0, name
         assert f"| {name} |" in stdout
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_bench_learn_sync_smoke(tmp_path: Path) -> None:
+    report, _ = _run("bench_learn_sync.py", tmp_path / "l.json", "--learns", "2")
+    assert report["benchmark"] == "learn_sync" and report["learns"] == 2
+    res = report["results"]
+    assert res["wait_learn"]["n"] == 2 and res["nowait_observe"]["n"] == 4
+    assert "learn_p50_added_ms" in res
