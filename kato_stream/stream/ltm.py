@@ -49,6 +49,7 @@ from kato_stream import fetch_backoff, metrics
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
+from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class PatternFollower:
         self.delays: list[float] = []
         self.errors = 0
         self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._sup: Supervisor | None = None
         self._applied: dict[int, int] = {}
         """Partition -> offset after the last event applied (what :meth:`sync` waits for)."""
 
@@ -218,7 +219,10 @@ class PatternFollower:
             tp.partition: starts.get(tp.partition, 0) for tp in tps
         }
         self._applied = dict(self.bootstrap_report.start_offsets)
-        self._task = asyncio.create_task(self._run(end, starts), name="kato-ltm-follower")
+        # supervised: a failure is logged, counted and the loop started again from the
+        # offsets applied so far (supervise.py); it never ends silently
+        self._sup = Supervisor("ltm-follower", lambda: self._run(end, dict(self._applied)))
+        self._sup.start()
 
     # -- bootstrap from the durable stores -----------------------------------------------
 
@@ -365,7 +369,7 @@ class PatternFollower:
         follower is not running or ``timeout`` passed first (the caller reads what there is).
         """
         consumer = self._consumer
-        if consumer is None or self._task is None or self._task.done():
+        if consumer is None or not self.alive():
             return False
         tps = list(consumer.assignment())
         try:
@@ -395,12 +399,14 @@ class PatternFollower:
         )
         self.ready.set()
 
+    def alive(self) -> bool:
+        """Whether the follower's (supervised) loop runs: the liveness probe asks."""
+        return self._sup is not None and self._sup.alive()
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        sup, self._sup = self._sup, None
+        if sup is not None:
+            await sup.stop()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None

@@ -39,6 +39,7 @@ from kato_stream.core.knowledge import LearnEvent
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.persisted import mark_key
+from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class PatternPersister:
         self._owned: list[Any] = []
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._sup: Supervisor | None = None
         self._stopping = asyncio.Event()
         self.committed: dict[int, int] = {}  # partition -> next offset to persist
         self.persisted = 0  # events written (redeliveries included)
@@ -95,7 +97,11 @@ class PatternPersister:
             return
         self._stopping = asyncio.Event()
         self.running = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="kato-persist")
+        # supervised (supervise.py): _run retries store and broker errors itself; anything
+        # that escapes it is logged, counted and the loop started again from the commit
+        self._sup = Supervisor("persister", self._run_from_commit)
+        self._sup.start()
+        self._task = self._sup.task
 
     async def stop(self, timeout: float | None = None) -> None:
         """Finish the batch in hand (write + commit), then close; stores are flushed."""
@@ -196,6 +202,14 @@ class PatternPersister:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
+
+    async def _run_from_commit(self) -> None:
+        await self._close_consumer()  # a restart reopens the consumer at the committed offsets
+        await self._run()
+
+    def alive(self) -> bool:
+        """Whether the persister's (supervised) loop runs: the liveness probe asks."""
+        return self._sup is not None and self._sup.alive()
 
     async def _persist(self, batches: dict[Any, list[Any]]) -> None:
         """Write one fetched batch to every store, then commit its offsets.
@@ -315,7 +329,7 @@ class LatestWriter:
         self.max_pending = max_pending
         self._pending: dict[str, bytes] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sup: Supervisor | None = None
         self.dropped = 0
 
     def put(self, session_id: str, record: bytes) -> None:
@@ -326,15 +340,17 @@ class LatestWriter:
         self._pending[session_id] = record
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="kato-latest")
+        if self._sup is None:
+            self._sup = Supervisor("latest-writer", self._run)
+            self._sup.start()
+
+    def alive(self) -> bool:
+        return self._sup is not None and self._sup.alive()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        sup, self._sup = self._sup, None
+        if sup is not None:
+            await sup.stop()
         with contextlib.suppress(Exception):
             await self.flush()
         if self._owned and self.redis is not None:

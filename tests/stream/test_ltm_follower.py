@@ -80,3 +80,51 @@ async def test_sync_waits_until_the_topic_end_is_applied(stack_settings: Setting
     finally:
         await follower.stop()
     assert not await follower.sync(1.0)  # stopped: no barrier
+
+
+async def test_a_failing_fetch_is_supervised_and_replication_goes_on(
+    stack_settings: Settings,
+) -> None:
+    """Fault injected into the follower's loop (its consumer's fetch raises once): the
+    failure is counted, the loop starts again from what it applied, and later learns still
+    arrive; the follower never stops silently."""
+    s = stack_settings
+    await setup_topics(s)
+    node = f"sup-{s.topic_prefix}"
+    key = node.encode()
+    topic = s.topic("patterns")
+    await publish(s.kafka_bootstrap, topic, [(key, _learn(node, "a", [["x"], ["y"]]))])
+    reg = LtmRegistry()
+    follower = PatternFollower(s.kafka_bootstrap, topic, reg, s)
+    await follower.start()
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 60)
+        consumer = follower._consumer  # noqa: SLF001  (the fault goes into the real consumer)
+        real = consumer.getmany
+        tripped = []
+
+        async def failing(*args: object, **kwargs: object) -> object:
+            if not tripped:
+                tripped.append(1)
+                raise ConnectionError("injected fetch failure")
+            return await real(*args, **kwargs)
+
+        before = (
+            metrics.REGISTRY.get_sample_value("kato_task_failures_total", {"task": "ltm-follower"})
+            or 0.0
+        )
+        consumer.getmany = failing
+        await publish(s.kafka_bootstrap, topic, [(key, _learn(node, "b", [["x"], ["z"]]))])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(reg.node(node).kb.patterns) < 2:
+            await asyncio.sleep(0.1)
+        assert tripped and len(reg.node(node).kb.patterns) == 2
+        after = metrics.REGISTRY.get_sample_value(
+            "kato_task_failures_total", {"task": "ltm-follower"}
+        )
+        assert after == before + 1
+        assert follower.alive()
+        assert await follower.sync(10)
+    finally:
+        await follower.stop()
+    assert not follower.alive()
