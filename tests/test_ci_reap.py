@@ -1,0 +1,50 @@
+""".ci/reap.py: CI stops exactly what the tests left running, by pid, and nothing else (a
+developer's own processes beside the suite survive)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_reap_stops_the_commands_leftovers_only(tmp_path: Path) -> None:
+    bystander = subprocess.Popen(["sleep", "60"])  # not started by the command
+    pidfile = tmp_path / "leaked"
+    script = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"  # escapes its group
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "sys.exit(3)\n"
+    )
+    try:
+        r = subprocess.run(
+            [sys.executable, str(ROOT / ".ci" / "reap.py"), sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 3  # the command's status
+        leaked = int(pidfile.read_text())
+        deadline = time.monotonic() + 10
+        while _alive(leaked) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(leaked), "the command's leftover is still running"
+        assert "stopping 1 process" in r.stderr
+        assert _alive(bystander.pid), "a process the command did not start was stopped"
+    finally:
+        bystander.kill()
+        bystander.wait(5)
+    assert os.path.exists(ROOT / ".ci" / "run")
