@@ -87,6 +87,17 @@ async def _probe(s: Settings, node: str, tag: str, seen: int) -> dict[str, Any]:
     }
 
 
+async def _get(s: Settings, session: str, node: str, tag: str, seen: int) -> dict[str, Any]:
+    """The session's snapshot (``get``): its STM, time, accumulators and config."""
+    k = session.encode()
+    item = (k, env_record("get", session, node, {}, msg_id=f"get-{tag}"))
+    await publish(s.kafka_bootstrap, s.topic("observations"), [item])
+    recs = await read_all(s.kafka_bootstrap, s.topic("predictions"), expect=seen + 1, timeout=60)
+    mine = [codecs.loads(r.value) for r in recs if codecs.loads(r.value)["msg_id"] == f"get-{tag}"]
+    assert len(mine) == 1 and mine[0]["status"] == "ok", mine
+    return dict(mine[0]["response"])
+
+
 def _frequencies(probe: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["frequency"] for p in probe["predictions"]}
 
@@ -137,8 +148,22 @@ async def test_replaying_twice_counts_each_learn_once(
     # the source coordinates as origin), so neither the first nor the second replay counts
     # anything twice.
     same = ReplayOptions(node="n1")
+    snapshot = await _get(s, "s1", "n1", "before-same", seen)
+    seen += 1
     after1 = await run(same, "n1", "same1")
     assert after1 == _frequencies(before)
+    # ... and every replayed command was answered "duplicate": the session is as it was
+    # (its time counts observations: a replayed observe would have moved it)
+    recs = await read_all(s.kafka_bootstrap, s.topic("predictions"), expect=seen, timeout=60)
+    replayed = [
+        d
+        for d in (codecs.loads(r.value) for r in recs)
+        if d["session_id"] == "s1" and d["source"]["offset"] > max(ends.values())
+    ]
+    statuses = {d["status"] for d in replayed if d["msg_id"] != "get-before-same"}
+    assert statuses == {"duplicate"}, statuses
+    assert await _get(s, "s1", "n1", "after-same", seen) == snapshot
+    seen += 1
     assert await run(same, "n1", "same2") == after1
     # A new prefix is a new generation (the way to re-count after a clear_all): every learn,
     # with or without a client msg_id, counts once more.
