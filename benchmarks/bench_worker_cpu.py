@@ -8,7 +8,9 @@ choices can be compared side by side on a noisy host:
   ``KATO_STREAM_GC_THRESHOLD`` default (20,000; stream/app.py ``tune_gc``);
 * ``encoding``: the output record and the session's new lists (session_lists.py) encoded
   apart, as before (``codecs.dumps`` of the record, ``orjson.dumps`` of each list), against
-  ``codecs.dumps_sharing`` (each list once, spliced into the record).
+  ``codecs.dumps_sharing`` (each list once, spliced into the record);
+* ``--edges``: the worker's edge checks (the changelog-size limit and the window of applied
+  command ids) against none.
 
 Per command: the Processor with the real engine (``external_lists`` on, as a worker runs
 it), then the encoding.  The knowledge base (``--patterns``, loadgen's Workload) is learned
@@ -46,6 +48,16 @@ from kato_stream.stream.processor import Outcome, Processor, Source  # noqa: E40
 from kato_stream.tools.loadgen import Workload  # noqa: E402
 
 PYTHON_GC = 700
+
+
+class NoEdges(Processor):
+    """The processor without the edge checks of the faults-and-limits work: no changelog
+    size check (the state encoded once more per command) and no id window (``--edges``)."""
+
+    def state_size(self, session_id: str, table_value: dict[str, Any]) -> int:
+        return 0
+
+
 Command = tuple[str, bytes]
 
 
@@ -108,12 +120,28 @@ def envelope(op: str, sid: str, payload: dict[str, Any]) -> bytes:
     return codecs.dumps({"op": op, "session_id": sid, "node_id": "n", "payload": payload})
 
 
+def gc_variants(proc: Processor, threshold: int) -> dict[str, Runner]:
+    """Python's GC threshold and the worker's, each with the two encodings."""
+    return {
+        f"gc {PYTHON_GC}, encoded apart": Runner(proc, PYTHON_GC, encode_apart),
+        f"gc {PYTHON_GC}, shared": Runner(proc, PYTHON_GC, encode_shared),
+        f"gc {threshold}, encoded apart": Runner(proc, threshold, encode_apart),
+        f"gc {threshold}, shared": Runner(proc, threshold, encode_shared),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--patterns", type=int, default=1000)
     p.add_argument("--block", type=int, default=100, help="commands per variant per turn")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--gc-threshold", type=int, default=Settings().gc_threshold)
+    p.add_argument(
+        "--edges",
+        action="store_true",
+        help="compare the worker's edge checks (state-size limit, id window of "
+        "KATO_STREAM_IDEMPOTENCY_WINDOW) with none, instead of the GC/encoding variants",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -137,12 +165,18 @@ def main() -> None:
         op, payload = ("clear_stm", {}) if ev is None else ("observe", {"strings": ev})
         commands.append((sid, envelope(op, sid, payload)))
 
-    variants = {
-        f"gc {PYTHON_GC}, encoded apart": Runner(proc, PYTHON_GC, encode_apart),
-        f"gc {PYTHON_GC}, shared": Runner(proc, PYTHON_GC, encode_shared),
-        f"gc {args.gc_threshold}, encoded apart": Runner(proc, args.gc_threshold, encode_apart),
-        f"gc {args.gc_threshold}, shared": Runner(proc, args.gc_threshold, encode_shared),
-    }
+    if args.edges:
+        s = Settings()
+        checked = Processor.from_settings(proc.engine, proc.ltm, s, external_lists=True)
+        bare = NoEdges(proc.engine, proc.ltm, max_bytes=1 << 30, external_lists=True)
+        variants = {
+            "no edge checks": Runner(bare, args.gc_threshold, encode_shared),
+            f"edge checks (window {s.idempotency_window})": Runner(
+                checked, args.gc_threshold, encode_shared
+            ),
+        }
+    else:
+        variants = gc_variants(proc, args.gc_threshold)
     for r in range(args.rounds):
         block = commands[r * args.block : (r + 1) * args.block]
         order = list(variants.values())

@@ -312,7 +312,7 @@ class Processor:
             table_value["ids"] = remember(
                 stored.get("ids") if stored else None, cid, self.idempotency_window
             )
-        size = len(codecs.dumps(table_value)) + len(env.session_id.encode("utf-8")) + 2
+        size = self.state_size(env.session_id, table_value)
         if size > self.max_output_bytes:
             rejected = self._too_large(
                 "STATE_TOO_LARGE", "session state", size, ident, key, value, source, stored
@@ -330,6 +330,10 @@ class Processor:
             pattern_events=events,
             observed=observed,
         )
+
+    def state_size(self, session_id: str, table_value: dict[str, Any]) -> int:
+        """Bytes of the session's changelog record (key and value) as Faust will write it."""
+        return len(codecs.dumps(table_value)) + len(session_id.encode("utf-8")) + 2
 
     def _too_large(
         self,
