@@ -357,22 +357,22 @@ class Processor:
         }
         return self._reject(key, value, source, err, ident, stored)
 
-    def _duplicate(
-        self, env: Envelope, source: Source, ident: dict[str, Any], stored: dict[str, Any]
-    ) -> Outcome:
-        """A command whose id the session applied already: answered, nothing changed."""
-        stm_length, time_ = self.engine.summary(stored.get("state"))
-        record = {
+    def _unapplied(
+        self,
+        ident: dict[str, Any],
+        source: Source,
+        status: str,
+        error: dict[str, Any],
+        stored: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The output record of a command that changed nothing (rejected or duplicate):
+        the session's STM length and time as they are."""
+        stm_length, time_ = self.engine.summary(stored.get("state") if stored else None)
+        return {
             **ident,
             "source": source.to_dict(),
-            "status": "duplicate",
-            "error": {
-                "code": "DUPLICATE",
-                "message": "this session already applied a command with this id "
-                + ("(msg_id)" if env.msg_id else "(origin)")
-                + ": nothing was changed",
-                "details": {"msg_id": env.msg_id, "origin": env.origin},
-            },
+            "status": status,
+            "error": error,
             "response": None,
             "stm_length": stm_length,
             "time": time_,
@@ -381,6 +381,19 @@ class Processor:
             "future_potentials": [],
             "recall_threshold": None,
         }
+
+    def _duplicate(
+        self, env: Envelope, source: Source, ident: dict[str, Any], stored: dict[str, Any]
+    ) -> Outcome:
+        """A command whose id the session applied already: answered, nothing changed."""
+        error = {
+            "code": "DUPLICATE",
+            "message": "this session already applied a command with this id "
+            + ("(msg_id)" if env.msg_id else "(origin)")
+            + ": nothing was changed",
+            "details": {"msg_id": env.msg_id, "origin": env.origin},
+        }
+        record = self._unapplied(ident, source, "duplicate", error, stored)
         return Outcome(
             key=env.session_id.encode("utf-8"),
             record=record,
@@ -443,20 +456,7 @@ class Processor:
     ) -> Outcome:
         ident = {k: ident.get(k) for k in ("session_id", "node_id", "msg_id", "op")}
         error = bounded_error(error)
-        stm_length, time_ = self.engine.summary(stored.get("state") if stored else None)
-        record = {
-            **ident,
-            "source": source.to_dict(),
-            "status": "rejected",
-            "error": error,
-            "response": None,
-            "stm_length": stm_length,
-            "time": time_,
-            "learned_patterns": [],
-            "predictions": [],
-            "future_potentials": [],
-            "recall_threshold": None,
-        }
+        record = self._unapplied(ident, source, "rejected", error, stored)
         limit = self.max_output_bytes
         key_room = min(2 * MAX_KEY, limit // 8)
         value_room = limit - min(DEAD_LETTER_OVERHEAD, limit // 4) - key_room
