@@ -210,6 +210,21 @@ PREDICTION_CACHE_HITS = Counter(
 PREDICTION_CACHE_MISSES = Counter(
     "kato_prediction_cache_misses_total", "Prediction cache misses.", registry=REGISTRY
 )
+KERNEL_ENABLED = Gauge(
+    "kato_kernel_enabled",
+    "1 if this process's predictions run on the C kernel (kato_stream/core/_kernel.c), 0 on the "
+    "pure-Python matcher (about 100x slower; KATO_STREAM_PURE_PYTHON).",
+    registry=REGISTRY,
+)
+
+
+def _kernel_enabled() -> float:
+    from kato_stream.core import kernel  # read at scrape time: always this process's matcher
+
+    return 1.0 if kernel.enabled() else 0.0
+
+
+KERNEL_ENABLED.set_function(_kernel_enabled)
 
 #: Every metric family name this module exposes (the names dashboards and alerts may use).
 METRIC_NAMES: frozenset[str] = frozenset(
@@ -238,6 +253,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_effective_recall_threshold",
         "kato_prediction_cache_hits_total",
         "kato_prediction_cache_misses_total",
+        "kato_kernel_enabled",
     }
 )
 

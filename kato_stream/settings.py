@@ -117,6 +117,11 @@ class Settings:
     web_port: int = setting(
         "KATO_STREAM_WEB_PORT", 6066, "Worker web/metrics port.", check=lambda v: 0 <= v <= 65535
     )
+    pure_python: bool = setting(
+        "KATO_STREAM_PURE_PYTHON",
+        False,
+        "Allow the pure-Python matcher when the C kernel is missing (about 100x slower predictions); set, it also turns a built kernel off.",
+    )
     # -- metrics -------------------------------------------------------------------------
     metrics_node_label: bool = setting(
         "KATO_STREAM_METRICS_NODE_LABEL",

@@ -13,10 +13,19 @@ operations in the same order.
 ``ENABLED`` selects the path: it is ``False`` when the extension could not be built or
 imported, or when the environment sets ``KATO_STREAM_PURE_PYTHON=1``; tests flip it to
 compare both paths.
+
+The extension is optional at install time (``setup.py``), so a build without a compiler
+succeeds and runs the pure-Python matcher, about 100x slower.  A worker therefore refuses to
+start without it (:func:`require`) unless ``KATO_STREAM_PURE_PYTHON=1`` asks for that matcher,
+and workers and gateways log which one runs (:func:`log_status`; the gauge
+``kato_kernel_enabled`` says the same).  To see a process without the kernel, hide the module
+before anything imports it: ``sys.modules["kato_stream.core._kernel"] = None``
+(tests/core/test_kernel.py starts a worker that way).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,14 +36,22 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from .prefilter import PatternIndex
 
+log = logging.getLogger(__name__)
+
+#: The setting (``Settings.pure_python``) that asks for the pure-Python matcher.
+PURE_PYTHON_ENV = "KATO_STREAM_PURE_PYTHON"
+
 _ext: Any
+#: Why the extension could not be imported ("" when it was).
+IMPORT_ERROR = ""
 try:
     from . import _kernel as _ext
-except ImportError:  # not compiled (no compiler at install time): pure Python
+except ImportError as exc:  # not compiled (no compiler at install time): pure Python
     _ext = None
+    IMPORT_ERROR = str(exc) or type(exc).__name__
 
 AVAILABLE: bool = _ext is not None
-ENABLED: bool = AVAILABLE and os.environ.get("KATO_STREAM_PURE_PYTHON", "").strip().lower() not in (
+ENABLED: bool = AVAILABLE and os.environ.get(PURE_PYTHON_ENV, "").strip().lower() not in (
     "1",
     "true",
     "yes",
@@ -49,6 +66,54 @@ Block = tuple[int, int, int]
 
 def enabled() -> bool:
     return ENABLED and _ext is not None
+
+
+class KernelUnavailable(SystemExit):
+    """A worker would run the pure-Python matcher without being asked to.
+
+    A :class:`SystemExit` carrying the message, so ``kato-stream worker`` stops before it
+    connects to anything and exits with status 1, printing the message without a traceback.
+    """
+
+
+def status() -> str:
+    """One line: which matcher this process runs, and why."""
+    if enabled():
+        return f"C kernel enabled ({getattr(_ext, '__file__', '_kernel')})"
+    if AVAILABLE:
+        return (
+            f"C kernel built but turned off ({PURE_PYTHON_ENV}=1): running the pure-Python "
+            "matcher, about 100x slower predictions"
+        )
+    return (
+        f"C kernel not available ({IMPORT_ERROR}): running the pure-Python matcher, "
+        "about 100x slower predictions"
+    )
+
+
+def require(allow_pure_python: bool, role: str = "worker") -> None:
+    """Raise :class:`KernelUnavailable` unless the kernel runs here or the pure-Python
+    matcher is explicitly allowed (``KATO_STREAM_PURE_PYTHON=1``)."""
+    if enabled() or allow_pure_python:
+        return
+    raise KernelUnavailable(
+        f"kato-stream {role}: refusing to start: the C kernel (kato_stream.core._kernel) is not "
+        f"available ({IMPORT_ERROR or 'turned off'}), and the pure-Python matcher is about 100x "
+        "slower per prediction. Reinstall kato-stream where a C compiler can build "
+        "kato_stream/core/_kernel.c (the image's builder stage does), or set "
+        f"{PURE_PYTHON_ENV}=1 to run without it."
+    )
+
+
+def log_status(role: str) -> bool:
+    """Log at a process's start which matcher runs (a warning without the kernel); returns
+    whether the kernel runs."""
+    on = enabled()
+    if on:
+        log.info("kato-stream %s: %s", role, status())
+    else:
+        log.warning("kato-stream %s: %s", role, status())
+    return on
 
 
 def blocks(a: Sequence[int], b: Sequence[int]) -> list[Block]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from kato_stream.core import kernel
 from kato_stream.gateway.app import create_app
 from kato_stream.gateway.service import Gateway
 from kato_stream.settings import Settings
@@ -37,6 +38,7 @@ def _config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 def run_standalone(settings: Settings, host: str, port: int) -> None:
     """Serve KATO's API in the foreground until SIGINT/SIGTERM (own pattern follower)."""
+    kernel.log_status("gateway")  # the gateway does not refuse: the workers predict
     server = uvicorn.Server(_config(create_app(Gateway(settings)), host, port))
 
     async def main() -> None:

@@ -18,6 +18,7 @@ import mode
 
 from kato_stream import fetch_backoff
 from kato_stream.compat import faust_member_id
+from kato_stream.core import kernel
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
@@ -92,6 +93,7 @@ class QuietWorker(faust.Worker):  # type: ignore[misc]
     def on_setup_root_logger(self, logger: Any, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+        kernel.log_status("worker")  # once logging is set up, before the app connects
 
 
 class SessionTable(faust.Table):  # type: ignore[misc]
@@ -145,7 +147,11 @@ def build_worker(
     vector_factory: Callable[[], Any] | None = None,
 ) -> Worker:
     """Wire a worker for ``settings``; ``engine`` defaults to the real engine core and
-    ``vector_factory`` (one vector index per node) to the in-memory index."""
+    ``vector_factory`` (one vector index per node) to the in-memory index.
+
+    Raises :class:`~kato_stream.core.kernel.KernelUnavailable` (a ``SystemExit``) when the C
+    kernel is missing and ``KATO_STREAM_PURE_PYTHON`` does not allow the pure-Python matcher."""
+    kernel.require(settings.pure_python, "worker")
     codecs.register_faust_codec()
     fetch_backoff.install(settings.idle_fetch_backoff)
     tune_gc(settings.gc_threshold)

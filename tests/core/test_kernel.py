@@ -4,35 +4,84 @@
   ``matcher.matching_blocks`` on random sequences with many repeats;
 * per-candidate inputs of ``_pre_potential`` (M, E, number of blocks, present length)
   equal what ``predictions._build_candidate`` computes;
-* ``predict()`` with the kernel is byte-identical (orjson) to the pure-Python path.
+* ``predict()`` with the kernel is byte-identical (orjson) to the pure-Python path;
+* the kernel is built: its tests fail, not skip, when it is missing, unless
+  ``KATO_STREAM_PURE_PYTHON=1`` says the pure-Python matcher is wanted (a compile error must
+  fail CI, as ``.ci/run``'s wheel check does);
+* a worker without the kernel refuses to start unless ``KATO_STREAM_PURE_PYTHON=1``, and then
+  starts, logs a warning and reports ``kato_kernel_enabled 0`` on its ``/metrics``.  The
+  worker subprocess loses the kernel the way a build without a compiler does: the module
+  ``kato_stream.core._kernel`` cannot be imported (``sys.modules[...] = None`` before any
+  import, so ``from . import _kernel`` raises ``ImportError``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import difflib
 import hashlib
+import logging
 import math
 import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
+import httpx
 import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
+from kato_stream import metrics
 from kato_stream.core import kernel
 from kato_stream.core import predictions as pred_mod
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent, Precomputed
 from kato_stream.core.matcher import diff_missing_extras, matching_blocks
 from kato_stream.core.predictions import PredictParams, predict
 from kato_stream.core.prefilter import pattern_index
+from kato_stream.settings import Settings
 
-needs_kernel = pytest.mark.skipif(not kernel.AVAILABLE, reason="C kernel not built")
+#: The pure-Python matcher is wanted: a missing kernel skips its tests instead of failing them.
+PURE_PYTHON_WANTED = os.environ.get(kernel.PURE_PYTHON_ENV, "").strip().lower() in (
+    "1",
+    "true",
+    "yes",
+    "on",
+)
+NOT_BUILT = (
+    f"the C kernel kato_stream/core/_kernel.c is not built or does not import "
+    f"({kernel.IMPORT_ERROR}); rebuild it (pip install -e .) or set "
+    f"{kernel.PURE_PYTHON_ENV}=1 to test the pure-Python matcher only"
+)
+
+
+@pytest.fixture(scope="module")
+def kernel_built() -> None:
+    """Fail (never skip silently) the kernel's tests when it is missing, unless the
+    pure-Python matcher is explicitly wanted."""
+    if kernel.AVAILABLE:
+        return
+    if PURE_PYTHON_WANTED:
+        pytest.skip(f"C kernel not built ({kernel.PURE_PYTHON_ENV}=1)")
+    pytest.fail(NOT_BUILT)
+
+
+needs_kernel = pytest.mark.usefixtures("kernel_built")
+
+#: ``python -c HIDE_KERNEL <cli args>``: the CLI in a process where the kernel cannot import.
+HIDE_KERNEL = (
+    "import sys; sys.modules['kato_stream.core._kernel'] = None; "
+    "from kato_stream.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def learn(kb: KnowledgeBase, events: Sequence[Sequence[str]]) -> None:
@@ -203,6 +252,14 @@ def test_fast_path_ranking_cache_follows_learns() -> None:
     assert predict(kb, [["v1"]], params).predictions == []
 
 
+def test_kernel_is_built() -> None:
+    if not kernel.AVAILABLE and PURE_PYTHON_WANTED:
+        pytest.skip(f"C kernel not built ({kernel.PURE_PYTHON_ENV}=1)")
+    assert kernel.AVAILABLE, NOT_BUILT
+    assert kernel.IMPORT_ERROR == ""
+    assert Path(kernel._ext.__file__).name.startswith("_kernel")
+
+
 def test_pure_python_env_switch() -> None:
     code = "from kato_stream.core import kernel; print(kernel.ENABLED, kernel.enabled())"
     env = dict(os.environ, KATO_STREAM_PURE_PYTHON="1")
@@ -320,3 +377,101 @@ def test_predict_kernel_equals_pure_python_ensemble(
     params = PredictParams(recall_threshold=thr, max_predictions=maxp, rank_sort_algo=algo)
     fast, slow = both_paths(kb, stm, params, monkeypatch)
     assert fast == slow
+
+
+# --- the kernel at a process's start: log, gauge, refusal ---------------------------------
+
+
+def _gauge(body: str) -> float | None:
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "kato_kernel_enabled":
+                return float(sample.value)
+    return None
+
+
+def test_gauge_and_log_follow_the_matcher(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=kernel.__name__)
+    assert _gauge(metrics.render()[0].decode()) == float(kernel.enabled())
+    monkeypatch.setattr(kernel, "ENABLED", False)
+    assert _gauge(metrics.render()[0].decode()) == 0.0
+    assert kernel.log_status("gateway") is False
+    assert caplog.records[-1].levelno == logging.WARNING
+    assert "gateway" in caplog.records[-1].getMessage()
+    assert "pure-Python matcher" in caplog.records[-1].getMessage()
+    kernel.require(True)  # allowed: no refusal
+    with pytest.raises(kernel.KernelUnavailable, match="KATO_STREAM_PURE_PYTHON=1"):
+        kernel.require(False)
+    if kernel.AVAILABLE:
+        monkeypatch.setattr(kernel, "ENABLED", True)
+        assert _gauge(metrics.render()[0].decode()) == 1.0
+        assert kernel.log_status("worker") is True
+        assert caplog.records[-1].levelno == logging.INFO
+        assert "C kernel enabled" in caplog.records[-1].getMessage()
+        kernel.require(False)
+
+
+def _worker_env(s: Settings) -> dict[str, str]:
+    return {**os.environ, **s.to_env(), "PYTHONPATH": str(ROOT)}
+
+
+def test_worker_without_kernel_refuses_to_start(tmp_path: Path) -> None:
+    """Before it connects to anything: the broker address here is closed."""
+    s = Settings(
+        kafka_bootstrap="127.0.0.1:1", data_dir=str(tmp_path), web_port=16066, pure_python=False
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", HIDE_KERNEL, "worker"],
+        env=_worker_env(s),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "refusing to start" in out.stderr
+    assert "C kernel" in out.stderr and "KATO_STREAM_PURE_PYTHON=1" in out.stderr
+    assert "Traceback" not in out.stderr  # the message alone
+    assert "Unable connect" not in out.stderr
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_worker_without_kernel_starts_with_pure_python_allowed(
+    stack_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.stream.harness import WorkerProc, setup_topics
+
+    s = dataclasses.replace(
+        stack_settings,
+        partitions=2,
+        data_dir=str(tmp_path / "worker"),
+        persist=False,
+        pure_python=True,
+    )
+    asyncio.run(setup_topics(s))
+    w = WorkerProc(
+        s, tmp_path / "worker.log", ["-c", HIDE_KERNEL, "worker", "--loglevel", "info"]
+    ).start()
+    try:
+        gauge = None
+        deadline = time.monotonic() + 90
+        while gauge is None and time.monotonic() < deadline:
+            assert w.alive(), w.log_tail()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{s.web_port}/metrics", timeout=5)
+                if r.status_code == 200:
+                    gauge = _gauge(r.text)
+            except httpx.HTTPError:
+                pass
+            if gauge is None:
+                time.sleep(0.5)
+        assert gauge == 0.0, w.log_tail()
+        log = w.log_tail(10**6)
+        assert "[WARNING] kato-stream worker: C kernel not available" in log, log
+        assert "pure-Python matcher" in log
+        assert "refusing" not in log
+    finally:
+        w.stop()
