@@ -15,8 +15,9 @@ Usage (the stream layer)::
 
 Exposition: ``render(accept)`` returns ``(body, content_type)``; ``asgi_app`` is an ASGI app
 (mount it at ``/metrics``), ``MetricsMiddleware`` times ASGI requests by route template,
-``aiohttp_handler`` serves aiohttp, and ``install_faust(app)`` adds ``/metrics`` and the
-consumer-lag/rebalance/recovery sampler to a Faust app. Nothing here imports Faust.
+``aiohttp_handler`` serves aiohttp, ``install_faust(app)`` adds ``/metrics`` and the
+consumer-lag/rebalance/recovery sampler to a Faust app, and ``install_probes`` its ``/ready``
+and ``/live``. Nothing here imports Faust.
 """
 
 from __future__ import annotations
@@ -621,3 +622,38 @@ def install_faust(
     app.page(path)(kato_metrics)
     app.timer(settings.metrics_lag_interval)(kato_metrics_sampler)
     return sampler
+
+
+#: A probe's answer: HTTP status (200 or 503) and its JSON body.
+ProbeResult = tuple[int, dict[str, Any]]
+
+
+def install_probes(
+    app: Any,
+    ready: Callable[[], ProbeResult],
+    live: Callable[[], ProbeResult],
+    *,
+    ready_path: str = "/ready",
+    live_path: str = "/live",
+) -> None:
+    """Serve the readiness and liveness probes on the Faust web server, next to
+    ``/metrics`` (``kato_stream/stream/probes.py`` says what they check).  Each answers
+    its callable's status and JSON body, never cached; a check that raises answers 503
+    naming the error (not Faust's 500 page)."""
+
+    def answer(view: Any, check: Callable[[], ProbeResult]) -> Any:
+        try:
+            status, body = check()
+        except Exception as exc:
+            status = 503
+            body = {"status": "failing", "failing": ["probe"], "error": repr(exc), "checks": {}}
+        return view.json(body, status=status, headers={"Cache-Control": "no-store"})
+
+    async def kato_ready(view: Any, request: Any) -> Any:
+        return answer(view, ready)
+
+    async def kato_live(view: Any, request: Any) -> Any:
+        return answer(view, live)
+
+    app.page(ready_path)(kato_ready)
+    app.page(live_path)(kato_live)

@@ -1,4 +1,5 @@
-"""KATO's non-session endpoints: service info, health, status, metrics, patterns, symbols.
+"""KATO's non-session endpoints: service info, health, status, metrics, patterns, symbols;
+and the gateway's own readiness and liveness probes (``/ready``, ``/live``).
 
 Node selection (spec §8.1): query ``node_id``, else header ``x-test-id`` (prefixed with
 ``test_``), else ``x-node-id``, else ``default_node``; answers name the node by its kb_id.
@@ -13,6 +14,7 @@ KATO also counts (docs/gateway.md).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import UTC, datetime
@@ -116,6 +118,81 @@ async def health(request: Request) -> JSONResponse:
             "timestamp": time.time(),
         }
     )
+
+
+PROBE_REDIS_TIMEOUT = 2.0
+"""Longest wait for Redis's PING in ``GET /ready`` (at most the store timeout)."""
+
+
+def _probe(checks: dict[str, dict[str, Any]]) -> JSONResponse:
+    """200 when every check is ok, else 503; the body names each check and its state (the
+    same shape as a worker's ``/ready`` and ``/live``, kato_stream/stream/probes.py)."""
+    failing = [name for name, c in checks.items() if not c["ok"]]
+    return JSONResponse(
+        {"status": "failing" if failing else "ok", "failing": failing, "checks": checks},
+        status_code=503 if failing else 200,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _stream_check(gw: Gateway) -> dict[str, Any]:
+    stream = gw.stream
+    if stream is None:
+        return {"ok": False, "state": "not started"}
+    info = stream.info()
+    if not info["producer_started"]:
+        return {"ok": False, "state": "not connected"}
+    if not info["running"]:
+        return {"ok": False, "state": "reader stopped"}
+    return {"ok": True, "state": "running", "partitions": info["output_partitions_assigned"]}
+
+
+async def _redis_check(gw: Gateway) -> dict[str, Any]:
+    if gw.redis is None:
+        return {"ok": False, "state": "not started"}
+    timeout = min(PROBE_REDIS_TIMEOUT, gw.settings.store_timeout)
+    try:
+        await asyncio.wait_for(gw.redis.ping(), timeout)
+    except Exception as exc:
+        return {"ok": False, "state": "unreachable", "error": type(exc).__name__}
+    return {"ok": True, "state": "answering"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness (not KATO's; ``/health`` stays KATO's, always 200): 200 when the stream
+    client is connected and its reader runs, the pattern follower runs and has rebuilt the
+    LTM (pattern reads wait for it) and Redis answers; else 503 naming the failing checks."""
+    gw = _gw(request)
+    follower = gw.follower
+    if follower is None:
+        ltm: dict[str, Any] = {"ok": False, "state": "not started"}
+    elif not follower.alive():  # its LTM no longer follows the topic
+        ltm = {"ok": False, "state": "follower not running"}
+    elif follower.ready.is_set():
+        ltm = {"ok": True, "state": "rebuilt", "events_applied": follower.registry.applied_events}
+    else:
+        ltm = {"ok": False, "state": "rebuilding"}
+    return _probe({"stream": _stream_check(gw), "ltm": ltm, "redis": await _redis_check(gw)})
+
+
+@router.get("/live")
+async def live(request: Request) -> JSONResponse:
+    """Liveness: the event loop answers (this handler runs), the stream client's reader and
+    the pattern follower's loop still run.  Redis is not checked: an outage of it is not
+    cured by restarting the gateway."""
+    gw = _gw(request)
+    stream = gw.stream
+    if stream is None:
+        reader = {"ok": False, "state": "not started"}
+    else:
+        reader = {"ok": stream.running, "state": "running" if stream.running else "ended"}
+    follower = gw.follower
+    if follower is None:
+        loop = {"ok": False, "state": "not started"}
+    else:
+        loop = {"ok": follower.alive(), "state": "running" if follower.alive() else "ended"}
+    return _probe({"stream_reader": reader, "ltm_follower": loop})
 
 
 @router.get("/status")

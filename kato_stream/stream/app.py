@@ -27,6 +27,7 @@ from kato_stream.stream.group import GroupWatchdog, client_id
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
 from kato_stream.stream.persist import LatestWriter, PatternPersister
 from kato_stream.stream.prediction_cache import PredictionCache, apply_redis_memory
+from kato_stream.stream.probes import ProbeService, WorkerProbes
 from kato_stream.stream.processor import EngineAdapter, Processor
 from kato_stream.stream.session_lists import ListStore
 
@@ -53,7 +54,10 @@ class Worker:
     latest: LatestWriter | None = None
     lists: ListStore | None = None
     boot_services: list[Any] = field(default_factory=list)
-    """Services that start before the app and its consumer (group.GroupWatchdog)."""
+    """Services that start before the app and its consumer (probes.ProbeService,
+    group.GroupWatchdog)."""
+    probes: WorkerProbes | None = None
+    """What ``GET /ready`` and ``GET /live`` check (probes.py)."""
 
     def run(self, loglevel: str = "warning") -> None:
         """Run the worker in the foreground until SIGINT/SIGTERM (graceful) or SIGKILL."""
@@ -222,6 +226,18 @@ def build_worker(
         latest=LatestWriter(settings) if settings.persist else None,
         lists=lists,
     )
+    tasks: dict[str, Callable[[], bool]] = {}
+    if worker.persister is not None and worker.latest is not None:
+        tasks = {"persister": worker.persister.alive, "latest_writer": worker.latest.alive}
+    probes = WorkerProbes(
+        app, settings.topic("observations"), follower, tasks=tasks, persister=worker.persister
+    )
+    worker.probes = probes
+    worker.boot_services.append(ProbeService(probes))  # first: beats until the app stopped
+    if settings.web_port > 0:
+        from kato_stream.metrics import install_probes
+
+        install_probes(app, probes.ready, probes.live)
 
     @app.service
     class LtmService(mode.Service):  # starts/stops the pattern follower with the app
@@ -241,8 +257,10 @@ def build_worker(
             if lists is not None:  # before the follower: the agent waits for it
                 await lists.start()
             await follower.start()
+            probes.started("ltm_follower")
 
         async def on_stop(self) -> None:
+            probes.stopped("ltm_follower")
             await follower.stop()
             if lists is not None:
                 await lists.stop()
@@ -270,6 +288,7 @@ def build_worker(
         )
 
         worker.boot_services.append(watchdog)
+        probes.watchdog = watchdog
 
     if worker.persister is not None and worker.latest is not None:
         persister, latest = worker.persister, worker.latest
@@ -279,8 +298,10 @@ def build_worker(
             async def on_start(self) -> None:
                 await persister.start()
                 await latest.start()
+                probes.started("persister", "latest_writer")
 
             async def on_stop(self) -> None:
+                probes.stopped("persister", "latest_writer")
                 await latest.stop()
                 await persister.stop()
 

@@ -81,9 +81,23 @@ def test_kato_env_points_at_the_compose_services(
         ch["CLICKHOUSE_PASSWORD"],
         "/" + ch["CLICKHOUSE_DB"],
     )
-    # every kato service shares the same settings
+    # every kato service shares the same settings, apart from each worker's instance id
+    shared = {k: v for k, v in env.items() if k != "KATO_STREAM_INSTANCE_ID"}
     for svc in kato_services.values():
-        assert env_of(svc) == env
+        assert {k: v for k, v in env_of(svc).items() if k != "KATO_STREAM_INSTANCE_ID"} == shared
+
+
+def test_each_worker_has_its_own_instance_id(kato_services: dict[str, Any]) -> None:
+    """Static group membership: one KATO_STREAM_INSTANCE_ID per worker, none elsewhere."""
+    ids = {}
+    for name, svc in kato_services.items():
+        s = Settings.from_env(env_of(svc))
+        if name.startswith("worker-"):
+            assert s.instance_id == name, name
+            ids[name] = s.instance_id
+        else:
+            assert s.instance_id == "", f"{name} must not join the workers' group statically"
+    assert len(set(ids.values())) == len(ids) == 3
 
 
 def test_commands(kato_services: dict[str, Any]) -> None:
@@ -121,14 +135,30 @@ def test_long_running_services_have_health_checks(services: dict[str, Any]) -> N
             assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
 
 
-def test_health_checks_use_the_configured_ports(kato_services: dict[str, Any]) -> None:
+def _seconds(value: str) -> float:
+    m = re.fullmatch(r"(\d+)(s|m)", value)
+    assert m, value
+    return int(m.group(1)) * (60 if m.group(2) == "m" else 1)
+
+
+def test_health_checks_probe_readiness_on_the_configured_ports(
+    kato_services: dict[str, Any],
+) -> None:
+    """Workers and the gateway are healthy when ready (/ready: 503 while a worker recovers
+    or rebuilds its LTM); not on /metrics or KATO's /health, which answer 200 regardless."""
     for n in (1, 2, 3):
         svc = kato_services[f"worker-{n}"]
         port = env_of(svc)["KATO_STREAM_WEB_PORT"]
-        assert f"http://127.0.0.1:{port}/metrics" in " ".join(svc["healthcheck"]["test"])
+        hc = svc["healthcheck"]
+        assert f"http://127.0.0.1:{port}/ready" in " ".join(hc["test"])
+        # urlopen raises on a 503: the check fails while the worker is not ready
+        assert "urlopen(" in hc["test"][-1]
+        # recovery and the LTM rebuild are not counted against the worker
+        assert _seconds(hc["start_period"]) >= 120
+        assert _seconds(hc["timeout"]) < _seconds(hc["interval"])
     gw = kato_services["gateway"]
     port = gw["command"][gw["command"].index("--port") + 1]
-    assert f"http://127.0.0.1:{port}/health" in " ".join(gw["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/ready" in " ".join(gw["healthcheck"]["test"])
 
 
 def test_volumes_declared_mounted_and_not_shared(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
+
+import pytest
 
 from .conftest import DEPLOY, load_yaml, load_yaml_all
 
@@ -31,8 +34,43 @@ def test_cli_accepts_every_deployed_command(services: dict[str, Any]) -> None:
     assert not missing, f"deployed subcommands the CLI does not have: {sorted(set(missing))}"
 
 
-def test_gateway_serves_the_probed_paths() -> None:
+def _probed_paths(services: dict[str, Any], workload: str, service: str) -> set[str]:
+    """HTTP paths the k8s probes of ``workload`` and the compose health check of
+    ``service`` request."""
+    paths = set()
+    for res in load_yaml(DEPLOY / "k8s" / "kustomization.yaml")["resources"]:
+        for d in load_yaml_all(DEPLOY / "k8s" / res):
+            if d["metadata"]["name"] == workload and "template" in d.get("spec", {}):
+                for c in d["spec"]["template"]["spec"]["containers"]:
+                    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                        if probe in c:
+                            paths.add(c[probe]["httpGet"]["path"])
+    test = " ".join(services[service]["healthcheck"]["test"])
+    paths.update(re.findall(r"http://127\.0\.0\.1:\d+(/[\w/.-]*)", test))
+    return paths
+
+
+def test_gateway_serves_the_probed_paths(services: dict[str, Any]) -> None:
     from kato_stream.gateway import routes_system as app_mod
 
     paths = {getattr(r, "path", None) for r in app_mod.router.routes}
-    assert {"/health", "/metrics/prometheus"} <= paths
+    probed = _probed_paths(services, "kato-stream-gateway", "gateway")
+    assert probed == {"/ready", "/live"}
+    assert {"/health", "/metrics/prometheus"} | probed <= paths
+
+
+def test_worker_serves_the_probed_paths(services: dict[str, Any]) -> None:
+    """What the worker's Faust web server serves: /metrics (install_faust), /ready and /live
+    (install_probes), as build_worker wires them."""
+    faust = pytest.importorskip("faust")
+    from kato_stream import metrics
+    from kato_stream.settings import Settings
+
+    app = faust.App("kato-deploy-probes", broker="kafka://127.0.0.1:1", web_enabled=True)
+    metrics.install_faust(app, Settings())
+    metrics.install_probes(app, lambda: (200, {}), lambda: (200, {}))
+    served = {str(getattr(v, "view_path", "")) for v in app.web.views.values()}
+    for n in (1, 2, 3):
+        probed = _probed_paths(services, "kato-stream-worker", f"worker-{n}")
+        assert probed == {"/ready", "/live"}
+        assert probed <= served

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -72,12 +73,75 @@ def test_worker_statefulset_ports_probes_and_storage(docs: list[dict[str, Any]])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["metrics"] == cm.web_port
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(cm.web_port)
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["port"] in ports
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     claims = {v["metadata"]["name"] for v in sts["spec"]["volumeClaimTemplates"]}
     assert mounts["data"] == cm.data_dir and "data" in claims
     assert sts["spec"]["serviceName"] in by_kind(docs, "Service")
+
+
+def _budget(probe: dict[str, Any]) -> float:
+    """Seconds of consecutive failures before the kubelet acts on a probe."""
+    return float(probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3))
+
+
+def test_worker_probes_ready_live_and_startup(docs: list[dict[str, Any]]) -> None:
+    """Readiness on /ready, liveness on /live (not /metrics, which answers while the worker
+    recovers its table or rebuilds its LTM), and a startup probe on /ready so that liveness
+    only starts once the worker was ready: recovery and the LTM rebuild (which holds the
+    event loop) must not get the pod killed."""
+    from kato_stream import metrics
+
+    sts = by_kind(docs, "StatefulSet")["kato-stream-worker"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    params = inspect.signature(metrics.install_probes).parameters
+    ready, live = params["ready_path"].default, params["live_path"].default
+    assert c["readinessProbe"]["httpGet"]["path"] == ready
+    assert c["livenessProbe"]["httpGet"]["path"] == live
+    assert c["startupProbe"]["httpGet"]["path"] == ready
+    assert _budget(c["startupProbe"]) >= 15 * 60  # a long recovery or rebuild
+    # a stale heartbeat (probes.STALE_AFTER) fails /live; restart only after a minute of it
+    assert _budget(c["livenessProbe"]) >= 60
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        p = c[probe]
+        assert p.get("timeoutSeconds", 1) < p.get("periodSeconds", 10), probe
+    grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= 30  # a SIGTERMed worker finishes its batch and leaves the group
+    # the headless Service keeps a recovering (unready) worker addressable and scrapeable
+    assert by_kind(docs, "Service")["kato-stream-worker"]["spec"]["publishNotReadyAddresses"]
+
+
+def test_worker_instance_id_is_the_pod_name(docs: list[dict[str, Any]]) -> None:
+    """Static group membership: KATO_STREAM_INSTANCE_ID from metadata.name (stable in a
+    StatefulSet: kato-stream-worker-0, -1, ...)."""
+    sts = by_kind(docs, "StatefulSet")["kato-stream-worker"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert set(env) <= SETTINGS_ENV, set(env) - SETTINGS_ENV
+    field = env["KATO_STREAM_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == "metadata.name"
+    cm = by_kind(docs, "ConfigMap")["kato-stream-env"]["data"]
+    assert "KATO_STREAM_INSTANCE_ID" not in cm  # shared with the gateway: must not be set there
+    gw = by_kind(docs, "Deployment")["kato-stream-gateway"]
+    for gc in gw["spec"]["template"]["spec"]["containers"]:
+        assert "KATO_STREAM_INSTANCE_ID" not in {e["name"] for e in gc.get("env", [])}
+
+
+def test_gateway_probes_ready_and_live(docs: list[dict[str, Any]]) -> None:
+    from kato_stream.gateway import routes_system
+
+    paths = {getattr(r, "path", None) for r in routes_system.router.routes}
+    dep = by_kind(docs, "Deployment")["kato-stream-gateway"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"] for p in c["ports"]}
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/live"
+    assert c["startupProbe"]["httpGet"]["path"] == "/ready"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] in paths
+        assert c[probe]["httpGet"]["port"] in ports
+    assert _budget(c["livenessProbe"]) >= 60
 
 
 def test_services_select_their_pods_and_ports(docs: list[dict[str, Any]]) -> None:
