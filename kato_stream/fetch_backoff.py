@@ -1,78 +1,200 @@
 """A pause after an empty fetch, for brokers that do not hold fetches open.
 
-A Kafka broker keeps a fetch that finds no records open for up to ``fetch.max.wait.ms``,
-so an idle consumer sends about two fetches a second.  noida-db (the embedded broker)
-answers at once instead, and aiokafka's fetcher then re-fetches in a tight loop: measured
-here, one idle consumer sent about 2,600 fetches/s and burned 90 % of a core, and a worker
-holds three consumers (Faust's, the LTM follower's, the persister's).  This module makes
-aiokafka's fetcher wait after a fetch that brought no records before it sends the next one
-to that broker: ``seconds``, or the consumer's own ``fetch_max_wait_ms`` if that is shorter
-(never longer than a real broker would have held the fetch).
+A Kafka broker keeps a fetch that finds no records open for up to ``fetch.max.wait.ms`` and
+answers as soon as a record arrives, so an idle consumer costs little and waits for nothing.
+noida-db (the embedded broker) answers an empty fetch at once instead, and aiokafka's fetcher
+then re-fetches in a tight loop: measured here, one idle consumer sent about 2,600 fetches/s
+and burned 90 % of a core.  This module makes aiokafka's fetcher wait after such a fetch
+before it sends the next one to that broker.
 
-On a real Kafka broker an empty answer already waited ``fetch.max.wait.ms``, so the pause
-only delays, by at most ``seconds``, a record that arrives in it; a fetch that returns
-records is never delayed.  ``seconds = 0`` restores aiokafka's own behaviour.
+The pause grows while the fetches stay empty: ``seconds`` after the first, then twice as long
+after each further one, up to ``max_seconds``; a fetch that brings records starts again from
+``seconds``.  So a consumer in a stream of records keeps the short pause, and one that has
+been idle for a while fetches about once per ``max_seconds`` (``benchmarks/bench_idle_cpu.py``).
 
-The patch is process-wide (every aiokafka consumer, Faust's included) and idempotent;
-:func:`set_pause` gives one consumer its own pause.  The worker's two consumers that follow
-``kato.patterns`` (the LTM follower and the persister) use the longer
-``KATO_STREAM_TAIL_FETCH_BACKOFF_SECONDS``: they sit idle while commands stream, and a
-fetch costs the embedded broker more the more the topic holds.
+What it costs, and what keeps it small:
+
+* A record that arrives while a consumer sleeps waits for the rest of the pause: at most
+  ``max_seconds`` after an idle spell (the first command after a pause, on the worker's input
+  consumer), at most ``seconds`` in a stream of records.
+* A process that produces a record wakes every paused fetcher of the process and keeps them at
+  ``seconds`` for ``HOT_SECONDS`` (:func:`wake`, called by the patched
+  ``AIOKafkaProducer.send``): whoever sends something usually waits for what comes back.  The
+  gateway sends a command and reads its answer; the worker sends a pattern event and its own
+  ``kato.patterns`` followers (the LTM follower, the persister) read it back.  None of those
+  waits for ``max_seconds``.
+* A broker that held the empty fetch (it took at least half the consumer's
+  ``fetch_max_wait_ms``, and at least ``HELD_SECONDS``) long-polls like Kafka: no pause.
+  Otherwise a consumer's ``fetch_max_wait_ms`` no longer caps the pause: it did, and the
+  gateway's consumer (5 ms) then fetched 200 times a second whatever the setting.
+
+``seconds = 0`` restores aiokafka's own behaviour.  The patch is process-wide (every aiokafka
+consumer, Faust's included, which runs in a thread of its own) and idempotent;
+:func:`set_pause` gives one consumer its own starting pause.  The worker's two consumers that
+follow ``kato.patterns`` (the LTM follower and the persister) use the longer
+``KATO_STREAM_TAIL_FETCH_BACKOFF_SECONDS``: a fetch costs the embedded broker more the more the
+topic holds.  ``max_seconds`` defaults to ``KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS`` from
+the environment, else :data:`DEFAULT_MAX_SECONDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
 
 from aiokafka.consumer import fetcher as _fetcher  # type: ignore[import-untyped]
+from aiokafka.producer import producer as _producer  # type: ignore[import-untyped]
 
-_state: dict[str, Any] = {"seconds": 0.0, "original": None}
+MAX_ENV = "KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS"
+DEFAULT_MAX_SECONDS = 0.05
+HOT_SECONDS = 1.0  # after a send, paused fetchers of the process stay at the short pause
+HELD_SECONDS = 0.05  # an empty fetch that took this long (and half its wait) was long-polled
+
+_state: dict[str, Any] = {
+    "seconds": 0.0,
+    "max": 0.0,
+    "original": None,
+    "send": None,
+    "woken_at": float("-inf"),
+}
 PAUSE_ATTR = "_kato_idle_pause"
+EMPTY_ATTR = "_kato_empty_fetches"
+# fetchers asleep in a pause: future -> its event loop (Faust's consumer has a loop of its own)
+_sleeping: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
 
 
 def set_pause(consumer: Any, seconds: float) -> None:
-    """Give one started consumer its own pause (e.g. longer for a consumer that follows a
-    topic's tail and can wait): the global one applies to the rest."""
+    """Give one started consumer its own starting pause (e.g. longer for a consumer that
+    follows a topic's tail and can wait): the global one applies to the rest.  It grows up
+    to the larger of ``seconds`` and the global ``max_seconds``."""
     if seconds < 0:
         raise ValueError(f"idle fetch backoff must be >= 0, got {seconds}")
     setattr(consumer._fetcher, PAUSE_ATTR, float(seconds))
 
 
-def install(seconds: float) -> None:
-    """Pause ``seconds`` after every empty fetch from now on (0 = aiokafka's behaviour)."""
+def _max_from_env(seconds: float) -> float:
+    raw = os.environ.get(MAX_ENV, "").strip()
+    value = float(raw) if raw else DEFAULT_MAX_SECONDS
+    if not 0 <= value <= 10:
+        raise ValueError(f"{MAX_ENV} must be within 0..10, got {raw}")
+    return max(value, seconds)
+
+
+def pause_for(base: float, top: float, empty: int) -> float:
+    """The pause after the ``empty``-th empty fetch in a row (1 = the first)."""
+    if base <= 0:
+        return 0.0
+    return float(min(max(top, base), base * 2.0 ** min(max(0, empty - 1), 30)))
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def wake() -> None:
+    """A record was produced: end every pause now and keep the pauses short for a while."""
+    _state["woken_at"] = time.monotonic()
+    if not _sleeping:
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for fut, loop in _sleeping.copy().items():
+        if loop is running:
+            _resolve(fut)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(_resolve, fut)
+
+
+async def _sleep(seconds: float) -> None:
+    """``asyncio.sleep`` that :func:`wake` ends early, from any thread."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_later(seconds, _resolve, fut)
+    _sleeping[fut] = loop
+    try:
+        await fut
+    finally:
+        handle.cancel()
+        _sleeping.pop(fut, None)
+
+
+def install(seconds: float, max_seconds: float | None = None) -> None:
+    """Pause after every empty fetch from now on: ``seconds`` growing to ``max_seconds``
+    (``None``: from the environment, :data:`MAX_ENV`); ``seconds = 0``: aiokafka's
+    behaviour."""
     if seconds < 0:
         raise ValueError(f"idle fetch backoff must be >= 0, got {seconds}")
+    if max_seconds is not None and max_seconds < 0:
+        raise ValueError(f"idle fetch backoff maximum must be >= 0, got {max_seconds}")
     _state["seconds"] = float(seconds)
+    _state["max"] = _max_from_env(seconds) if max_seconds is None else max(max_seconds, seconds)
     if _state["original"] is not None:
         return
     original = _fetcher.Fetcher._proc_fetch_request
     _state["original"] = original
 
     async def _proc_fetch_request(self: Any, assignment: Any, node_id: int, request: Any) -> bool:
+        started = time.monotonic()
         has_data: bool = await original(self, assignment, node_id, request)
+        if has_data:
+            setattr(self, EMPTY_ATTR, 0)
+            return True
         own = getattr(self, PAUSE_ATTR, None)
-        pause = _state["seconds"] if own is None else own
-        pause = min(pause, getattr(self, "_fetch_max_wait_ms", 500) / 1000.0)
-        if not has_data and pause > 0 and assignment.active:
-            try:
-                await asyncio.sleep(pause)
-            except asyncio.CancelledError:  # close() or unassignment: nothing more to do
-                return False
-        return has_data
+        base = _state["seconds"] if own is None else own
+        if base <= 0 or not assignment.active:
+            return False
+        now = time.monotonic()
+        wait = getattr(self, "_fetch_max_wait_ms", 500) / 1000.0
+        if now - started >= max(HELD_SECONDS, wait / 2):
+            setattr(self, EMPTY_ATTR, 0)  # the broker held the fetch: it long-polls
+            return False
+        # just after this process produced, an answer may be on its way: the short pause
+        hot = now - _state["woken_at"] < HOT_SECONDS
+        empty = 1 if hot else getattr(self, EMPTY_ATTR, 0) + 1
+        setattr(self, EMPTY_ATTR, empty)
+        try:
+            await _sleep(pause_for(base, _state["max"], empty))
+        except asyncio.CancelledError:  # close() or unassignment: nothing more to do
+            return False
+        return False
 
     _fetcher.Fetcher._proc_fetch_request = _proc_fetch_request
 
+    send = _producer.AIOKafkaProducer.send
+    _state["send"] = send
+
+    async def _send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        fut = await send(self, *args, **kwargs)
+        wake()
+        return fut
+
+    _producer.AIOKafkaProducer.send = _send
+
 
 def uninstall() -> None:
-    """Put aiokafka's own fetch back (tests)."""
+    """Put aiokafka's own fetch and send back (tests)."""
     original = _state["original"]
     if original is not None:
         _fetcher.Fetcher._proc_fetch_request = original
         _state["original"] = None
+    if _state["send"] is not None:
+        _producer.AIOKafkaProducer.send = _state["send"]
+        _state["send"] = None
     _state["seconds"] = 0.0
+    _state["max"] = 0.0
+    _state["woken_at"] = float("-inf")
 
 
 def current() -> float:
-    """The pause in force (0 when not installed)."""
+    """The starting pause in force (0 when not installed)."""
     return float(_state["seconds"]) if _state["original"] is not None else 0.0
+
+
+def current_max() -> float:
+    """The longest pause in force (0 when not installed)."""
+    return float(_state["max"]) if _state["original"] is not None else 0.0

@@ -4,13 +4,23 @@ what kato-stream relies on: an upgrade that removes or changes one fails here, b
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import faust
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faust.transport.consumer import Consumer
+from faust.types import TP
 
-from kato_stream.compat import aiokafka_member_id, faust_member_id
+from kato_stream.compat import (
+    after_faust_perform_seek,
+    aiokafka_member_id,
+    faust_committed_offset,
+    faust_forget_read_offset,
+    faust_member_id,
+    faust_seek_to_beginning,
+)
 from kato_stream.stream.group import describe, evict_members
 
 
@@ -54,3 +64,67 @@ def test_faust_consumer_thread_holds_the_aiokafka_consumer() -> None:
     assert hasattr(thread, "_consumer")
     assert hasattr(thread, "_create_consumer")  # where Faust builds it: an AIOKafkaConsumer
     assert faust_member_id(app) is None  # not started
+
+
+def test_faust_consumer_offsets_and_seek_to_beginning_are_where_compat_reads_them() -> None:
+    """What the continuity guard's re-seek of uncommitted partitions relies on."""
+    app = faust.App("compat-seek", broker="kafka://127.0.0.1:1", autodiscover=False)
+    consumer = app.consumer
+    tp = TP("t", 0)
+    assert faust_committed_offset(consumer, tp) is None  # nothing committed: None
+    consumer._committed_offset[tp] = 12  # noqa: SLF001  (what perform_seek and commits set)
+    assert faust_committed_offset(consumer, tp) == 12
+    consumer._read_offset[tp] = 11  # noqa: SLF001
+    faust_forget_read_offset(consumer, tp)
+    assert consumer._read_offset[tp] is None  # noqa: SLF001
+    thread = consumer._thread  # noqa: SLF001
+    assert inspect.iscoroutinefunction(thread.seek_to_beginning)
+    assert inspect.iscoroutinefunction(Consumer.perform_seek)
+
+    # aiokafka's own seek_to_beginning refuses Faust's TP: compat converts
+    async def refused() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+        try:
+            await consumer.seek_to_beginning(tp)  # type: ignore[arg-type]
+        finally:
+            await consumer.stop()
+
+    with pytest.raises(TypeError, match="TopicPartition"):
+        asyncio.run(refused())
+
+    class Thread:
+        got: tuple[TopicPartition, ...] = ()
+
+        async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+            self.got = tps
+
+    class Probe:
+        _thread = Thread()
+
+    probe = Probe()
+    asyncio.run(faust_seek_to_beginning(probe, [tp]))
+    assert probe._thread.got == (TopicPartition("t", 0),)
+    assert all(type(x) is TopicPartition for x in probe._thread.got)
+
+
+async def test_after_faust_perform_seek_runs_after_fausts_seek() -> None:
+    order: list[str] = []
+
+    class Probe:
+        _read_offset: dict[TP, int | None] = {}
+        _committed_offset: dict[TP, int | None] = {}
+
+        async def seek_to_committed(self) -> dict[TP, int]:
+            order.append("faust")
+            return {TP("t", 0): 5}
+
+    async def hook(consumer: object) -> None:
+        order.append("hook")
+        assert isinstance(consumer, Probe)
+
+    after_faust_perform_seek(hook)
+    after_faust_perform_seek(hook)  # once per hook
+    await Consumer.perform_seek(Probe())  # type: ignore[arg-type]
+    assert order == ["faust", "hook"]
+    assert Probe._committed_offset[TP("t", 0)] == 5
+    assert inspect.iscoroutinefunction(Consumer.perform_seek)

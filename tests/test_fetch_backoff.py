@@ -1,7 +1,9 @@
 """The pause after an empty fetch (fetch_backoff.py), on the real embedded broker.
 
 noida-db answers an empty fetch at once, so an idle consumer re-fetches in a tight loop;
-with the pause it fetches at most about once per pause, and records still arrive.
+with the pause it fetches at most about once per pause, and records still arrive.  The pause
+grows while the consumer stays idle, and a record produced by the same process (whoever sends
+waits for an answer) wakes the paused fetchers, in any thread.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import faust
 import pytest
@@ -73,7 +78,7 @@ async def test_idle_consumer_fetches_far_less_and_still_reads(kafka_bootstrap: s
     fetch_backoff.uninstall()
     try:
         tight, v1 = await _idle_fetches(kafka_bootstrap, topic, 1.0)
-        fetch_backoff.install(0.05)
+        fetch_backoff.install(0.05, max_seconds=0.05)
         paced, v2 = await _idle_fetches(kafka_bootstrap, topic, 1.0)
     finally:
         fetch_backoff.uninstall()
@@ -82,30 +87,146 @@ async def test_idle_consumer_fetches_far_less_and_still_reads(kafka_bootstrap: s
     assert tight > 5 * paced, (tight, paced)  # noida-db answers empty fetches at once
 
 
-async def test_pause_is_capped_by_the_consumers_own_fetch_wait(kafka_bootstrap: str) -> None:
-    """A consumer that asked for short fetch waits never pauses longer than it asked."""
+def test_pause_doubles_up_to_the_maximum() -> None:
+    assert [fetch_backoff.pause_for(0.005, 0.1, n) for n in range(1, 8)] == [
+        0.005,
+        0.01,
+        0.02,
+        0.04,
+        0.08,
+        0.1,
+        0.1,
+    ]
+    assert fetch_backoff.pause_for(0.05, 0.01, 9) == 0.05  # never below the starting pause
+    assert fetch_backoff.pause_for(0.0, 0.1, 5) == 0.0  # off
+    assert fetch_backoff.pause_for(0.005, 0.1, 10**6) == 0.1  # no overflow
+
+
+async def test_idle_consumer_slows_down_and_a_record_restarts_the_short_pause(
+    kafka_bootstrap: str,
+) -> None:
+    """Idle for 2 s, the pause grows to the maximum: a dozen fetches, not 2 s / 5 ms.  A record
+    from elsewhere (nothing woken) is read within the longest pause, and the fetch that
+    brought it starts the short pause again."""
     topic = f"fb-{uuid.uuid4().hex[:8]}"
     await create_topics(kafka_bootstrap, [TopicSpec(topic, 1, {})])
-    fetch_backoff.install(0.5)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap, group_id=None, fetch_max_wait_ms=20
-    )
+    fetch_backoff.install(0.005, max_seconds=0.25)
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     try:
         with counting_fetches() as counts:
             await consumer.start()
-            consumer.assign([TopicPartition(topic, 0)])
-            await asyncio.sleep(1.0)
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await asyncio.sleep(2.0)
+            idle = sum(counts.values())
+        assert getattr(consumer._fetcher, fetch_backoff.EMPTY_ATTR) >= 6  # at the maximum
+        await producer.start()
+        unwoken_send = fetch_backoff._state["send"]  # aiokafka's own: wakes nothing
+        sent = time.monotonic()
+        await (await unwoken_send(producer, topic, b"x"))
+        msg = await asyncio.wait_for(consumer.getone(), 5)
+        late = time.monotonic() - sent
+        assert msg.value == b"x"
+        assert getattr(consumer._fetcher, fetch_backoff.EMPTY_ATTR) <= 2  # short again
     finally:
+        await producer.stop()
         await consumer.stop()
         fetch_backoff.uninstall()
-    assert sum(counts.values()) >= 10  # paused 20 ms per fetch, not 500
+    # 5, 10, 20, 40, 80, 160 ms, then every 250 ms: about 13 in 2 s (400 at a fixed 5 ms)
+    assert idle <= 25, idle
+    assert late < 0.25 + 0.5, late
+
+
+async def test_a_send_wakes_paused_fetchers_in_another_thread(kafka_bootstrap: str) -> None:
+    """Faust runs its consumer in a thread with its own event loop: a record produced in the
+    main loop ends the consumer's (long) pause there, so the answer is read at once."""
+    topic = f"fb-{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_bootstrap, [TopicSpec(topic, 1, {})])
+    fetch_backoff.install(0.005, max_seconds=3.0)
+    received: list[float] = []
+    ready, stop = threading.Event(), threading.Event()
+    fetchers: list[object] = []
+
+    async def consume() -> None:
+        tp = TopicPartition(topic, 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)
+            fetchers.append(consumer._fetcher)
+            ready.set()
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                received.extend(time.monotonic() for _ in batch.get(tp, []))
+        finally:
+            await consumer.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(consume()), daemon=True)
+    thread.start()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 30)
+        for i in range(3):
+            # idle long enough for a pause of over a second (1 s short after a send, then
+            # 5 ms doubling): without the wake the record would wait for its end
+            deadline = time.monotonic() + 10
+            while getattr(fetchers[0], fetch_backoff.EMPTY_ATTR, 0) < 9:  # 1.28 s pauses
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert any(
+                loop is not asyncio.get_running_loop() for loop in fetch_backoff._sleeping.values()
+            )
+            sent = time.monotonic()
+            await producer.send_and_wait(topic, f"w{i}".encode())
+            deadline = time.monotonic() + 5
+            while len(received) <= i and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            assert len(received) == i + 1
+            assert received[i] - sent < 0.5, received[i] - sent
+    finally:
+        stop.set()
+        await producer.stop()
+        await asyncio.to_thread(thread.join, 10)
+        fetch_backoff.uninstall()
+
+
+async def test_a_fetch_the_broker_held_is_not_paused() -> None:
+    """A broker that long-polls (the empty answer took half the consumer's fetch wait) is not
+    made to wait again; an empty answer at once is."""
+    real = fetcher.Fetcher._proc_fetch_request
+    fetch_backoff.uninstall()
+    delay = [0.0]
+
+    async def answer(self, assignment, node_id, request):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(delay[0])
+        return False
+
+    fetcher.Fetcher._proc_fetch_request = answer
+    try:
+        fetch_backoff.install(0.2, max_seconds=0.2)
+        me = SimpleNamespace(_fetch_max_wait_ms=100)
+        active = SimpleNamespace(active=True)
+        for held, want in ((0.06, (0.06, 0.15)), (0.0, (0.19, 0.4))):
+            delay[0] = held
+            t = time.monotonic()
+            assert await fetcher.Fetcher._proc_fetch_request(me, active, 0, None) is False
+            took = time.monotonic() - t
+            assert want[0] <= took < want[1], (held, took)
+    finally:
+        fetch_backoff.uninstall()
+        fetcher.Fetcher._proc_fetch_request = real
 
 
 async def test_a_consumer_can_have_its_own_pause(kafka_bootstrap: str) -> None:
     """set_pause: a tail follower pauses longer than the global pause, others do not."""
     topic = f"fb-{uuid.uuid4().hex[:8]}"
     await create_topics(kafka_bootstrap, [TopicSpec(topic, 1, {})])
-    fetch_backoff.install(0.005)
+    fetch_backoff.install(0.005, max_seconds=0.005)  # fixed pauses: only set_pause differs
     tail = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
     quick = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
     try:
@@ -127,19 +248,36 @@ async def test_a_consumer_can_have_its_own_pause(kafka_bootstrap: str) -> None:
     assert n_quick > 3 * n_tail, (n_tail, n_quick)
 
 
-def test_install_validates_and_is_idempotent() -> None:
+def test_install_validates_and_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka.producer.producer import AIOKafkaProducer as Producer
+
     with pytest.raises(ValueError, match=">= 0"):
         fetch_backoff.install(-1)
+    with pytest.raises(ValueError, match=">= 0"):
+        fetch_backoff.install(0.01, max_seconds=-1)
+    send = Producer.send
     try:
+        monkeypatch.delenv(fetch_backoff.MAX_ENV, raising=False)
         fetch_backoff.install(0.01)
         patched = fetcher.Fetcher._proc_fetch_request
+        assert Producer.send is not send  # a send wakes the paused fetchers
+        assert fetch_backoff.current_max() == fetch_backoff.DEFAULT_MAX_SECONDS
         fetch_backoff.install(0.02)  # changes the pause, does not wrap twice
         assert fetcher.Fetcher._proc_fetch_request is patched
         assert fetch_backoff.current() == 0.02
+        monkeypatch.setenv(fetch_backoff.MAX_ENV, "0.3")
+        fetch_backoff.install(0.02)
+        assert fetch_backoff.current_max() == 0.3
+        fetch_backoff.install(0.5)  # the maximum is never below the starting pause
+        assert fetch_backoff.current_max() == 0.5
+        monkeypatch.setenv(fetch_backoff.MAX_ENV, "-1")
+        with pytest.raises(ValueError, match="0..10"):
+            fetch_backoff.install(0.02)
     finally:
         fetch_backoff.uninstall()
-    assert fetch_backoff.current() == 0.0
+    assert fetch_backoff.current() == 0.0 and fetch_backoff.current_max() == 0.0
     assert fetcher.Fetcher._proc_fetch_request is not patched
+    assert Producer.send is send
 
 
 def test_quiet_worker_keeps_the_root_logger_at_its_level() -> None:

@@ -29,10 +29,11 @@ from kato_stream.stream.app import fetch_bytes
 from kato_stream.stream.batch import Batch, Pending
 from kato_stream.stream.continuity import (
     ContinuityTracker,
+    StallWatch,
     ack_range,
     committed_offset,
     fetch_range,
-    stalled_partitions,
+    reseek_uncommitted,
 )
 from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
 from kato_stream.stream.processor import Processor, Source, stored_outside
@@ -47,7 +48,8 @@ PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
 STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
-STALL_SECONDS = 3.0  # agent idle this long with records waiting = a stalled partition
+STALL_SECONDS = 3.0  # the agent idle this long: its input partitions are looked at
+STALL_WAIT_SECONDS = 2.0  # records waiting this long at the same offset = a stalled partition
 DURABLE_TIMEOUT = 120.0  # longest wait for a batch's changelog records before giving up
 FATAL_EXIT_CODE = 70  # EX_SOFTWARE: the orchestrator (or kato-stream dev) restarts the worker
 FATAL_GRACE = 15.0  # seconds a failed worker gets to stop cleanly before it exits hard
@@ -268,12 +270,17 @@ def register_agents(w: Worker) -> None:
         """Commits also happen while the agent is idle: drop what they made deletable."""
         await drop_retired()
 
+    reseek_uncommitted({input_name})  # Faust's recovery race at the tail (continuity.py)
+    watch = StallWatch()
+
     @w.app.timer(interval=STALL_CHECK_SECONDS)
     async def unstick() -> None:
         """Re-seek input partitions whose remaining records the consumer will never deliver
-        (continuity.stalled_partitions); a no-op while the agent is busy."""
+        (continuity.StallWatch); a no-op while the agent is busy."""
         idle = time.monotonic() - idle_since[0]
+        watch.new_generation(w.app.consumer_generation_id)
         if idle < STALL_SECONDS or not w.follower.ready.is_set() or w.app.rebalancing:
+            watch.clear()  # records the agent may still get: nothing has waited yet
             return  # the common case: the agent is busy, nothing to look at
         consumer = w.app.consumer
         tps = {tp.partition: tp for tp in consumer.assignment() if tp.topic == input_name}
@@ -286,14 +293,21 @@ def register_agents(w: Worker) -> None:
                 highwater[p] = consumer.highwater(tp)
             except Exception:  # not fetched yet
                 highwater[p] = None
-        stuck = stalled_partitions(expected, highwater, idle, STALL_SECONDS)
+        stuck = watch.check(expected, highwater, time.monotonic(), STALL_WAIT_SECONDS)
         for p, offset in sorted(stuck.items()):
-            log.warning(
-                "partition %s:%s idle at offset %s with records up to %s: seeking back",
+            # No record of the partition reached the agent since the assignment: the known
+            # start-up race (continuity.py), once; any other stall is a warning.
+            startup = not continuity.knows(p) and watch.seeks(p) == 1
+            log.log(
+                logging.INFO if startup else logging.WARNING,
+                "partition %s:%s idle at offset %s with records up to %s for %.0f s: "
+                "seeking back%s",
                 input_name,
                 p,
                 offset,
                 highwater[p],
+                STALL_WAIT_SECONDS,
+                " (no record delivered since the assignment)" if startup else "",
             )
             metrics.observe_stall()
             await consumer.seek(tps[p], offset)

@@ -13,6 +13,33 @@ after each assignment, then from every processed record).  A record past it mean
 the agent reads the missing range straight from the broker, processes it, and acknowledges
 those offsets itself before the record that revealed the hole.  Faust's gap filling is
 switched off (:func:`disable_gap_fill`), so no offset is ever committed unprocessed.
+
+The same race at the end of a partition leaves records that no later record reveals.  Seen on
+``kato-stream dev`` restarts (issue 14), where the sample is published while the worker
+recovers its table: aiokafka fetches the new records of an input partition that Faust keeps
+paused (only in Faust: its active set), Faust's ``resume_partitions`` makes the partition
+active and its fetcher hands them to the stream, then ``perform_seek`` asks aiokafka to seek
+every partition to its committed offset, which aiokafka's ``seek_to_committed`` does only ``if
+offset and offset > 0``: a partition that never had a commit (``committed()`` gives None for
+the broker's -1) stays where the fetcher is, past the records; Faust forgets its read offset,
+and ``flow_control.resume()`` then empties the stream buffers (``clear_on_resume``).  Those
+records were never delivered again (aiokafka position 27 = highwater, nothing buffered, Faust's
+read offset None, partition active): 2 of 7 restarts with the backstop's seek switched off.
+:func:`reseek_uncommitted` fixes that at the source: after Faust's seek, the input partitions
+without a committed offset are sought to their beginning (where aiokafka started them:
+``auto_offset_reset=earliest``), so the fetcher reads the dropped records again.  (A partition
+with a commit is sought back by Faust itself; a record delivered in between still shows up as
+a hole, filled as above.)
+
+What is left is a backstop, :class:`StallWatch`: an input partition whose records have waited
+past the offset the agent needs next, without that offset moving, for a while and with the
+agent idle, is sought back to it.  Before, the agent-wide idle time alone decided (idle 3 s and
+a highwater above the expected offset), so the first records after any quiet spell looked
+stalled for the moment between the fetch that brought them (and raised the highwater) and the
+agent's batch.  On a fresh ``dev`` start that moment lasts 0.2-0.5 s (the worker is still
+starting its followers, and the idle clock has run since start-up): 2 of 9 fresh starts logged
+``partition kato.observations:N idle at offset 0 with records up to 27: seeking back``, for
+records the agent processed anyway (with the seek switched off, all 27 were answered).
 """
 
 from __future__ import annotations
@@ -22,6 +49,13 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from kato_stream.compat import (
+    after_faust_perform_seek,
+    faust_committed_offset,
+    faust_forget_read_offset,
+    faust_seek_to_beginning,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +93,61 @@ class ContinuityTracker:
         self._next.clear()
 
 
-def stalled_partitions(
-    expected: dict[int, int], highwater: dict[int, int | None], idle_seconds: float, limit: float
-) -> dict[int, int]:
-    """Partitions to re-seek: ``{partition: offset}`` where records exist at or past the
-    offset the agent needs next while the agent has been idle for ``limit`` seconds.
+class StallWatch:
+    """Input partitions whose records wait, unprocessed, at the same offset: pure bookkeeping.
 
-    The tail variant of the recovery race: records fetched before the seek and dropped by
-    the buffer clear leave the consumer's position *past* them, and with no later record
-    nothing reveals the hole, so the partition waits forever.  A seek back to the expected
-    offset makes the consumer fetch them again (re-deliveries of applied commands are
-    skipped by the session's applied offset).
+    :meth:`check` runs on the agent's stall timer while the agent is idle; the timer calls
+    :meth:`clear` whenever it is not (busy, rebalancing, not ready), so an entry always covers
+    an unbroken run of idle checks.  A partition is stalled once records past the offset the
+    agent needs next have been seen for ``limit`` seconds of that run with that offset
+    unchanged: records that are merely on their way to the agent (fetched, highwater raised,
+    not yet in a batch) are processed long before.
     """
-    if idle_seconds < limit:
-        return {}
-    return {p: want for p, want in expected.items() if (highwater.get(p) or 0) > want}
+
+    def __init__(self) -> None:
+        self._since: dict[int, tuple[int, float]] = {}
+        self._seeks: dict[int, int] = {}
+        self._generation: Any = None
+
+    def clear(self) -> None:
+        """Forget the waiting partitions (the agent was busy, or the group rebalanced)."""
+        self._since.clear()
+
+    def new_generation(self, generation: Any) -> None:
+        """A new assignment: forget everything, re-seek counts included."""
+        if generation != self._generation:
+            self._generation = generation
+            self._since.clear()
+            self._seeks.clear()
+
+    def seeks(self, partition: int) -> int:
+        """Re-seeks of ``partition`` since the assignment."""
+        return self._seeks.get(partition, 0)
+
+    def check(
+        self,
+        expected: dict[int, int],
+        highwater: dict[int, int | None],
+        now: float,
+        limit: float,
+    ) -> dict[int, int]:
+        """``{partition: offset}`` to seek back to: records at or past ``offset`` have waited
+        ``limit`` seconds with the agent idle and ``offset`` unchanged.  A partition returned
+        here is counted (:meth:`seeks`) and gets ``limit`` again before the next re-seek."""
+        waiting = {p: want for p, want in expected.items() if (highwater.get(p) or 0) > want}
+        for p in list(self._since):
+            if p not in waiting:
+                del self._since[p]
+        stuck: dict[int, int] = {}
+        for p, want in waiting.items():
+            seen = self._since.get(p)
+            if seen is None or seen[0] != want:
+                self._since[p] = (want, now)
+            elif now - seen[1] >= limit:
+                stuck[p] = want
+                self._since[p] = (want, now)
+                self._seeks[p] = self._seeks.get(p, 0) + 1
+        return stuck
 
 
 @dataclass(frozen=True)
@@ -158,7 +232,7 @@ async def fetch_range(
 def committed_offset(app: Any, tp: Any) -> int:
     """The offset Faust sought ``tp`` to at the last assignment (0 when nothing is committed)."""
     try:
-        value = app.consumer._committed_offset.get(tp)
+        value = faust_committed_offset(app.consumer, tp)
     except Exception:  # consumer not started yet
         value = None
     return int(value) if value is not None else 0
@@ -194,3 +268,38 @@ def disable_gap_fill() -> None:
 
     Consumer._add_gap = _no_gap  # type: ignore[method-assign]
     _PATCHED = True
+
+
+_RESEEK_TOPICS: set[str] = set()
+
+
+async def _seek_uncommitted(consumer: Any) -> None:
+    """After Faust's seek to the committed offsets: seek the input partitions that have none
+    to their beginning (the records fetched before the seek were dropped with the buffers)."""
+    tps = sorted(
+        (
+            tp
+            for tp in consumer.assignment()
+            if tp.topic in _RESEEK_TOPICS and faust_committed_offset(consumer, tp) is None
+        ),
+        key=lambda tp: (tp.topic, tp.partition),
+    )
+    if not tps:
+        return
+    await faust_seek_to_beginning(consumer, tps)
+    for tp in tps:
+        faust_forget_read_offset(consumer, tp)
+    log.info(
+        "no committed offset for %s: sought to the beginning after Faust's seek",
+        ", ".join(f"{tp.topic}:{tp.partition}" for tp in tps),
+    )
+
+
+def reseek_uncommitted(topics: set[str] | list[str] | tuple[str, ...]) -> None:
+    """Seek the partitions of ``topics`` that have no committed offset to their beginning each
+    time Faust seeks its partitions to their committed offsets (module docstring).
+
+    Process-wide and idempotent; the topics accumulate.  Only for topics read from their
+    beginning when nothing is committed (the worker's ``auto_offset_reset`` is earliest)."""
+    _RESEEK_TOPICS.update(topics)
+    after_faust_perform_seek(_seek_uncommitted)
