@@ -53,11 +53,16 @@ def setting(
     *,
     check: Callable[[Any], bool] | None = None,
     choices: tuple[str, ...] | None = None,
+    secret: bool = False,
 ) -> Any:
-    """Declare a setting: its env var, default, one-line doc and optional validation."""
+    """Declare a setting: its env var, default, one-line doc and optional validation.
+
+    A ``secret`` (a password, an API key) is left out of ``repr`` and printed by no command,
+    so a logged ``Settings`` never carries it."""
     return field(
         default=default,
-        metadata={"env": env, "doc": doc, "check": check, "choices": choices},
+        repr=not secret,
+        metadata={"env": env, "doc": doc, "check": check, "choices": choices, "secret": secret},
     )
 
 
@@ -101,6 +106,40 @@ class Settings:
         1000,
         "Command ids (msg_id, else origin or source) remembered per session: a command whose id is among them is answered 'duplicate' and changes nothing (0 = offsets only).",
         check=lambda v: 0 <= v <= 100_000,
+    )
+    # -- Kafka security (every client the project creates: kato_stream/kafka.py) ----------
+    kafka_security_protocol: str = setting(
+        "KATO_STREAM_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "How clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS, what managed clusters use).",
+        choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    )
+    kafka_sasl_mechanism: str = setting(
+        "KATO_STREAM_KAFKA_SASL_MECHANISM",
+        "PLAIN",
+        "SASL mechanism for SASL_* protocols: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+        choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+    )
+    kafka_sasl_username: str = setting(
+        "KATO_STREAM_KAFKA_SASL_USERNAME", "", "SASL user name (SASL_* protocols)."
+    )
+    kafka_sasl_password: str = setting(
+        "KATO_STREAM_KAFKA_SASL_PASSWORD", "", "SASL password (secret: never printed).", secret=True
+    )
+    kafka_ssl_cafile: str = setting(
+        "KATO_STREAM_KAFKA_SSL_CAFILE",
+        "",
+        "CA bundle (PEM) that signs the brokers' certificates; empty = the system's trust store.",
+    )
+    kafka_ssl_certfile: str = setting(
+        "KATO_STREAM_KAFKA_SSL_CERTFILE",
+        "",
+        "Client certificate (PEM) for mutual TLS; empty = none.",
+    )
+    kafka_ssl_keyfile: str = setting(
+        "KATO_STREAM_KAFKA_SSL_KEYFILE",
+        "",
+        "Private key (PEM) of the client certificate; empty = in the certificate file.",
     )
     # -- worker --------------------------------------------------------------------------
     app_id: str = setting("KATO_STREAM_APP_ID", "kato-stream", "Faust app id (consumer group).")
@@ -206,6 +245,12 @@ class Settings:
         "Pause after a fetch that found no records (noida-db answers empty fetches at once; 0 = off).",
         check=lambda v: 0 <= v <= 1,
     )
+    idle_fetch_backoff_max: float = setting(
+        "KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS",
+        0.05,
+        "Longest pause the idle fetch backoff doubles up to while a partition stays empty (a produce in the process wakes it at once).",
+        check=lambda v: 0 <= v <= 10,
+    )
     tail_fetch_backoff: float = setting(
         "KATO_STREAM_TAIL_FETCH_BACKOFF_SECONDS",
         0.05,
@@ -310,7 +355,50 @@ class Settings:
     qdrant_url: str = setting(
         "KATO_STREAM_QDRANT_URL", "", "Qdrant URL; empty = local storage under data_dir."
     )
-    redis_url: str = setting("KATO_STREAM_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL.")
+    redis_url: str = setting(
+        "KATO_STREAM_REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        "Redis URL (rediss:// = TLS).",
+    )
+    clickhouse_user: str = setting(
+        "KATO_STREAM_CLICKHOUSE_USER", "", "ClickHouse user; empty = the URL's, else default."
+    )
+    clickhouse_password: str = setting(
+        "KATO_STREAM_CLICKHOUSE_PASSWORD",
+        "",
+        "ClickHouse password; empty = the URL's (secret: never printed).",
+        secret=True,
+    )
+    clickhouse_secure: bool = setting(
+        "KATO_STREAM_CLICKHOUSE_SECURE",
+        False,
+        "Talk to ClickHouse over TLS (as an https:// URL does).",
+    )
+    redis_password: str = setting(
+        "KATO_STREAM_REDIS_PASSWORD",
+        "",
+        "Redis password (AUTH); empty = the URL's (secret: never printed).",
+        secret=True,
+    )
+    redis_tls: bool = setting(
+        "KATO_STREAM_REDIS_TLS", False, "Talk to Redis over TLS (as a rediss:// URL does)."
+    )
+    redis_ssl_cafile: str = setting(
+        "KATO_STREAM_REDIS_SSL_CAFILE",
+        "",
+        "CA bundle (PEM) for Redis TLS; empty = the system's trust store.",
+    )
+    qdrant_api_key: str = setting(
+        "KATO_STREAM_QDRANT_API_KEY",
+        "",
+        "Qdrant API key (Qdrant Cloud, secured servers; secret: never printed).",
+        secret=True,
+    )
+    qdrant_https: bool = setting(
+        "KATO_STREAM_QDRANT_HTTPS",
+        False,
+        "Talk to the Qdrant server over TLS (as an https:// URL does).",
+    )
     clickhouse_batch_size: int = setting(
         "KATO_STREAM_CLICKHOUSE_BATCH_SIZE",
         500,
@@ -434,7 +522,21 @@ class Settings:
         "RANK_SORT_ALGO", "potential", "Default ranking key of predictions."
     )
     session_ttl: int = setting(
-        "SESSION_TTL", 3600, "Default session TTL in seconds.", check=lambda v: v >= 1
+        "SESSION_TTL",
+        3600,
+        "Default session TTL in seconds (sliding; a session's own ttl_seconds wins).",
+        check=lambda v: v >= 1,
+    )
+    session_expiry: bool = setting(
+        "KATO_STREAM_SESSION_EXPIRY",
+        True,
+        "Sessions on the stream path expire after their TTL without a command, by record timestamps (docs/operations.md, 'Session expiry').",
+    )
+    session_sweep_seconds: float = setting(
+        "KATO_STREAM_SESSION_SWEEP_SECONDS",
+        5.0,
+        "How often a worker removes expired sessions of its partitions (table tombstone, Redis lists, latest record).",
+        check=lambda v: 0.1 <= v <= 3600,
     )
     # -- matching options (session config defaults; KATO has no env var for these) ------
     filter_pipeline: tuple[str, ...] = setting(
