@@ -244,7 +244,9 @@ def run_passthrough(settings: Settings) -> None:
 
     pad = int(os.environ.get(PAD_ENV, "0"))
     codecs.register_faust_codec()
-    fetch_backoff.install(settings.idle_fetch_backoff)  # the same plumbing as the worker's
+    fetch_backoff.install(  # the same plumbing as the worker's
+        settings.idle_fetch_backoff, settings.idle_fetch_backoff_max
+    )
     app = faust.App(settings.app_id, **faust_app_options(settings))
 
     def raw(name: str) -> Any:

@@ -33,22 +33,20 @@ consumer, Faust's included, which runs in a thread of its own) and idempotent;
 :func:`set_pause` gives one consumer its own starting pause.  The worker's two consumers that
 follow ``kato.patterns`` (the LTM follower and the persister) use the longer
 ``KATO_STREAM_TAIL_FETCH_BACKOFF_SECONDS``: a fetch costs the embedded broker more the more the
-topic holds.  ``max_seconds`` defaults to ``KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS`` from
-the environment, else :data:`DEFAULT_MAX_SECONDS`.
+topic holds.  Every caller passes both pauses from its :class:`~kato_stream.settings.Settings`
+(``idle_fetch_backoff`` and ``idle_fetch_backoff_max``, ``KATO_STREAM_IDLE_FETCH_BACKOFF_SECONDS``
+and ``KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS``): this module reads no environment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
 from aiokafka.consumer import fetcher as _fetcher  # type: ignore[import-untyped]
 from aiokafka.producer import producer as _producer  # type: ignore[import-untyped]
 
-MAX_ENV = "KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS"
-DEFAULT_MAX_SECONDS = 0.05
 HOT_SECONDS = 1.0  # after a send, paused fetchers of the process stay at the short pause
 HELD_SECONDS = 0.05  # an empty fetch that took this long (and half its wait) was long-polled
 
@@ -72,14 +70,6 @@ def set_pause(consumer: Any, seconds: float) -> None:
     if seconds < 0:
         raise ValueError(f"idle fetch backoff must be >= 0, got {seconds}")
     setattr(consumer._fetcher, PAUSE_ATTR, float(seconds))
-
-
-def _max_from_env(seconds: float) -> float:
-    raw = os.environ.get(MAX_ENV, "").strip()
-    value = float(raw) if raw else DEFAULT_MAX_SECONDS
-    if not 0 <= value <= 10:
-        raise ValueError(f"{MAX_ENV} must be within 0..10, got {raw}")
-    return max(value, seconds)
 
 
 def pause_for(base: float, top: float, empty: int) -> float:
@@ -123,16 +113,16 @@ async def _sleep(seconds: float) -> None:
         _sleeping.pop(fut, None)
 
 
-def install(seconds: float, max_seconds: float | None = None) -> None:
+def install(seconds: float, max_seconds: float) -> None:
     """Pause after every empty fetch from now on: ``seconds`` growing to ``max_seconds``
-    (``None``: from the environment, :data:`MAX_ENV`); ``seconds = 0``: aiokafka's
-    behaviour."""
+    (never below ``seconds``); ``seconds = 0``: aiokafka's behaviour.  Callers pass
+    ``settings.idle_fetch_backoff, settings.idle_fetch_backoff_max``."""
     if seconds < 0:
         raise ValueError(f"idle fetch backoff must be >= 0, got {seconds}")
-    if max_seconds is not None and max_seconds < 0:
+    if max_seconds < 0:
         raise ValueError(f"idle fetch backoff maximum must be >= 0, got {max_seconds}")
     _state["seconds"] = float(seconds)
-    _state["max"] = _max_from_env(seconds) if max_seconds is None else max(max_seconds, seconds)
+    _state["max"] = float(max(max_seconds, seconds))
     if _state["original"] is not None:
         return
     original = _fetcher.Fetcher._proc_fetch_request

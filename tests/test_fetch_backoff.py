@@ -8,6 +8,7 @@ waits for an answer) wakes the paused fetchers, in any thread.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -28,6 +29,7 @@ from kato_stream.stream.app import QuietWorker
 from kato_stream.topics import TopicSpec, create_topics
 
 pytestmark = pytest.mark.timeout(120)
+MAX_VAR = "KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS"
 
 
 @contextlib.contextmanager
@@ -248,36 +250,56 @@ async def test_a_consumer_can_have_its_own_pause(kafka_bootstrap: str) -> None:
     assert n_quick > 3 * n_tail, (n_tail, n_quick)
 
 
-def test_install_validates_and_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_install_validates_and_is_idempotent() -> None:
     from aiokafka.producer.producer import AIOKafkaProducer as Producer
 
     with pytest.raises(ValueError, match=">= 0"):
-        fetch_backoff.install(-1)
+        fetch_backoff.install(-1, 0.05)
     with pytest.raises(ValueError, match=">= 0"):
         fetch_backoff.install(0.01, max_seconds=-1)
     send = Producer.send
     try:
-        monkeypatch.delenv(fetch_backoff.MAX_ENV, raising=False)
-        fetch_backoff.install(0.01)
+        fetch_backoff.install(0.01, 0.05)
         patched = fetcher.Fetcher._proc_fetch_request
         assert Producer.send is not send  # a send wakes the paused fetchers
-        assert fetch_backoff.current_max() == fetch_backoff.DEFAULT_MAX_SECONDS
-        fetch_backoff.install(0.02)  # changes the pause, does not wrap twice
+        assert fetch_backoff.current_max() == 0.05
+        fetch_backoff.install(0.02, 0.05)  # changes the pause, does not wrap twice
         assert fetcher.Fetcher._proc_fetch_request is patched
         assert fetch_backoff.current() == 0.02
-        monkeypatch.setenv(fetch_backoff.MAX_ENV, "0.3")
-        fetch_backoff.install(0.02)
+        fetch_backoff.install(0.02, 0.3)
         assert fetch_backoff.current_max() == 0.3
-        fetch_backoff.install(0.5)  # the maximum is never below the starting pause
+        fetch_backoff.install(0.5, 0.3)  # the maximum is never below the starting pause
         assert fetch_backoff.current_max() == 0.5
-        monkeypatch.setenv(fetch_backoff.MAX_ENV, "-1")
-        with pytest.raises(ValueError, match="0..10"):
-            fetch_backoff.install(0.02)
     finally:
         fetch_backoff.uninstall()
     assert fetch_backoff.current() == 0.0 and fetch_backoff.current_max() == 0.0
     assert fetcher.Fetcher._proc_fetch_request is not patched
     assert Producer.send is send
+
+
+@pytest.mark.parametrize(
+    ("env", "want"),
+    [({}, (0.005, 0.05)), ({"KATO_STREAM_IDLE_FETCH_BACKOFF_MAX_SECONDS": "0.3"}, (0.005, 0.3))],
+)
+def test_the_pauses_come_from_settings(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], want: tuple[float, float]
+) -> None:
+    """A call site (here the CLI's) installs both pauses from Settings: the environment is
+    read in settings.py only, and an out-of-range maximum fails there, naming the variable."""
+    from kato_stream.cli import _settings
+    from kato_stream.settings import Settings, SettingsError
+
+    for key in ("KATO_STREAM_IDLE_FETCH_BACKOFF_SECONDS", MAX_VAR):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        _settings(argparse.Namespace())
+        assert (fetch_backoff.current(), fetch_backoff.current_max()) == want
+    finally:
+        fetch_backoff.uninstall()
+    with pytest.raises(SettingsError, match=MAX_VAR):
+        Settings.from_env({MAX_VAR: "-1"})
 
 
 def test_quiet_worker_keeps_the_root_logger_at_its_level() -> None:

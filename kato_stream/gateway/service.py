@@ -66,7 +66,9 @@ class Gateway:
             raise
 
     async def _start(self) -> None:
-        fetch_backoff.install(self.settings.idle_fetch_backoff)
+        fetch_backoff.install(
+            self.settings.idle_fetch_backoff, self.settings.idle_fetch_backoff_max
+        )
         if self.redis is None:
             self.redis = Redis.from_url(self.settings.redis_url)
             self._owned.append(self.redis)

@@ -157,7 +157,7 @@ def build_worker(
     kernel is missing and ``KATO_STREAM_PURE_PYTHON`` does not allow the pure-Python matcher."""
     kernel.require(settings.pure_python, "worker")
     codecs.register_faust_codec()
-    fetch_backoff.install(settings.idle_fetch_backoff)
+    fetch_backoff.install(settings.idle_fetch_backoff, settings.idle_fetch_backoff_max)
     tune_gc(settings.gc_threshold)
     disable_gap_fill()  # the agent's continuity guard fills holes instead (continuity.py)
     adaptive = (

@@ -53,6 +53,24 @@ from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
+YIELD_SECONDS = 0.01
+"""Longest the follower applies events without giving the event loop a turn: a rebuild of a
+large topic must not starve the ``/live`` probe, the web server or the stream client."""
+
+
+class _Pacer:
+    """Gives the event loop a turn (``asyncio.sleep(0)``) once ``YIELD_SECONDS`` of work
+    went by since the last one: per fetched batch, and inside a batch, which can hold
+    thousands of learns."""
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+
+    async def breathe(self) -> None:
+        if time.monotonic() - self._since >= YIELD_SECONDS:
+            await asyncio.sleep(0)
+            self._since = time.monotonic()
+
 
 def _memory_index() -> Any:
     from kato_stream.core.vectors import MemoryVectorIndex
@@ -272,8 +290,10 @@ class PatternFollower:
             raise _Fallback("; ".join(notes))
         staged = LtmRegistry(vector_factory=self.registry.vector_factory)
         applied = 0
+        pacer = _Pacer()
         for p in sorted(marks):
             for e in sorted(below[p], key=lambda e: (e.seq, e.learn is None, e.ident)):
+                await pacer.breathe()
                 if e.learn is None:
                     event = clear_event_dict(e.node_id, e.ident)
                 else:
@@ -330,13 +350,18 @@ class PatternFollower:
         pending = {tp: off for tp, off in end.items() if off > starts.get(tp.partition, 0)}
         if not pending:
             self._set_ready()
+        pacer = _Pacer()
         while True:
+            # getmany returns at once while the fetcher holds records (a rebuild), without
+            # giving the loop a turn: the pacer does, per batch and within one
             batches = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            await pacer.breathe()
             now = time.time()
             for tp, msgs in batches.items():
                 if not self.ready.is_set():
                     self.bootstrap_report.stream_events += len(msgs)
                 for msg in msgs:
+                    await pacer.breathe()
                     try:
                         event = codecs.loads(msg.value)
                         changed = self.registry.apply_event(event)
