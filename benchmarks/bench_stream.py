@@ -214,7 +214,6 @@ def faust_app_options(settings: Settings) -> dict[str, Any]:
         "datadir": settings.data_dir,
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
-        "processing_guarantee": settings.processing_guarantee,
         "consumer_auto_offset_reset": "earliest",
         "web_enabled": False,
         "autodiscover": False,

@@ -19,6 +19,7 @@ __all__ = [
     "faust_forget_read_offset",
     "faust_member_id",
     "faust_seek_to_beginning",
+    "faust_table_delete",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,24 @@ async def admin_request(admin: Any, node: Any, request: Any) -> Any:
     ``AIOKafkaAdminClient`` has no public call for requests it does not wrap; its
     ``_send_request_to_node`` is the one it uses itself."""
     return await admin._send_request_to_node(node, request)  # noqa: SLF001
+
+
+def faust_table_delete(table: Any, key: Any, partition: int) -> Any:
+    """Delete ``key`` from a Faust table outside stream iteration (a timer's sweep), with its
+    tombstone on changelog partition ``partition``; returns the send's future.
+
+    ``del table[key]`` needs the current event (``Table.partition_for_key``), which a timer
+    has none of.  The public ``Collection.send_changelog`` takes the partition; the value is
+    removed from the store (``table.data``) directly, and from the in-memory store's record
+    of recovered keys (``Store._key_partition``), which would otherwise keep every deleted
+    key of a recovered partition."""
+    fut = table.send_changelog(partition, key, None, value_serializer="raw")
+    store = table.data
+    store.pop(key, None)
+    key_partition = getattr(store, "_key_partition", None)  # memory store only
+    if key_partition is not None:
+        key_partition.pop(key, None)
+    return fut
 
 
 def faust_committed_offset(consumer: Any, tp: Any) -> int | None:

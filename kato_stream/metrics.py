@@ -109,6 +109,22 @@ TASK_FAILURES = Counter(
     ["task"],
     registry=REGISTRY,
 )
+SESSIONS_LIVE = Gauge(
+    "kato_sessions_live",
+    "Sessions in the table of this worker's input partitions that have not expired (expiry.py).",
+    registry=REGISTRY,
+)
+SESSION_EXPIRATIONS = Counter(
+    "kato_session_expirations_total",
+    "Sessions expired on the stream path: how=command (a command found it expired and started afresh) or sweep (removed: tombstone, Redis lists, latest record).",
+    ["how"],
+    registry=REGISTRY,
+)
+SESSION_TICKS = Counter(
+    "kato_session_ticks_total",
+    "Ticks appended to idle input partitions to move their stream time (expiry.py).",
+    registry=REGISTRY,
+)
 PARTITION_STALLS = Counter(
     "kato_partition_stalls_total",
     "Input partitions re-sought because records waited while the agent sat idle (continuity.py).",
@@ -366,6 +382,21 @@ def observe_persist_wait(seconds: float) -> None:
 def observe_task_failure(task: str) -> None:
     """Count a failure of the background task or agent ``task``."""
     TASK_FAILURES.labels(task=task).inc()
+
+
+def set_sessions_live(count: int) -> None:
+    """Sessions of this worker's partitions with an expiry deadline (live, not expired)."""
+    SESSIONS_LIVE.set(count)
+
+
+def observe_session_expired(how: str, count: int = 1) -> None:
+    """Count sessions expired on the stream path (``how``: command or sweep)."""
+    SESSION_EXPIRATIONS.labels(how=how).inc(count)
+
+
+def observe_session_tick() -> None:
+    """Count a tick appended to an idle input partition."""
+    SESSION_TICKS.inc()
 
 
 def observe_stall() -> None:

@@ -46,6 +46,18 @@ def _codec_available(name: str) -> bool:
     return bool(getattr(codec, f"has_{name}")())
 
 
+#: Settings that no longer exist, with the values that mean what now holds anyway: any other
+#: value is an error naming the reason, never silently ignored.
+REMOVED: dict[str, tuple[frozenset[str], str]] = {
+    "KATO_STREAM_PROCESSING_GUARANTEE": (
+        frozenset({"", "at_least_once"}),
+        "removed: kato-stream is at-least-once, with redeliveries recognised by source "
+        "offsets and msg_id (docs/operations.md, 'Delivery guarantee'); exactly_once was "
+        "never safe here (pattern followers and the persister read uncommitted records)",
+    ),
+}
+
+
 def setting(
     env: str,
     default: Any,
@@ -178,12 +190,6 @@ class Settings:
         5.0,
         "Seconds between consumer-lag samples (kato_consumer_lag).",
         check=lambda v: 0.1 <= v <= 3600,
-    )
-    processing_guarantee: str = setting(
-        "KATO_STREAM_PROCESSING_GUARANTEE",
-        "at_least_once",
-        "Faust processing guarantee (exactly_once: transactional outputs; read them read_committed).",
-        choices=("at_least_once", "exactly_once"),
     )
     commit_interval: float = setting(
         "KATO_STREAM_COMMIT_INTERVAL", 1.0, "Seconds between offset commits.", check=lambda v: v > 0
@@ -532,6 +538,12 @@ class Settings:
         True,
         "Sessions on the stream path expire after their TTL without a command, by record timestamps (docs/operations.md, 'Session expiry').",
     )
+    session_expiry_grace: float = setting(
+        "KATO_STREAM_SESSION_EXPIRY_GRACE_SECONDS",
+        60.0,
+        "How far a command's timestamp may lag its partition's newest and still find its expired-by-then session unremoved (late records; docs/operations.md).",
+        check=lambda v: 0 <= v <= 86_400,
+    )
     session_sweep_seconds: float = setting(
         "KATO_STREAM_SESSION_SWEEP_SECONDS",
         5.0,
@@ -607,6 +619,9 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from ``env`` (default ``os.environ``), validating each."""
         src = os.environ if env is None else env
+        for name, (allowed, why) in REMOVED.items():
+            if name in src and src[name].strip() not in allowed:
+                raise SettingsError(f"{name}={src[name]!r}: {why}")
         values: dict[str, Any] = {}
         for f in fields(cls):
             name = f.metadata["env"]

@@ -111,3 +111,25 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_topic_names_use_the_prefix() -> None:
     s = Settings.from_env({"KATO_STREAM_TOPIC_PREFIX": "prod"})
     assert s.topic("observations") == "prod.observations"
+
+
+def test_exactly_once_is_refused_not_ignored() -> None:
+    """The setting was removed (docs/operations.md, 'Delivery guarantee'): asking for
+    exactly-once must stop the start, naming why, while the guarantee that holds is accepted."""
+    with pytest.raises(SettingsError, match="at-least-once"):
+        Settings.from_env({"KATO_STREAM_PROCESSING_GUARANTEE": "exactly_once"})
+    assert Settings.from_env({"KATO_STREAM_PROCESSING_GUARANTEE": "at_least_once"})
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    s = Settings.from_env(
+        {
+            "KATO_STREAM_KAFKA_SASL_PASSWORD": "pw-kafka-123",
+            "KATO_STREAM_REDIS_PASSWORD": "pw-redis-123",
+            "KATO_STREAM_CLICKHOUSE_PASSWORD": "pw-ch-123",
+            "KATO_STREAM_QDRANT_API_KEY": "key-qd-123",
+        }
+    )
+    assert s.kafka_sasl_password == "pw-kafka-123"
+    for secret in ("pw-kafka-123", "pw-redis-123", "pw-ch-123", "key-qd-123"):
+        assert secret not in repr(s)

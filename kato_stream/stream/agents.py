@@ -35,6 +35,8 @@ from kato_stream.stream.continuity import (
     fetch_range,
     reseek_uncommitted,
 )
+from kato_stream.stream.expirer import SessionExpirer
+from kato_stream.stream.expiry import is_tick
 from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
 from kato_stream.stream.processor import Processor, Source, stored_outside
 from kato_stream.stream.session_lists import Retired, retired_lists, settle_put, sweep
@@ -102,6 +104,20 @@ def register_agents(w: Worker) -> None:
 
     continuity = ContinuityTracker()
     retired = Retired()
+    input_name = w.settings.topic("observations")
+    expirer = None
+    if processor.session_ttl is not None:
+        expirer = SessionExpirer(
+            app=w.app,
+            sessions=sessions,
+            input_topic=w.input_topic,
+            input_name=input_name,
+            default_ttl=processor.session_ttl,
+            grace_seconds=w.settings.session_expiry_grace,
+            sweep_seconds=w.settings.session_sweep_seconds,
+            lists=w.lists,
+            latest=w.latest,
+        )
 
     async def prepare(
         batch: Batch,
@@ -111,19 +127,27 @@ def register_agents(w: Worker) -> None:
         topic: str,
         partition: int,
         offset: int,
+        timestamp: float,
     ) -> float | None:
         """Process one input record and send its outputs (not awaited: :func:`finish`).
 
         ``event`` is the Faust event of the record's partition that brought it (for a filled
         hole, the record after the hole): its partition is the table write's.  Returns the
-        engine time in seconds (None for a skipped redelivery)."""
+        engine time in seconds (None for a skipped redelivery or a tick)."""
         received = time.time()
         t0 = time.perf_counter()
         source = Source(topic, partition, offset)
-        outcome = processor.process(key, value, source, batch.lookup)
+        if expirer is not None:
+            expirer.record(partition, timestamp, is_tick(key, value))
+        ts_ms = round(timestamp * 1000)
+        outcome = processor.process(key, value, source, batch.lookup, timestamp_ms=ts_ms)
         if outcome.needs and outcome.session_id is not None:
             lists = await batch.load(outcome.session_id, outcome.needs)
-            outcome = processor.process(key, value, source, batch.lookup, loaded=lists)
+            outcome = processor.process(
+                key, value, source, batch.lookup, loaded=lists, timestamp_ms=ts_ms
+            )
+        if outcome.tick:
+            return None
         if outcome.duplicate:
             # redelivery of an applied command (after a crash or rebalance): no effects
             log.info("skipped applied %s:%s:%s", topic, partition, offset)
@@ -203,11 +227,17 @@ def register_agents(w: Worker) -> None:
                 # a Faust table writes its changelog to the partition of the current event
                 _current_event.set(weakref.ref(p.event))
                 sessions[outcome.session_id] = outcome.table_value
+                if expirer is not None:
+                    expirer.written(
+                        p.event.message.partition, outcome.session_id, outcome.table_value
+                    )
             for sid, name, ident in p.retire:
                 retired.add(p.event.message.tp, p.offset, sid, name, ident)
             if w.latest is not None and outcome.session_id is not None and outcome.record:
                 w.latest.put(outcome.session_id, p.out_value)
             rec = outcome.record or {}
+            if rec.get("session_expired"):
+                metrics.observe_session_expired("command")
             err = rec.get("error") or {}
             metrics.observe_command(
                 str(rec.get("op")),
@@ -259,11 +289,10 @@ def register_agents(w: Worker) -> None:
             max_fetch_bytes=fetch_bytes(w.settings),
         )
         for r in records:
-            await prepare(batch, event, r.key, r.value, r.topic, r.partition, r.offset)
+            await prepare(batch, event, r.key, r.value, r.topic, r.partition, r.offset, r.timestamp)
         batch.holes.append((tp, start, end))
 
     idle_since = [time.monotonic()]
-    input_name = w.settings.topic("observations")
 
     @w.app.timer(interval=STALL_CHECK_SECONDS)
     async def retire_after_commit() -> None:
@@ -336,10 +365,37 @@ def register_agents(w: Worker) -> None:
         if n:
             log.info("dropped %d orphaned session lists of %d sessions", n, len(mine))
 
+    # Session expiry (expirer.py): sweeps run between batches, from the agent when it is
+    # busy and from this timer when it is idle; ticks only from the timer.
+    expiry = {"rescan": True, "in_batch": False, "last": 0.0}
+
+    async def expire(idle: bool) -> None:
+        if expirer is None or expiry["in_batch"] or w.app.rebalancing:
+            return
+        if getattr(w.app, "in_recovery", False) or not getattr(
+            w.app.tables, "actives_ready", False
+        ):
+            return  # the table of the assigned partitions is not recovered yet
+        if expiry["rescan"]:
+            expiry["rescan"] = False
+            expirer.rescan()
+        expiry["last"] = time.monotonic()
+        await expirer.sweep()
+        if idle:
+            await expirer.tick()
+
+    if expirer is not None:
+
+        @w.app.timer(interval=w.settings.session_sweep_seconds)
+        async def expire_sessions() -> None:
+            """Remove expired sessions and tick idle partitions (expirer.py)."""
+            await expire(idle=True)
+
     @w.app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
         continuity.reset()  # the next record of each partition is checked against its commit
         sweep_due[0] = True  # before the next batch (the table is recovered by then)
+        expiry["rescan"] = True
 
     @w.app.agent(w.input_topic, name="kato-commands")
     async def commands(stream: Any) -> None:
@@ -366,6 +422,7 @@ def register_agents(w: Worker) -> None:
             w.settings.agent_batch, w.settings.agent_batch_within
         ):
             idle_since[0] = time.monotonic()
+            expiry["in_batch"] = True
             if sweep_due[0]:  # between batches: no list is staged for a table write
                 await sweep_orphans()
             for event in events:
@@ -377,11 +434,21 @@ def register_agents(w: Worker) -> None:
                 if gap is not None:
                     await fill_hole(batch, event, tp, *gap)
                 elapsed = await prepare(
-                    batch, event, msg.key, msg.value, msg.topic, msg.partition, msg.offset
+                    batch,
+                    event,
+                    msg.key,
+                    msg.value,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    msg.timestamp,
                 )
                 batch.events.append(event)
                 continuity.done(tp.partition, msg.offset)
                 if w.adaptive is not None and elapsed is not None:  # per record: the next
                     w.adaptive.update(partition_lag(w.app, msg), elapsed, time.monotonic())
             await finish(batch)
+            expiry["in_batch"] = False
             idle_since[0] = time.monotonic()
+            if time.monotonic() - expiry["last"] >= w.settings.session_sweep_seconds:
+                await expire(idle=False)

@@ -327,7 +327,7 @@ class LatestWriter:
         self.redis: Any = redis
         self._owned = redis is None
         self.max_pending = max_pending
-        self._pending: dict[str, bytes] = {}
+        self._pending: dict[str, bytes | None] = {}  # None: delete (an expired session)
         self._wake = asyncio.Event()
         self._sup: Supervisor | None = None
         self.dropped = 0
@@ -338,6 +338,10 @@ class LatestWriter:
             self.dropped += 1
             return
         self._pending[session_id] = record
+
+    def delete(self, session_id: str) -> None:
+        """Forget the session's latest record (it expired), in order with :meth:`put`."""
+        self._pending[session_id] = None
 
     async def start(self) -> None:
         if self._sup is None:
@@ -374,7 +378,10 @@ class LatestWriter:
         try:
             async with self.redis.client.pipeline(transaction=False) as p:
                 for sid, value in batch.items():
-                    p.set(LATEST_KEY.format(sid=sid), value, ex=self.settings.latest_ttl)
+                    if value is None:
+                        p.delete(LATEST_KEY.format(sid=sid))
+                    else:
+                        p.set(LATEST_KEY.format(sid=sid), value, ex=self.settings.latest_ttl)
                 await p.execute()
         except Exception as exc:
             self.dropped += len(batch)

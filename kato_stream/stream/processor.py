@@ -31,6 +31,7 @@ from kato_stream.core.errors import KatoError
 from kato_stream.core.knowledge import LearnEvent
 from kato_stream.stream import codecs
 from kato_stream.stream.envelope import MAX_KEY, Envelope, EnvelopeError, parse_envelope
+from kato_stream.stream.expiry import expired, is_tick
 from kato_stream.stream.ltm import LtmRegistry, NodeMemory, clear_event_dict, learn_event_dict
 
 
@@ -93,6 +94,8 @@ class Outcome:
     """Changed bulky lists to store outside the table: field -> (id, list)."""
     needs: dict[str, str] = field(default_factory=dict)
     """Nothing was applied: call again with these stored lists (field -> id)."""
+    tick: bool = False
+    """A worker's tick (expiry.py): it moves the partition's stream time, nothing else."""
 
 
 def _b64(raw: bytes | None) -> str | None:
@@ -163,6 +166,17 @@ def _is_applied(stored: dict[str, Any] | None, source: Source) -> bool:
     )
 
 
+def _slide(stored: dict[str, Any] | None, ts: int | None) -> dict[str, Any] | None:
+    """``stored`` with ``seen``, the largest timestamp of the session's commands, moved to
+    ``ts`` if later (every command reaching the session slides its TTL)."""
+    if stored is None or ts is None:
+        return stored
+    seen = stored.get("seen")
+    if seen is not None and seen >= ts:
+        return stored
+    return {**stored, "seen": ts}
+
+
 def remember(ids: list[str] | None, cid: str, window: int) -> list[str]:
     """The session's window of applied command ids with ``cid`` added (oldest dropped)."""
     out = [*(ids or ()), cid]
@@ -209,6 +223,7 @@ class Processor:
         external_lists: bool = False,
         max_output_bytes: int = 1_000_000,
         idempotency_window: int = 0,
+        session_ttl: int | None = None,
     ) -> None:
         self.engine = engine
         self.ltm = ltm
@@ -216,6 +231,8 @@ class Processor:
         self.external_lists = external_lists
         self.max_output_bytes = max_output_bytes
         self.idempotency_window = idempotency_window
+        self.session_ttl = session_ttl
+        """Default TTL (s) of sessions on the stream path; None: sessions never expire."""
 
     @classmethod
     def from_settings(
@@ -229,6 +246,7 @@ class Processor:
             external_lists=external_lists,
             max_output_bytes=settings.max_output_bytes,
             idempotency_window=settings.idempotency_window,
+            session_ttl=settings.session_ttl if settings.session_expiry else None,
         )
 
     def process(
@@ -238,10 +256,28 @@ class Processor:
         source: Source,
         lookup: Any,
         loaded: dict[str, list[dict[str, Any]]] | None = None,
+        timestamp_ms: int | None = None,
     ) -> Outcome:
         """Process one record.  ``lookup(session_id)`` returns the stored table value or None;
         ``loaded`` are the stored state's external lists, when the first call asked for
-        them (``Outcome.needs``)."""
+        them (``Outcome.needs``); ``timestamp_ms`` is the record's timestamp (session
+        expiry, expiry.py)."""
+        if is_tick(key, value):
+            return Outcome(tick=True)
+        outcome, expired_now = self._process(key, value, source, lookup, loaded, timestamp_ms)
+        if expired_now and outcome.record is not None:
+            outcome.record["session_expired"] = True
+        return outcome
+
+    def _process(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        source: Source,
+        lookup: Any,
+        loaded: dict[str, list[dict[str, Any]]] | None,
+        ts: int | None,
+    ) -> tuple[Outcome, bool]:
         try:
             env = parse_envelope(value, key, max_bytes=self.max_bytes)
         except EnvelopeError as exc:
@@ -250,11 +286,38 @@ class Processor:
             if sid and key == sid.encode("utf-8"):  # only the session this partition owns
                 stored = lookup(sid)
                 if _is_applied(stored, source):
-                    return Outcome(duplicate=True, session_id=sid)
-            return self._reject(key, value, source, exc.to_dict(), exc.partial, stored)
+                    return Outcome(duplicate=True, session_id=sid), False
+                stale = self._expired(stored, ts)
+                stored = None if stale else _slide(stored, ts)
+                return self._reject(key, value, source, exc.to_dict(), exc.partial, stored), stale
+            return self._reject(key, value, source, exc.to_dict(), exc.partial, stored), False
         stored = lookup(env.session_id)
         if _is_applied(stored, source):
-            return Outcome(duplicate=True, session_id=env.session_id)
+            return Outcome(duplicate=True, session_id=env.session_id), False
+        # An expired session is as if it never was; its old value stays for the sweep.
+        stale = self._expired(stored, ts)
+        stored = None if stale else _slide(stored, ts)
+        return self._apply(env, key, value, source, stored, loaded, ts), stale
+
+    def _expired(self, stored: dict[str, Any] | None, ts: int | None) -> bool:
+        return (
+            self.session_ttl is not None
+            and ts is not None
+            and expired(stored, ts, self.session_ttl)
+        )
+
+    def _apply(
+        self,
+        env: Envelope,
+        key: bytes | None,
+        value: bytes | None,
+        source: Source,
+        stored: dict[str, Any] | None,
+        loaded: dict[str, list[dict[str, Any]]] | None,
+        ts: int | None,
+    ) -> Outcome:
+        """The command on its live session's stored value (``stored``, with ``seen`` slid to
+        the command's timestamp; None: a new session)."""
         state = stored.get("state") if stored else None
         ident = {
             "session_id": env.session_id,
@@ -308,6 +371,9 @@ class Processor:
             "state": new_state,
             "applied": source.to_dict(),
         }
+        seen = stored.get("seen") if stored else ts
+        if seen is not None:
+            table_value["seen"] = seen
         if cid is not None:
             table_value["ids"] = remember(
                 stored.get("ids") if stored else None, cid, self.idempotency_window
