@@ -17,6 +17,7 @@ from kato_stream.stream.engine_adapter import CoreEngineAdapter
 from kato_stream.stream.expiry import TICK_KEY, ExpiryIndex, deadline, expired, is_tick
 from kato_stream.stream.ltm import LtmRegistry
 from kato_stream.stream.processor import Outcome, Processor, Source
+from kato_stream.topics import validate
 
 S = 1000  # ms
 
@@ -57,6 +58,8 @@ def test_an_idle_session_is_expired_at_its_next_command_which_starts_afresh() ->
     assert got.record is not None
     assert got.record["session_expired"] is True
     assert got.record["status"] == "ok"
+    validate("prediction", got.record)  # the contract: topics/schemas/prediction.schema.json
+    validate("prediction", kept.record)
     assert got.record["response"]["stm"] == []
     # the fresh session has the default TTL (its own came from the expired open)
     assert n.table["s"]["seen"] == 8 * S
