@@ -19,10 +19,16 @@ from fastapi.responses import JSONResponse
 
 from kato_stream.gateway.errors import detail
 from kato_stream.gateway.events import EventHub, event
-from kato_stream.gateway.routes_system import active_sessions, health_issues, summary
+from kato_stream.gateway.routes_system import (
+    active_sessions,
+    health_issues,
+    processor_manager,
+    summary,
+)
 from kato_stream.gateway.service import Gateway
 from kato_stream.gateway.stats import GatewayStats
 from kato_stream.gateway.timeseries import MetricHistory, counter_value, statistics
+from kato_stream.redact import redact_url
 from kato_stream.stream.prediction_cache import KEY_PREFIX as PCACHE_PREFIX
 
 router = APIRouter()
@@ -65,7 +71,7 @@ async def stats(request: Request, minutes: int = Query(10)) -> JSONResponse:
         {
             "time_range_minutes": minutes,
             "timestamp": _now(),
-            "processor_manager": {},
+            "processor_manager": await processor_manager(gw, st),
             "current_status": {
                 "status": "degraded" if issues else "healthy",
                 "issues": issues,
@@ -206,7 +212,7 @@ def _redis_pool(gw: Gateway) -> dict[str, Any]:
     if pool is None:
         return {"connected": False}
     return {
-        "url": gw.settings.redis_url.rsplit("@", 1)[-1],
+        "url": redact_url(gw.settings.redis_url),
         "max_connections": getattr(pool, "max_connections", None),
         "in_use": len(getattr(pool, "_in_use_connections", ())),
         "available": len(getattr(pool, "_available_connections", ())),

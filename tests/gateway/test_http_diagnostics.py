@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -53,6 +54,24 @@ async def test_stats_shape(http: httpx.AsyncClient) -> None:
     assert set(body["summary"]) == {"sessions", "performance", "resources", "databases"}
     assert body["summary"]["performance"]["total_requests"] >= 2
     assert body["current_status"]["status"] == "healthy"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_stats_lists_the_processors_as_metrics_does(http: httpx.AsyncClient) -> None:
+    """KATO's ``/stats`` carries the processor manager's statistics, the section ``/metrics``
+    has: KATO's monitoring tests read ``processor_manager`` from ``/stats``."""
+    node = "gw-stats-pm-" + uuid.uuid4().hex[:8]
+    r = await http.post("/sessions", json={"node_id": node})
+    assert r.status_code == 200
+    sid = r.json()["session_id"]
+    assert (await http.post(f"/sessions/{sid}/observe", json={"strings": ["a"]})).status_code == 200
+    pm = (await http.get("/stats")).json()["processor_manager"]
+    assert set(pm) == {"total_processors", "max_processors", "eviction_ttl_seconds", "processors"}
+    assert pm["max_processors"] == 100
+    assert pm["total_processors"] == len(pm["processors"]) >= 1
+    assert node in {p["node_id"] for p in pm["processors"]}
+    assert (await http.get("/metrics")).json()["processor_manager"] == pm
+    await http.delete(f"/sessions/{sid}")
 
 
 async def test_metric_history_and_missing_metric(http: httpx.AsyncClient) -> None:
