@@ -114,6 +114,11 @@ SESSIONS_LIVE = Gauge(
     "Sessions in the table of this worker's input partitions that have not expired (expiry.py).",
     registry=REGISTRY,
 )
+SESSION_TABLE_ENTRIES = Gauge(
+    "kato_session_table_entries",
+    "Entries in this worker's session table (live, expired not yet removed, closed), sampled at each expiry sweep.",
+    registry=REGISTRY,
+)
 SESSION_EXPIRATIONS = Counter(
     "kato_session_expirations_total",
     "Sessions expired on the stream path: how=command (a command found it expired and started afresh) or sweep (removed: tombstone, Redis lists, latest record).",
@@ -384,9 +389,12 @@ def observe_task_failure(task: str) -> None:
     TASK_FAILURES.labels(task=task).inc()
 
 
-def set_sessions_live(count: int) -> None:
-    """Sessions of this worker's partitions with an expiry deadline (live, not expired)."""
+def set_sessions_live(count: int, table_entries: int | None = None) -> None:
+    """Sessions of this worker's partitions with an expiry deadline (live, not expired), and
+    the entries of its session table."""
     SESSIONS_LIVE.set(count)
+    if table_entries is not None:
+        SESSION_TABLE_ENTRIES.set(table_entries)
 
 
 def observe_session_expired(how: str, count: int = 1) -> None:

@@ -70,7 +70,7 @@ class SessionExpirer:
             partition = _partition(value, self.input_name)
             if partition in owned:
                 self.index.touch(partition, sid, value)
-        metrics.set_sessions_live(len(self.index))
+        metrics.set_sessions_live(len(self.index), len(self.sessions))
         return len(self.index)
 
     def record(self, partition: int, timestamp: float, tick: bool) -> None:
@@ -103,7 +103,7 @@ class SessionExpirer:
                     continue
                 compat.faust_table_delete(self.sessions, sid, partition)
                 removed.append((sid, value))
-        metrics.set_sessions_live(len(self.index))
+        metrics.set_sessions_live(len(self.index), len(self.sessions))
         if not removed:
             return 0
         metrics.observe_session_expired("sweep", len(removed))

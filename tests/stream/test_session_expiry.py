@@ -115,6 +115,7 @@ async def test_a_worker_removes_expired_sessions_and_keeps_live_ones(
     scrape = await scrape_worker(s)
     assert val(scrape, "kato_session_expirations_total", how="sweep") == 1
     assert val(scrape, "kato_sessions_live") == 1
+    assert val(scrape, "kato_session_table_entries") == 1
     assert val(scrape, "kato_session_ticks_total") >= 1
 
     # the changelog's last word on the session is a tombstone: a restarted worker recovers
