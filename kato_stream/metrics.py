@@ -125,6 +125,35 @@ SESSION_EXPIRATIONS = Counter(
     ["how"],
     registry=REGISTRY,
 )
+FORWARDED = Counter(
+    "kato_forwarded_events_total",
+    "Learned pattern names sent up a node chain (forward_to), by the node they went to.",
+    ["node"],
+    registry=REGISTRY,
+)
+FORWARD_LAG = Histogram(
+    "kato_forward_lag_seconds",
+    "Seconds from a forward_to observe's publication to its processing, by the receiving node (the lag between levels).",
+    ["node"],
+    buckets=(
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        30.0,
+        60.0,
+    ),
+    registry=REGISTRY,
+)
 SESSION_TICKS = Counter(
     "kato_session_ticks_total",
     "Ticks appended to idle input partitions to move their stream time (expiry.py).",
@@ -400,6 +429,16 @@ def set_sessions_live(count: int, table_entries: int | None = None) -> None:
 def observe_session_expired(how: str, count: int = 1) -> None:
     """Count sessions expired on the stream path (``how``: command or sweep)."""
     SESSION_EXPIRATIONS.labels(how=how).inc(count)
+
+
+def observe_forwarded(node_id: str, count: int = 1) -> None:
+    """Count pattern names sent up the chain to ``node_id``."""
+    FORWARDED.labels(node=node_label(node_id)).inc(count)
+
+
+def observe_forward_lag(node_id: str, seconds: float) -> None:
+    """Time a forwarded observe waited before ``node_id``'s worker processed it."""
+    FORWARD_LAG.labels(node=node_label(node_id)).observe(max(0.0, seconds))
 
 
 def observe_session_tick() -> None:

@@ -67,9 +67,13 @@ CONFIG_KEYS = (
     "bloom_false_positive_rate",
     "max_candidates_per_stage",
     "enable_filter_metrics",
+    "forward_to",  # kato-stream's: the node a session's learned pattern names go to (§hierarchy)
 )
-# Keys without a process default: omitted from the effective config when unset.
-_NO_DEFAULT = ("fuzzy_token_threshold", "affinity_emotive")
+# Keys without a process default: omitted from the effective config when unset (so a
+# session without ``forward_to`` shows KATO's config body exactly).
+_NO_DEFAULT = ("fuzzy_token_threshold", "affinity_emotive", "forward_to")
+#: Longest ``forward_to`` node id (the stream envelope's limit on ids).
+MAX_NODE_ID = 1024
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ class SessionConfig:
     bloom_false_positive_rate: float | None = None
     max_candidates_per_stage: int | None = None
     enable_filter_metrics: bool | None = None
+    forward_to: str | None = None
+    """Node that receives an observe of each pattern this session learns (docs/hierarchy.md)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Every key, ``None`` included (the session-state form)."""
@@ -220,6 +226,10 @@ _UPDATE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def _node_id(v: Any) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= MAX_NODE_ID
+
+
 def _num_or_none(v: Any) -> bool:
     return v is None or (_is_num(v) and not isinstance(v, bool))
 
@@ -238,6 +248,10 @@ _TYPE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "filter_pipeline": (
         lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
         "Must be a list of strings",
+    ),
+    "forward_to": (
+        lambda v: v is None or _node_id(v),
+        f"Must be a node id (a non-empty string of at most {MAX_NODE_ID} characters)",
     ),
     "length_min_ratio": (_num_or_none, "Must be a number"),
     "length_max_ratio": (_num_or_none, "Must be a number"),
@@ -342,6 +356,7 @@ _CREATE_RULES: dict[str, Callable[[Any], bool]] = {
     "bloom_false_positive_rate": lambda v: _num_or_none(v) and (v is None or 0.0001 <= v <= 0.1),
     "max_candidates_per_stage": _int_range(100),
     "enable_filter_metrics": lambda v: v is None or isinstance(v, bool),
+    "forward_to": lambda v: v is None or _node_id(v),
 }
 
 

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
+FORWARDED_HEADER = "kato-forwarded"  # "<from node>><to node>" on a forward_to observe
 STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
 STALL_SECONDS = 3.0  # the agent idle this long: its input partitions are looked at
 STALL_WAIT_SECONDS = 2.0  # records waiting this long at the same offset = a stalled partition
@@ -85,6 +86,15 @@ async def _crash(app: Any, exc: BaseException) -> None:
     finally:
         logging.shutdown()
         os._exit(FATAL_EXIT_CODE)
+
+
+def forwarded_to(headers: Any) -> str | None:
+    """The node a ``forward_to`` observe goes to (its header), None for other records."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for k, v in items:
+        if k == FORWARDED_HEADER and v:
+            return bytes(v).decode("utf-8", "replace").rpartition(">")[2]
+    return None
 
 
 def partition_lag(app: Any, msg: Any) -> int:
@@ -200,6 +210,13 @@ def register_agents(w: Worker) -> None:
                 headers=headers,
             )
         )
+        for fw in outcome.forwards:  # up the node chain, after the command's own outputs
+            link = f"{fw.from_node}>{fw.to_node}".encode()
+            futures.append(
+                await w.input_topic.send(
+                    key=fw.key, value=fw.value, headers=[(FORWARDED_HEADER, link)]
+                )
+            )
         pending = Pending(outcome, futures, stored, out_value, elapsed, event, offset)
         if w.lists is not None:
             pending.retire = retired_lists(batch.lookup(outcome.session_id or ""), outcome)
@@ -247,6 +264,8 @@ def register_agents(w: Worker) -> None:
             )
             if outcome.dead_letter is not None:
                 metrics.observe_dlq()
+            if outcome.forwards:
+                metrics.observe_forwarded(outcome.forwards[0].to_node, len(outcome.forwards))
             threshold = rec.get("recall_threshold")
             if threshold is not None:
                 metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
@@ -430,6 +449,9 @@ def register_agents(w: Worker) -> None:
                 tp = msg.tp
                 if not continuity.knows(tp.partition):
                     continuity.expect(tp.partition, committed_offset(w.app, tp))
+                forwarded = forwarded_to(msg.headers)
+                if forwarded is not None and msg.timestamp:
+                    metrics.observe_forward_lag(forwarded, time.time() - msg.timestamp)
                 gap = continuity.hole(tp.partition, msg.offset)
                 if gap is not None:
                     await fill_hole(batch, event, tp, *gap)

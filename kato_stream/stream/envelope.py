@@ -15,7 +15,9 @@ from typing import Any
 from kato_stream.core.engine import OPS as ENGINE_OPS
 from kato_stream.stream import codecs
 
-OPS: frozenset[str] = frozenset(ENGINE_OPS)  # the ops the engine handles, nothing else
+#: Ops the stream layer answers itself: they read several nodes (the engine sees one).
+STREAM_OPS = frozenset({"unravel"})
+OPS: frozenset[str] = frozenset(ENGINE_OPS) | STREAM_OPS
 _FIELDS = frozenset({"op", "session_id", "node_id", "msg_id", "origin", "payload"})
 MAX_ORIGIN = 1024
 #: Longest ``session_id``, ``node_id`` and ``msg_id`` (characters): each is copied into every

@@ -27,8 +27,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kato_stream.core.errors import KatoError
-from kato_stream.core.knowledge import LearnEvent
+from kato_stream.core.errors import CommandError, KatoError
+from kato_stream.core.hierarchy import PATTERN_PREFIX, level_session_id, unravel
+from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.stream import codecs
 from kato_stream.stream.envelope import MAX_KEY, Envelope, EnvelopeError, parse_envelope
 from kato_stream.stream.expiry import expired, is_tick
@@ -96,6 +97,51 @@ class Outcome:
     """Nothing was applied: call again with these stored lists (field -> id)."""
     tick: bool = False
     """A worker's tick (expiry.py): it moves the partition's stream time, nothing else."""
+    forwards: list[Forward] = field(default_factory=list)
+    """Observes of the learned pattern names for the level session (``forward_to``), sent to
+    the input topic after the output record (docs/hierarchy.md)."""
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One learned pattern name on its way up a node chain: an input record to publish."""
+
+    key: bytes
+    value: bytes
+    from_node: str
+    to_node: str
+
+
+def forward_id(env: Envelope, source: Source, index: int) -> str:
+    """The ``msg_id`` of the ``index``-th forward of a learning command: derived from the
+    command's identity (its msg_id, else origin, else coordinates), so a redelivery or a crash
+    sends the same ids and the level session applies each once (its idempotency window)."""
+    ident = "m:" + env.msg_id if env.msg_id else f"o:{env.origin or source.to_id()}"
+    raw = f"{ident}|{env.node_id}|{index}".encode()
+    return "fwd-" + hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+
+def forwards(env: Envelope, source: Source, to_node: str, names: list[str]) -> list[Forward]:
+    """The level session's observes of ``names`` (learned, in order), one record each."""
+    sid = level_session_id(env.session_id, to_node)
+    key = sid.encode("utf-8")
+    return [
+        Forward(
+            key,
+            codecs.dumps(
+                {
+                    "op": "observe",
+                    "session_id": sid,
+                    "node_id": to_node,
+                    "msg_id": forward_id(env, source, i),
+                    "payload": {"strings": [PATTERN_PREFIX + name]},
+                }
+            ),
+            env.node_id,
+            to_node,
+        )
+        for i, name in enumerate(names)
+    ]
 
 
 def _b64(raw: bytes | None) -> str | None:
@@ -325,6 +371,8 @@ class Processor:
             "msg_id": env.msg_id,
             "op": env.op,
         }
+        if env.op == "unravel":
+            return self._unravel(env, key, value, source, ident, stored)
         if state is not None and stored is not None and stored.get("node_id") != env.node_id:
             err = EnvelopeError(
                 "NODE_MISMATCH",
@@ -365,6 +413,7 @@ class Processor:
         # Each learn fits: the engine's admit hook (engine_adapter.pattern_guard) refused
         # any larger one before it changed the knowledge base.
         events = [(env.node_id, codecs.dumps(doc)) for doc in docs]
+        up = ((h.state or {}).get("config") or {}).get("forward_to") if h.learned else None
         new_state, observed = self._split_lists(state, h.state, external)
         table_value: dict[str, Any] = {
             "node_id": env.node_id if h.state is not None else None,
@@ -395,7 +444,46 @@ class Processor:
             table_value=table_value,
             pattern_events=events,
             observed=observed,
+            forwards=forwards(env, source, up, [ev.name for ev in h.learned]) if up else [],
         )
+
+    def _known_kb(self, node_id: str) -> KnowledgeBase:
+        """The node's knowledge base, without creating a node for an unknown id."""
+        mem = self.ltm.nodes.get(node_id)
+        return mem.kb if mem is not None else KnowledgeBase(node_id=node_id)
+
+    def _unravel(
+        self,
+        env: Envelope,
+        key: bytes | None,
+        value: bytes | None,
+        source: Source,
+        ident: dict[str, Any],
+        stored: dict[str, Any] | None,
+    ) -> Outcome:
+        """``unravel``: the level-0 events of a pattern of this node, down the chain of nodes
+        ``payload.down`` (core/hierarchy.py).  Reads the knowledge bases only; the session
+        is left as it is."""
+        p = env.payload
+        name, down = p.get("pattern"), p.get("down", [])
+        try:
+            if not isinstance(name, str) or not name:
+                raise CommandError("unravel: payload.pattern must be a pattern name")
+            if not isinstance(down, list) or not all(isinstance(n, str) and n for n in down):
+                raise CommandError(
+                    "unravel: payload.down must be a list of node ids, level k-1 first"
+                )
+            nodes = [env.node_id, *down]
+            events = unravel(self._known_kb, name, nodes)
+        except KatoError as exc:
+            return self._reject(key, value, source, exc.to_dict(), ident, stored)
+        record = self._unapplied(ident, source, "ok", None, stored)
+        record["response"] = {
+            "pattern": name if name.startswith(PATTERN_PREFIX) else PATTERN_PREFIX + name,
+            "nodes": nodes,
+            "events": events,
+        }
+        return Outcome(key=output_key(key, env.session_id), record=record)
 
     def state_size(self, session_id: str, table_value: dict[str, Any]) -> int:
         """Bytes of the session's changelog record (key and value) as Faust will write it."""
@@ -428,7 +516,7 @@ class Processor:
         ident: dict[str, Any],
         source: Source,
         status: str,
-        error: dict[str, Any],
+        error: dict[str, Any] | None,
         stored: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """The output record of a command that changed nothing (rejected or duplicate):

@@ -102,15 +102,25 @@ def test_create_accepts_valid_and_has_no_auto_toggle() -> None:
 
 def test_effective_order_and_omissions() -> None:
     eff = effective_config(SessionConfig(), EngineDefaults())
-    assert list(eff) == [
-        k for k in CONFIG_KEYS if k not in ("fuzzy_token_threshold", "affinity_emotive")
-    ]
+    unset = ("fuzzy_token_threshold", "affinity_emotive", "forward_to")
+    assert list(eff) == [k for k in CONFIG_KEYS if k not in unset]  # KATO's body exactly
     assert eff["filter_pipeline"] == []
-    eff2 = SessionConfig(affinity_emotive="joy", fuzzy_token_threshold=0.8).effective(
-        EngineDefaults()
-    )
+    eff2 = SessionConfig(
+        affinity_emotive="joy", fuzzy_token_threshold=0.8, forward_to="L1"
+    ).effective(EngineDefaults())
     assert list(eff2) == list(CONFIG_KEYS)
     assert eff2["affinity_emotive"] == "joy"
+    assert eff2["forward_to"] == "L1"
+
+
+def test_forward_to_is_a_node_id() -> None:
+    assert validate_update({"forward_to": "L1"}) == {"forward_to": "L1"}
+    assert validate_update({"forward_to": None}) == {"forward_to": None}  # back to none
+    for bad in ("", 3, ["L1"], "x" * 1025):
+        with pytest.raises(ConfigError, match="forward_to"):
+            validate_update({"forward_to": bad})
+    assert apply_create({"forward_to": "L1", "max_pattern_length": 3}).forward_to == "L1"
+    assert apply_create({"forward_to": 7, "max_pattern_length": 3}) == SessionConfig()
 
 
 def test_config_round_trip() -> None:
