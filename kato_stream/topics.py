@@ -1,7 +1,8 @@
 """Topic definitions and message schemas, loaded from the repository's ``topics/`` directory.
 
 The JSON files under ``topics/`` are the single source of truth (users read them, the CLI
-creates topics from them, tests validate records against the schemas).  Topics are created
+creates topics from them, tests validate records against the schemas); an installed wheel
+carries a copy as package data, ``kato_stream/_topics`` (``setup.py``).  Topics are created
 up front with their partition counts because auto-created topics get a single partition,
 which would silently cap the number of workers.
 """
@@ -17,7 +18,17 @@ from typing import Any
 
 from kato_stream.settings import Settings
 
-TOPICS_DIR = Path(__file__).resolve().parent.parent / "topics"
+
+def _topics_dir() -> Path:
+    """``kato_stream/_topics`` in an installed wheel (``setup.py`` copies the repository's
+    ``topics/`` there: package data, no top-level ``topics`` in ``site-packages``), else the
+    repository's ``topics/`` (a checkout, an editable install)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_topics"
+    return packaged if (packaged / "topics.json").is_file() else here.parent / "topics"
+
+
+TOPICS_DIR = _topics_dir()
 
 
 @dataclass(frozen=True)

@@ -281,8 +281,11 @@ def test_builder_compiles_the_kernel_into_a_wheel() -> None:
         for d in deps
     )
     # the build fails when the wheel lacks the compiled kernel (setup.py makes it optional)
+    # or the topic files, which setup.py puts in the package (no top-level "topics")
     checks = python_checks(run)
     assert any("_kernel" in c and ".so" in c and "sys.exit" in c for c in checks), run
+    assert any("'kato_stream/_topics/topics.json' in names" in c for c in checks), run
+    assert not any("'topics/topics.json'" in c for c in checks), run
 
 
 def test_runtime_installs_only_the_builders_wheels_without_a_compiler() -> None:
@@ -316,10 +319,11 @@ def test_runtime_installs_only_the_builders_wheels_without_a_compiler() -> None:
     assert mounted or copied, f"{wheels} does not come from the builder stage"
     assert "kato-stream[rocksdb]" in cmd
     # the image fails to build if the kernel does not load in the runtime, or the package
-    # does not find its topics/ files
+    # does not find its topic files in kato_stream/_topics (the package data)
     checks = python_checks(ins.args)
     assert any("assert kernel.enabled()" in c or "assert kernel.AVAILABLE" in c for c in checks)
     assert any("topic_specs(" in c and "load_schema(" in c and "assert" in c for c in checks)
+    assert any("TOPICS_DIR" in c and "'_topics'" in c and "assert" in c for c in checks)
 
 
 def test_runtime_runs_as_a_non_root_user_with_the_entrypoint() -> None:
