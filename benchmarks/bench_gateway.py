@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -38,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from benchmarks._common import command, emit, machine  # noqa: E402
 from benchmarks.bench_core import VOCAB, make_patterns  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.gateway.client import StreamClient, new_msg_id  # noqa: E402
@@ -176,12 +175,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await stack.stop()
     return {
         "benchmark": "gateway",
-        "command": " ".join(["python", "benchmarks/bench_gateway.py", *sys.argv[1:]]),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "command": command(__file__),
+        "machine": machine(),
         "patterns": args.patterns,
         "queries": args.queries,
         "partitions": args.partitions,
@@ -198,12 +193,7 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(asyncio.run(main_async(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from kato_stream import procstat  # noqa: E402
 from kato_stream.embedded import free_port  # noqa: E402
 
 # Settings that reproduce the previous main's behaviour (the "before" column).
@@ -61,19 +62,14 @@ BEFORE = {
     "KATO_STREAM_TAIL_FETCH_BACKOFF_SECONDS": "0.05",
 }
 VARIANTS: dict[str, dict[str, str]] = {"before": BEFORE, "after": {}}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(x) for x in (task / "children").read_text().split()]
-    return out
+    """utime + stime of a process of the stack (it must still run)."""
+    value = procstat.cpu_seconds(pid)
+    if value is None:
+        raise RuntimeError(f"process {pid} of the stack is gone")
+    return value
 
 
 def role(pid: int) -> str:
@@ -156,7 +152,7 @@ def one_run(variant: str, args: argparse.Namespace, tmp: Path, n: int) -> dict[s
     try:
         wait_ready(proc, log, 180)
         time.sleep(args.settle)
-        pids = {role(p): p for p in children(proc.pid)}
+        pids = {role(p): p for p in sorted(procstat.children(proc.pid))}
         pids["dev"] = proc.pid
         load0 = load_average()
         cpu = measure_cpu(pids, args.seconds)

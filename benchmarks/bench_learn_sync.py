@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from benchmarks._common import command, emit, machine  # noqa: E402
 from benchmarks.bench_gateway import spawn, stop, summary  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
@@ -114,12 +112,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await stack.stop()
     return {
         "benchmark": "learn_sync",
-        "command": " ".join(["python", "benchmarks/bench_learn_sync.py", *sys.argv[1:]]),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "command": command(__file__),
+        "machine": machine(),
         "learns": args.learns,
         "results": result,
     }
@@ -132,12 +126,7 @@ def main() -> None:
     p.add_argument("--learns", type=int, default=100)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(asyncio.run(main_async(args)), args.out)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -60,6 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from benchmarks._common import command, emit, machine  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
 from kato_stream.stream import codecs  # noqa: E402
@@ -562,16 +561,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
     return {
         "benchmark": "recovery",
-        "command": " ".join(["python", "benchmarks/bench_recovery.py", *sys.argv[1:]]),
+        "command": command(__file__),
         "started": started,
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "git": git_state(),
-        },
+        "machine": machine(
+            load_average_before=[round(x, 2) for x in load_before],
+            load_average_after=[round(x, 2) for x in os.getloadavg()],
+            git=git_state(),
+        ),
         "partitions": Settings().partitions,
         "results": results,
         "visibility": visibility,
@@ -599,12 +595,7 @@ def main() -> None:
     args = p.parse_args()
     args.sessions = [int(x) for x in args.sessions.split(",") if x.strip()]
     args.stores = [x.strip() for x in args.stores.split(",") if x.strip()]
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(asyncio.run(main_async(args)), args.out)
 
 
 if __name__ == "__main__":

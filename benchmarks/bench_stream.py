@@ -70,6 +70,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kato_stream import procstat  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
 from kato_stream.tools.loadgen import (  # noqa: E402
@@ -123,13 +124,8 @@ def machine() -> dict[str, Any]:
 
 def proc_cpu_seconds(pid: int | None) -> float:
     """user + system CPU seconds of one process (0.0 if it is gone)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    cpu = procstat.cpu_seconds(pid) if pid is not None else None
+    return 0.0 if cpu is None else cpu
 
 
 def proc_rss_bytes(pid: int | None) -> int:

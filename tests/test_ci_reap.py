@@ -9,15 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from kato_stream import procstat
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def test_reap_stops_the_commands_leftovers_only(tmp_path: Path) -> None:
@@ -39,11 +33,11 @@ def test_reap_stops_the_commands_leftovers_only(tmp_path: Path) -> None:
         assert r.returncode == 3  # the command's status
         leaked = int(pidfile.read_text())
         deadline = time.monotonic() + 10
-        while _alive(leaked) and time.monotonic() < deadline:
+        while procstat.running(leaked) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(leaked), "the command's leftover is still running"
+        assert not procstat.running(leaked), "the command's leftover is still running"
         assert "stopping 1 process" in r.stderr
-        assert _alive(bystander.pid), "a process the command did not start was stopped"
+        assert procstat.running(bystander.pid), "a process the command did not start was stopped"
     finally:
         bystander.kill()
         bystander.wait(5)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from kato_stream import procstat
 from kato_stream.dev import describe, sample_envelopes
 from kato_stream.settings import Settings
 
@@ -65,22 +66,6 @@ def test_dev_streams_the_sample(tmp_path: Path) -> None:
     assert "future=[['work']]" in out
 
 
-def _children(pid: int) -> set[int]:
-    """Direct children of ``pid`` (its threads' children: Linux /proc)."""
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out |= {int(x) for x in (task / "children").read_text().split()}
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"  # a zombie has exited; its parent just has not reaped it
-
-
 def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
     """``kato-stream dev --no-sample`` up to "ready", and its child processes."""
     argv, env = _dev(tmp_path, "--no-sample")
@@ -92,16 +77,16 @@ def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], set[int]]:
         if line.startswith("ready:"):
             break
     assert lines and lines[-1].startswith("ready:"), "".join(lines)
-    kids = _children(proc.pid)
+    kids = procstat.children(proc.pid)
     assert len(kids) >= 3, kids  # broker, worker, gateway (and redis-server if installed)
     return proc, kids
 
 
 def _wait_gone(pids: set[int], seconds: float) -> set[int]:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(procstat.running(p) for p in pids):
         time.sleep(0.2)
-    return {p for p in pids if _alive(p)}
+    return {p for p in pids if procstat.running(p)}
 
 
 def test_dev_stops_everything_on_sigterm(tmp_path: Path) -> None:
@@ -150,7 +135,7 @@ def test_dev_restarts_a_killed_worker(tmp_path: Path) -> None:
         assert ready.wait(300), "".join(lines)
         worker = [
             p
-            for p in _children(proc.pid)
+            for p in procstat.children(proc.pid)
             if b" worker" in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")
         ]
         assert len(worker) == 1, worker

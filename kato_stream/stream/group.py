@@ -21,7 +21,6 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import mode
 from aiokafka.admin import AIOKafkaAdminClient
@@ -29,6 +28,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 
 from kato_stream.compat import admin_request
+from kato_stream.procstat import start_ticks
 
 __all__ = [
     "GroupWatchdog",
@@ -47,25 +47,12 @@ log = logging.getLogger(__name__)
 PREFIX = "kato-stream"
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or
-    None if there is no such process (or no /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has exited; only its parent has not reaped it
-        return None
-    return int(fields[19])
-
-
 def client_id(role: str) -> str:
     """``client.id`` of this process's group members: ``kato-stream/<role>/<host>/<pid>/<start>``.
 
     The start time tells a dead process from a new one that reused its pid."""
     pid = os.getpid()
-    return f"{PREFIX}/{role}/{socket.gethostname()}/{pid}/{_start_ticks(pid) or 0}"
+    return f"{PREFIX}/{role}/{socket.gethostname()}/{pid}/{start_ticks(pid) or 0}"
 
 
 def provably_dead(cid: str, host: str | None = None) -> bool:
@@ -77,7 +64,7 @@ def provably_dead(cid: str, host: str | None = None) -> bool:
     _, _role, their_host, pid, start = parts
     if their_host != (host or socket.gethostname()) or not pid.isdigit():
         return False
-    ticks = _start_ticks(int(pid))
+    ticks = start_ticks(int(pid))
     return ticks is None or str(ticks) != start
 
 

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from kato_stream import procstat
 from kato_stream.embedded import (
     EmbeddedStack,
     EmbeddedStackError,
@@ -23,14 +24,6 @@ from kato_stream.settings import Settings
 from kato_stream.topics import TopicError, TopicSpec, create_topics, describe_partitions
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def _roundtrip(stack: EmbeddedStack) -> None:
@@ -67,7 +60,7 @@ async def test_start_serve_stop_leaves_no_process(tmp_path: Path, use_redis_serv
         assert stack.running()
         assert len(pids) == (2 if use_redis_server else 1)
         assert stack.redis_backend == ("redis-server" if use_redis_server else "noida-db")
-        assert all(_alive(pid) for pid in pids)
+        assert all(procstat.running(pid) for pid in pids)
         await _roundtrip(stack)
         s = stack.settings(Settings())
         assert (s.kafka_bootstrap, s.redis_url) == (stack.kafka_bootstrap, stack.redis_url)
@@ -75,7 +68,7 @@ async def test_start_serve_stop_leaves_no_process(tmp_path: Path, use_redis_serv
     finally:
         await stack.stop()
     assert not stack.running()
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(procstat.running(pid) for pid in pids)
     host, port = stack.kafka_bootstrap.split(":")
     with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=0.5):
         pass

@@ -8,8 +8,6 @@ the stream client's reader ended.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from kato_stream.gateway.service import Gateway
+from tests.polling import until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -28,18 +27,24 @@ async def _probe(http: httpx.AsyncClient, path: str) -> tuple[int, dict[str, Any
     return r.status_code, r.json()
 
 
-async def _until_ready(http: httpx.AsyncClient, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = await _probe(http, "/ready")
-        if status == 200:
-            return body
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.1)
+async def _until(
+    http: httpx.AsyncClient,
+    path: str,
+    status: int,
+    failing: list[str] | None = None,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """Poll ``path`` until it answers ``status`` (and names ``failing``); its body."""
+
+    def ok(answer: tuple[int, dict[str, Any]]) -> bool:
+        return answer[0] == status and failing in (None, answer[1]["failing"])
+
+    _, body = await until(lambda: _probe(http, path), ok, timeout, what=f"{path} {status}")
+    return body
 
 
 async def test_ready_and_live_while_serving(http: httpx.AsyncClient, gateway: Gateway) -> None:
-    body = await _until_ready(http)
+    body = await _until(http, "/ready", 200)
     assert body["status"] == "ok" and body["failing"] == []
     checks = body["checks"]
     assert checks["stream"] == {"ok": True, "state": "running", "partitions": [0, 1]}
@@ -56,7 +61,7 @@ async def test_ready_and_live_while_serving(http: httpx.AsyncClient, gateway: Ga
 
 
 async def test_each_failure_turns_the_probes_503(http: httpx.AsyncClient, gateway: Gateway) -> None:
-    await _until_ready(http)
+    await _until(http, "/ready", 200)
     follower, stream = gateway.follower, gateway.stream
     assert follower is not None and stream is not None
 
@@ -91,9 +96,7 @@ async def test_each_failure_turns_the_probes_503(http: httpx.AsyncClient, gatewa
     task = follower._sup.task  # type: ignore[union-attr]
     assert task is not None
     task.cancel()
-    await asyncio.sleep(0.05)
-    status, body = await _probe(http, "/live")
-    assert status == 503 and body["failing"] == ["ltm_follower"]
+    body = await _until(http, "/live", 503, ["ltm_follower"], timeout=10)
     assert body["checks"]["ltm_follower"] == {"ok": False, "state": "ended"}
     status, body = await _probe(http, "/ready")
     assert status == 503 and body["failing"] == ["ltm"]
@@ -102,9 +105,7 @@ async def test_each_failure_turns_the_probes_503(http: httpx.AsyncClient, gatewa
     # the stream client's reader ends
     assert stream._task is not None
     stream._task.cancel()
-    await asyncio.sleep(0.05)
-    status, body = await _probe(http, "/live")
-    assert status == 503 and body["failing"] == ["stream_reader", "ltm_follower"]
+    body = await _until(http, "/live", 503, ["stream_reader", "ltm_follower"], timeout=10)
     assert body["checks"]["stream_reader"] == {"ok": False, "state": "ended"}
     status, body = await _probe(http, "/ready")
     assert status == 503 and body["failing"] == ["stream", "ltm"]

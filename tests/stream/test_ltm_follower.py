@@ -17,6 +17,7 @@ from kato_stream.core.naming import pattern_name
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower, learn_event_dict
+from tests.polling import until
 from tests.stream.harness import publish, setup_topics
 
 
@@ -59,12 +60,6 @@ class Follow:
         return self.registry.node(self.node).kb.patterns
 
 
-async def _until(done: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not done():
-        await asyncio.sleep(0.1)
-
-
 @pytest.fixture
 async def follow(stack_settings: Settings) -> AsyncIterator[Follow]:
     """Topics created, a follower built (not started: the test publishes first if it
@@ -93,7 +88,7 @@ async def test_remote_learns_update_the_ltm_and_the_gauge(follow: Follow) -> Non
         ("b", [["x"], ["z"]]),  # redelivered: no change
         ("c", [["x"], ["y"]]),  # relearn: frequency 2
     )
-    await _until(lambda: follow.registry.applied_events >= 3)
+    await until(lambda: follow.registry.applied_events, lambda n: n >= 3, what="3 events")
     assert sorted(r.frequency for r in follow.patterns().values()) == [1, 2]
     label = {"node": metrics.node_label(follow.node)}
     assert metrics.REGISTRY.get_sample_value("kato_patterns_total", label) == 2
@@ -133,7 +128,7 @@ async def test_a_failing_fetch_is_supervised_and_replication_goes_on(follow: Fol
     before = metrics.REGISTRY.get_sample_value("kato_task_failures_total", label) or 0.0
     consumer.getmany = failing
     await follow.learn(("b", [["x"], ["z"]]))
-    await _until(lambda: len(follow.patterns()) >= 2)
+    await until(lambda: len(follow.patterns()), lambda n: n >= 2, what="2 patterns")
     assert tripped and len(follow.patterns()) == 2
     assert metrics.REGISTRY.get_sample_value("kato_task_failures_total", label) == before + 1
     assert follow.follower.alive()

@@ -41,6 +41,7 @@ from kato_stream.stream.probes import (
     service_check,
     verdict,
 )
+from tests.polling import until
 from tests.stream.harness import WorkerProc, collect, env_record, publish, setup_topics
 
 PATTERNS = 60_000  # pattern events on the topic before the worker starts
@@ -100,18 +101,38 @@ async def _poll(
     port: int,
     samples: list[Sample],
     t0: float,
-    until: Callable[[list[Sample]], bool],
+    done: Callable[[list[Sample]], bool],
     timeout: float,
     w: WorkerProc,
     every: float = 0.05,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while not until(samples):
-        assert time.monotonic() < deadline, f"timed out: {samples[-6:]}\n{w.log_tail()}"
+    """Sample ``/ready`` and ``/live`` into ``samples`` until ``done(samples)``."""
+
+    async def sample() -> list[Sample]:
         for path in ("/ready", "/live"):
             status, body = await _get(client, port, path)
             samples.append((time.monotonic() - t0, path, status, body))
-        await asyncio.sleep(every)
+        return samples
+
+    await until(sample, done, timeout, every=every, what="the probes", context=w.log_tail)
+
+
+def _ready(ss: list[Sample]) -> bool:
+    """``/ready`` answered 200 once."""
+    return any(p == "/ready" and st == 200 for _, p, st, _ in ss)
+
+
+def _gone(w: WorkerProc, since: int) -> Callable[[list[Sample]], bool]:
+    """The worker exited, or its probes stopped answering (4 samples in a row after
+    ``samples[since]``)."""
+
+    def gone(ss: list[Sample]) -> bool:
+        tail = ss[since:]
+        return (w.proc is not None and w.proc.poll() is not None) or (
+            len(tail) >= 4 and all(st is None for _, _, st, _ in tail[-4:])
+        )
+
+    return gone
 
 
 @pytest.mark.stack
@@ -138,11 +159,8 @@ async def test_ready_and_live_through_start_serve_and_sigterm(
     samples: list[Sample] = []
     port = s.web_port
 
-    def served(ss: list[Sample]) -> bool:
-        return any(p == "/ready" and st == 200 for _, p, st, _ in ss)
-
     async with httpx.AsyncClient() as client:
-        await _poll(client, port, samples, t0, served, 240, w)
+        await _poll(client, port, samples, t0, _ready, 240, w)
         ready_at = next(t for t, p, st, _ in samples if p == "/ready" and st == 200)
         # serving: a command is answered now
         sid = f"s-{unique_id}"
@@ -162,14 +180,7 @@ async def test_ready_and_live_through_start_serve_and_sigterm(
         w.proc.send_signal(signal.SIGTERM)
         term_at = time.monotonic() - t0
         n_before_term = len(samples)
-
-        def gone(ss: list[Sample]) -> bool:
-            tail = ss[n_before_term:]
-            return (w.proc is not None and w.proc.poll() is not None) or (
-                len(tail) >= 4 and all(st is None for _, _, st, _ in tail[-4:])
-            )
-
-        await _poll(client, port, samples, t0, gone, 60, w, every=0.0)
+        await _poll(client, port, samples, t0, _gone(w, n_before_term), 60, w, every=0.0)
     w.stop()
 
     ready_runs, live_runs = _runs(samples, "/ready"), _runs(samples, "/live")
@@ -294,11 +305,7 @@ async def test_persisting_worker_a_task_that_ends_then_sigterm(
     w = spawn_worker(s, "ending", argv=["-c", _ENDING_WORKER, str(trigger)])
     samples: list[Sample] = []
     async with httpx.AsyncClient() as client:
-
-        def ready(ss: list[Sample]) -> bool:
-            return any(p == "/ready" and st == 200 for _, p, st, _ in ss)
-
-        await _poll(client, s.web_port, samples, t0, ready, 120, w)
+        await _poll(client, s.web_port, samples, t0, _ready, 120, w)
         ready_at = time.monotonic() - t0
 
         def stores_open(ss: list[Sample]) -> bool:  # reported, not required to be ready
@@ -325,14 +332,7 @@ async def test_persisting_worker_a_task_that_ends_then_sigterm(
         w.proc.send_signal(signal.SIGTERM)
         term_at = time.monotonic() - t0
         n_before_term = len(samples)
-
-        def gone(ss: list[Sample]) -> bool:
-            tail = ss[n_before_term:]
-            return (w.proc is not None and w.proc.poll() is not None) or (
-                len(tail) >= 4 and all(st is None for _, _, st, _ in tail[-4:])
-            )
-
-        await _poll(client, s.web_port, samples, t0, gone, 60, w, every=0.0)
+        await _poll(client, s.web_port, samples, t0, _gone(w, n_before_term), 60, w, every=0.0)
     w.stop()
     print(f"\n/ready runs: {_runs(samples, '/ready')}")
     print(f"/live runs: {_runs(samples, '/live')}")
