@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def command(script: str) -> str:
@@ -25,6 +28,21 @@ def machine(**extra: Any) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         **extra,
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """The checkout measured: its revision and the tracked files changed in it."""
+
+    def run(*argv: str) -> str:
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {
+        "rev": run("git", "rev-parse", "--short=12", "HEAD"),
+        "uncommitted": [
+            line.strip()
+            for line in run("git", "status", "--short", "--untracked-files=no").splitlines()
+        ],
     }
 
 

@@ -58,7 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from benchmarks._common import command, emit, machine  # noqa: E402
+from benchmarks._common import command, emit, git_state, machine  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
 from kato_stream.stream import codecs  # noqa: E402
@@ -518,19 +518,6 @@ async def _has(answers: Answers, ids: list[str]) -> bool:
 
 
 # -- main ---------------------------------------------------------------------------------
-def git_state() -> dict[str, Any]:
-    def run(*argv: str) -> str:
-        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {
-        "rev": run("git", "rev-parse", "--short=12", "HEAD"),
-        "uncommitted": [
-            line.strip()
-            for line in run("git", "status", "--short", "--untracked-files=no").splitlines()
-        ],
-    }
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
     stack = EmbeddedStack(tmp / "stack")
