@@ -20,7 +20,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
 from kato_stream import metrics
-from kato_stream.gateway import routes_diagnostics, routes_sessions, routes_system
+from kato_stream.gateway import (
+    routes_diagnostics,
+    routes_hierarchy,
+    routes_sessions,
+    routes_system,
+)
 from kato_stream.gateway.errors import internal_error, validation_error
 from kato_stream.gateway.events import EventHub
 from kato_stream.gateway.middleware import BodyLimitMiddleware, SessionMiddleware
@@ -75,6 +80,7 @@ def create_app(gateway: Gateway | None = None) -> FastAPI:
         return internal_error()
 
     app.include_router(routes_sessions.router)
+    app.include_router(routes_hierarchy.router)  # before /pattern/{pattern_id}
     app.include_router(routes_system.router)
     app.include_router(routes_diagnostics.router)
     app.add_middleware(BodyLimitMiddleware, limit=lambda: gw.settings.max_message_bytes)

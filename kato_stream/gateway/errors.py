@@ -117,4 +117,6 @@ def from_rejection(error: dict[str, Any] | None, session_id: str) -> Response:
         return too_large(message or "The command is too large for the stream")
     if code == "DUPLICATE":
         return detail(409, message)
+    if code == "UNRAVEL_FAILED":  # a pattern along the chain is unknown (docs/hierarchy.md)
+        return detail(404, message)
     return internal_error()

@@ -15,9 +15,9 @@ import pytest
 from kato_stream.core.hierarchy import UnravelError, unravel
 from kato_stream.settings import Settings
 from kato_stream.stream.engine_adapter import CoreEngineAdapter
+from kato_stream.stream.envelope import parse_envelope
 from kato_stream.stream.ltm import LtmRegistry
 from kato_stream.stream.processor import Outcome, Processor, Source, forward_id
-from kato_stream.stream.envelope import parse_envelope
 
 
 class Chain:
