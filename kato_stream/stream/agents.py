@@ -77,10 +77,10 @@ def fatal(app: Any, task: str, exc: BaseException) -> None:
     timer.start()
     with contextlib.suppress(Exception):
         app.consumer.pause_partitions(app.consumer.assignment())
-    asyncio.ensure_future(_crash(app, exc))
+    asyncio.ensure_future(_crash(app))
 
 
-async def _crash(app: Any, exc: BaseException) -> None:
+async def _crash(app: Any) -> None:
     try:
         await app.stop()  # leaves the group, commits only what was finished
     finally:

@@ -17,11 +17,12 @@ from kato_stream.core.naming import pattern_name
 from kato_stream.settings import Settings
 from tests.stream.harness import env_record, fold_patterns, kb_summary, publish
 
-CORPUS = (
+_TEXT = (
     "the quick brown fox jumps over the lazy dog and the quick red fox runs past the "
     "sleeping dog while the brown dog dreams of the quick fox that jumps over the lazy "
     "cat and the cat runs away from the quick brown fox into the dark forest of the night"
-).split()
+)
+CORPUS = _TEXT.split(" ")
 
 
 async def _session(http: httpx.AsyncClient, node: str, **config: Any) -> str:
@@ -88,7 +89,10 @@ async def test_the_stream_chain_learns_what_the_client_side_loop_learns(
     sizes = [3, 3, 2]
 
     # the client-side loop over the gateway
-    sids = [await _session(http, n, max_pattern_length=m) for n, m in zip(loop_nodes, sizes)]
+    sids = [
+        await _session(http, n, max_pattern_length=m)
+        for n, m in zip(loop_nodes, sizes, strict=True)
+    ]
 
     async def observe(level: int, symbol: str) -> None:
         r = await http.post(f"/sessions/{sids[level]}/observe", json={"strings": [symbol]})
@@ -105,14 +109,13 @@ async def test_the_stream_chain_learns_what_the_client_side_loop_learns(
     s = gw_settings
     level_sids = [doc, f"{doc}/{chain_nodes[1]}", f"{doc}/{chain_nodes[1]}/{chain_nodes[2]}"]
     items = []
-    for i, (sid, node, m) in enumerate(zip(level_sids, chain_nodes, sizes)):
+    for i, (sid, node, m) in enumerate(zip(level_sids, chain_nodes, sizes, strict=True)):
         config: dict[str, Any] = {"max_pattern_length": m}
         if i + 1 < len(chain_nodes):
             config["forward_to"] = chain_nodes[i + 1]
         items.append((sid.encode(), env_record("open", sid, node, {"config": config})))
     items += [
-        (doc.encode(), env_record("observe", doc, chain_nodes[0], {"strings": [t]}))
-        for t in CORPUS
+        (doc.encode(), env_record("observe", doc, chain_nodes[0], {"strings": [t]})) for t in CORPUS
     ]
     await publish(s.kafka_bootstrap, s.topic("observations"), items)
 
@@ -121,8 +124,8 @@ async def test_the_stream_chain_learns_what_the_client_side_loop_learns(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         got = await _kbs(s, chain_nodes)
-        if all(got[c] == want[w] for c, w in zip(chain_nodes, loop_nodes)):
+        if all(got[c] == want[w] for c, w in zip(chain_nodes, loop_nodes, strict=True)):
             break
         await asyncio.sleep(0.5)
-    for c, w in zip(chain_nodes, loop_nodes):
+    for c, w in zip(chain_nodes, loop_nodes, strict=True):
         assert got[c] == want[w], f"level {c} differs from {w}"

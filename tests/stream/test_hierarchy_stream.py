@@ -103,7 +103,26 @@ async def test_a_worker_killed_mid_chain_forwards_nothing_twice(
         items.append(_open(d, nodes[0], max_pattern_length=3, forward_to=nodes[1]))
         items.append(_open(f"{d}/{nodes[1]}", nodes[1], max_pattern_length=3, forward_to=nodes[2]))
         items.append(_open(f"{d}/{nodes[1]}/{nodes[2]}", nodes[2], max_pattern_length=2))
-    words = ["it", "was", "the", "best", "of", "times", "it", "was", "the", "worst", "of", "times", "it", "was", "the", "age", "of", "wisdom"]
+    words = [
+        "it",
+        "was",
+        "the",
+        "best",
+        "of",
+        "times",
+        "it",
+        "was",
+        "the",
+        "worst",
+        "of",
+        "times",
+        "it",
+        "was",
+        "the",
+        "age",
+        "of",
+        "wisdom",
+    ]
     for r in range(6):
         for i, d in enumerate(docs):
             for w_ in words[(r + i) % 5 :][:9]:

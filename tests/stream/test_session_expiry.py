@@ -130,9 +130,7 @@ async def test_a_worker_removes_expired_sessions_and_keeps_live_ones(
     assert last[orjson.dumps(live)] is not None
 
     # ticks answer nothing: one output per command
-    outs = await consume_records(
-        s.kafka_bootstrap, s.topic("predictions"), timeout=10, to_end=True
-    )
+    outs = await consume_records(s.kafka_bootstrap, s.topic("predictions"), timeout=10, to_end=True)
     assert len(outs) == len(items)
 
     # the next commands: the removed session starts empty, the live one has its STM
