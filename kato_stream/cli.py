@@ -11,10 +11,11 @@ import asyncio
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kato_stream.settings import Settings, settings_table
+from kato_stream.kafka import client_options, known_options
+from kato_stream.settings import Settings, SettingsError, settings_table
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -38,10 +39,16 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     specs = topic_specs(s)
+    opts = client_options(s)
     if args.action == "create":
         try:
             made = asyncio.run(
-                create_topics(s.kafka_bootstrap, specs, replication_factor=s.replication_factor)
+                create_topics(
+                    s.kafka_bootstrap,
+                    specs,
+                    replication_factor=s.replication_factor,
+                    kafka_options=opts,
+                )
             )
         except TopicError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -49,7 +56,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
         for spec in specs:
             print(f"{spec.name}\t{spec.partitions}\t{'created' if spec.name in made else 'exists'}")
         return 0
-    have = asyncio.run(describe_partitions(s.kafka_bootstrap, [t.name for t in specs]))
+    have = asyncio.run(
+        describe_partitions(s.kafka_bootstrap, [t.name for t in specs], kafka_options=opts)
+    )
     bad = 0
     for spec in specs:
         got = have.get(spec.name)
@@ -79,17 +88,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
 # -- publish / consume -----------------------------------------------------------------
 
 
-async def publish_lines(bootstrap: str, topic: str, lines: Sequence[bytes]) -> int:
-    """Publish JSON envelopes, keyed by their ``session_id`` (lines that do not parse: no key)."""
+async def publish_lines(
+    bootstrap: str,
+    topic: str,
+    lines: Sequence[bytes],
+    *,
+    kafka_options: Mapping[str, Any] | None = None,
+) -> int:
+    """Publish JSON envelopes, keyed by their ``session_id`` (lines that do not parse: no key).
+    ``kafka_options``: :func:`kato_stream.kafka.client_options` (None = those known for
+    ``bootstrap``)."""
     from aiokafka import AIOKafkaProducer
 
     from kato_stream.stream import codecs
     from kato_stream.topics import describe_partitions
 
-    if topic not in await describe_partitions(bootstrap, [topic]):
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
+    if topic not in await describe_partitions(bootstrap, [topic], kafka_options=kafka_options):
         # the broker would auto-create it with one partition, capping parallelism forever
         raise SystemExit(f"topic {topic} does not exist: run `kato-stream topics create` first")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **kafka_options)
     await producer.start()
     n = 0
     try:
@@ -117,7 +136,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     src = open(args.file, "rb") if args.file != "-" else sys.stdin.buffer  # noqa: SIM115
     with src:
         lines = src.read().splitlines()
-    n = asyncio.run(publish_lines(s.kafka_bootstrap, args.topic or s.topic("observations"), lines))
+    n = asyncio.run(
+        publish_lines(
+            s.kafka_bootstrap,
+            args.topic or s.topic("observations"),
+            lines,
+            kafka_options=client_options(s),
+        )
+    )
     print(f"published {n} record(s)", file=sys.stderr)
     return 0
 
@@ -131,17 +157,23 @@ async def consume_records(
     from_beginning: bool = True,
     isolation_level: str = "read_uncommitted",
     to_end: bool = False,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Read records of ``topic`` (every partition, no group) until ``count`` or ``timeout``;
-    with ``to_end``, stop early once every partition is read up to its end offset at start."""
+    with ``to_end``, stop early once every partition is read up to its end offset at start.
+    ``kafka_options``: :func:`kato_stream.kafka.client_options` (None = those known for
+    ``bootstrap``)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         isolation_level=isolation_level,
+        **kafka_options,
     )
     await consumer.start()
     out: list[Any] = []
@@ -178,6 +210,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
             count=args.count,
             timeout=args.timeout,
             to_end=args.count is None,
+            kafka_options=client_options(s),
         )
     )
     for r in recs:
@@ -198,6 +231,7 @@ def cmd_group(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     groups = [s.app_id, persist_group(s)]
+    opts = client_options(s)
 
     def show(m: Member, dead: bool) -> str:
         return f"  {m.member_id}  client={m.client_id} host={m.client_host}" + (
@@ -208,13 +242,14 @@ def cmd_group(args: argparse.Namespace) -> int:
         from kato_stream.stream.group import provably_dead
 
         if args.action == "status":
-            for group, (state, members) in (await describe(s.kafka_bootstrap, groups)).items():
+            found = await describe(s.kafka_bootstrap, groups, kafka_options=opts)
+            for group, (state, members) in found.items():
                 print(f"{group}: {state}, {len(members)} member(s)")
                 for m in members:
                     print(show(m, provably_dead(m.client_id)))
             return 0
         if args.action == "evict-dead":
-            gone = await evict_dead(s.kafka_bootstrap, groups)
+            gone = await evict_dead(s.kafka_bootstrap, groups, kafka_options=opts)
             for m in gone:
                 print(f"evicted {m.member_id} of {m.group}")
             print(f"{len(gone)} dead member(s) evicted")
@@ -222,7 +257,9 @@ def cmd_group(args: argparse.Namespace) -> int:
         # evict: the given members, or every member (they rejoin if alive: one rebalance)
         total = 0
         for group in groups:
-            done = await evict_members(s.kafka_bootstrap, group, args.member or None)
+            done = await evict_members(
+                s.kafka_bootstrap, group, args.member or None, kafka_options=opts
+            )
             for mid in done:
                 print(f"evicted {mid} of {group}")
             total += len(done)
@@ -349,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:  # a bad or incomplete setting: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from kato_stream.kafka import client_options
+from kato_stream.redact import redact_url
 from kato_stream.settings import Settings
 
 SAMPLE_SEQUENCES: tuple[tuple[tuple[str, ...], ...], ...] = (
@@ -177,13 +179,15 @@ async def stream_sample(settings: Settings, timeout: float) -> int:
 
     node, session = "dev-node", f"dev-{uuid.uuid4().hex[:8]}"
     envelopes = sample_envelopes(node, session)
+    kafka_options = client_options(settings)
     consumer = AIOKafkaConsumer(
         settings.topic("predictions"),
         bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="latest",
         enable_auto_commit=False,
+        **kafka_options,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **kafka_options)
     await consumer.start()
     await producer.start()
     try:
@@ -256,10 +260,13 @@ async def run_dev(
     try:
         s = stack.settings(settings)
         await create_topics(
-            s.kafka_bootstrap, topic_specs(s), replication_factor=s.replication_factor
+            s.kafka_bootstrap,
+            topic_specs(s),
+            replication_factor=s.replication_factor,
+            kafka_options=client_options(s),
         )
         print(f"kafka      {s.kafka_bootstrap}", flush=True)
-        print(f"redis      {s.redis_url} ({stack.redis_backend})", flush=True)
+        print(f"redis      {redact_url(s.redis_url)} ({stack.redis_backend})", flush=True)
         env = {**os.environ, **s.to_env()}
         py = sys.executable
         children.append(Child("worker", [py, "-m", "kato_stream.cli", "worker"], env))

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from kato_stream.kafka import known_options
 from kato_stream.settings import Settings
 
 
@@ -88,20 +90,30 @@ class TopicError(RuntimeError):
 
 
 async def create_topics(
-    bootstrap: str, specs: list[TopicSpec], *, replication_factor: int = 1, timeout: float = 30.0
+    bootstrap: str,
+    specs: list[TopicSpec],
+    *,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the names created.
 
     Existing topics are left alone (their partition count is not changed: growing the input
     topic would move sessions to other partitions and break per-session ordering), but one
     with another partition count than its spec (an auto-created topic has one) raises
-    :class:`TopicError`, as does a failed creation.
+    :class:`TopicError`, as does a failed creation.  ``kafka_options``: the security options
+    (:func:`kato_stream.kafka.client_options`; None = those known for ``bootstrap``).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    await asyncio.wait_for(admin.start(), timeout)
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **kafka_options
+    )
     try:
+        await asyncio.wait_for(admin.start(), timeout)
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
         new = [
             NewTopic(
@@ -121,7 +133,9 @@ async def create_topics(
                     raise TopicError(f"creating topic {name!r} failed: error {code} {err[2:]}")
     finally:
         await admin.close()
-    counts = await describe_partitions(bootstrap, [s.name for s in specs], timeout)
+    counts = await describe_partitions(
+        bootstrap, [s.name for s in specs], timeout, kafka_options=kafka_options
+    )
     for spec in specs:
         if counts.get(spec.name) != spec.partitions:
             raise TopicError(
@@ -132,14 +146,20 @@ async def create_topics(
 
 
 async def describe_partitions(
-    bootstrap: str, names: list[str], timeout: float = 30.0
+    bootstrap: str,
+    names: list[str],
+    timeout: float = 30.0,
+    *,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
     """Partition count of each named topic that exists."""
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await asyncio.wait_for(consumer.start(), timeout)
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options)
     try:
+        await asyncio.wait_for(consumer.start(), timeout)  # inside: a failed start is closed
         out: dict[str, int] = {}
         for n in names:
             parts = consumer.partitions_for_topic(n)

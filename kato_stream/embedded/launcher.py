@@ -20,6 +20,7 @@ from kato_stream.embedded.broker import noida_process, wait_kafka
 from kato_stream.embedded.ports import free_port, port_open
 from kato_stream.embedded.process import ManagedProcess
 from kato_stream.embedded.redis import redis_process, redis_server_binary, wait_redis
+from kato_stream.redact import redact_url
 from kato_stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,11 @@ class EmbeddedStack:
         return "redis-server" if self._redis_binary else "noida-db"
 
     def settings(self, base: Settings | None = None) -> Settings:
-        """``base`` (default: from the environment) pointed at this stack."""
+        """``base`` (default: from the environment) pointed at this stack.
+
+        The embedded components listen on this host without TLS or credentials, so the
+        Kafka security and store credential settings of ``base`` (meant for a production
+        cluster) are reset: PLAINTEXT, no passwords, no TLS."""
         base = Settings.from_env() if base is None else base
         return dataclasses.replace(
             base,
@@ -105,6 +110,20 @@ class EmbeddedStack:
             data_dir=str(self.data_dir),
             clickhouse_url="",
             qdrant_url="",
+            kafka_security_protocol="PLAINTEXT",
+            kafka_sasl_username="",
+            kafka_sasl_password="",
+            kafka_ssl_cafile="",
+            kafka_ssl_certfile="",
+            kafka_ssl_keyfile="",
+            clickhouse_user="",
+            clickhouse_password="",
+            clickhouse_secure=False,
+            redis_password="",
+            redis_tls=False,
+            redis_ssl_cafile="",
+            qdrant_api_key="",
+            qdrant_https=False,
         )
 
     def running(self) -> bool:
@@ -127,7 +146,8 @@ class EmbeddedStack:
                 await self._start_once()
                 log.info(
                     "embedded stack up: kafka %s, redis %s (%s), data %s",
-                    self.kafka_bootstrap, self.redis_url, self.redis_backend, self.data_dir,
+                    self.kafka_bootstrap, redact_url(self.redis_url), self.redis_backend,
+                    self.data_dir,
                 )  # fmt: skip
                 return self
             except EmbeddedStackError:
@@ -187,7 +207,7 @@ async def run_forever(settings: Settings) -> None:
     """Run the stack where ``settings`` point until cancelled (Ctrl-C)."""
     async with EmbeddedStack.from_settings(settings) as stack:
         print(f"kafka      {stack.kafka_bootstrap}")
-        print(f"redis      {stack.redis_url} ({stack.redis_backend})")
+        print(f"redis      {redact_url(stack.redis_url)} ({stack.redis_backend})")
         print(f"clickhouse chdb://{stack.clickhouse_path}")
         print(f"qdrant     file://{stack.qdrant_path}")
         print("press Ctrl-C to stop", flush=True)

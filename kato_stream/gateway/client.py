@@ -26,6 +26,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,9 @@ class StreamClient:
     (persisted.py): KATO's read-your-writes for its clients."""
     persist_timeout: float = 10.0
     """Longest wait for the stores; after it the answer goes out (logged)."""
+    kafka_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """Security options of both clients (:func:`kato_stream.kafka.client_options`; they may
+    hold the SASL password: kept out of ``repr``)."""
 
     async def start(self) -> None:
         """Connect, assign every output partition at its end, then start reading."""
@@ -117,6 +121,7 @@ class StreamClient:
             linger_ms=0,
             enable_idempotence=False,
             max_request_size=max(1_048_576, self.max_bytes + RECORD_OVERHEAD),
+            **self.kafka_options,
         )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -125,6 +130,7 @@ class StreamClient:
             auto_offset_reset="latest",
             fetch_max_wait_ms=5,
             max_partition_fetch_bytes=max(1_048_576, 2 * self.max_output_bytes),
+            **self.kafka_options,
         )
         await producer.start()
         try:

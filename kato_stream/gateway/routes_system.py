@@ -30,6 +30,7 @@ from kato_stream.gateway.service import Gateway
 from kato_stream.gateway.sessions import ACTIVE_INDEX, KEY_PREFIX
 from kato_stream.gateway.stats import MAX_PROCESSORS, GatewayStats, NodeAccess
 from kato_stream.gateway.timeseries import disk_percent, memory_percent
+from kato_stream.redact import redact_url
 from kato_stream.stores.kb_id import kb_id
 
 router = APIRouter()
@@ -209,7 +210,7 @@ async def status(request: Request) -> JSONResponse:
                 "active_sessions": n,
                 "expired_sessions": 0,
                 "backend": "redis",
-                "redis_url": gw.settings.redis_url.rsplit("@", 1)[-1],
+                "redis_url": redact_url(gw.settings.redis_url),
             },
             "processors": await processor_manager(gw, _stats(request)),
             "version": KATO_VERSION,

@@ -26,7 +26,9 @@ from kato_stream.gateway.client import (
 )
 from kato_stream.gateway.errors import detail, from_rejection, too_large, validation_error
 from kato_stream.gateway.sessions import SessionRegistry
+from kato_stream.kafka import client_options
 from kato_stream.settings import Settings
+from kato_stream.stores.connect import redis_client
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
 from kato_stream.stream.persisted import PersistWaiter
 
@@ -70,7 +72,7 @@ class Gateway:
             self.settings.idle_fetch_backoff, self.settings.idle_fetch_backoff_max
         )
         if self.redis is None:
-            self.redis = Redis.from_url(self.settings.redis_url)
+            self.redis = redis_client(self.settings)
             self._owned.append(self.redis)
         await self.redis.ping()
         if self.stream is None:
@@ -87,13 +89,17 @@ class Gateway:
                 if self.settings.persist and self.settings.gateway_wait_persisted
                 else None,
                 persist_timeout=self.settings.store_timeout,
+                kafka_options=client_options(self.settings),
             )
             await self.stream.start()
             self._owned.append(self.stream)
         if self.ltm is None:
             self.ltm = LtmRegistry()
             follower = PatternFollower(
-                self.settings.kafka_bootstrap, self.settings.topic("patterns"), self.ltm
+                self.settings.kafka_bootstrap,
+                self.settings.topic("patterns"),
+                self.ltm,
+                kafka_options=client_options(self.settings),
             )
             await follower.start()
             self._owned.append(follower)

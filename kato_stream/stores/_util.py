@@ -8,21 +8,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
+
+from kato_stream.redact import redact_url
 
 T = TypeVar("T")
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """``url`` without its password or secret query values, for error messages and logs
+    (:func:`kato_stream.redact.redact_url`)."""
+    return redact_url(url)
 
 
 def local_path(url: str, scheme: str) -> str | None:

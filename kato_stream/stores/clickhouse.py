@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.settings import Settings
 from kato_stream.stores._util import embedded_path, local_path, redact
+from kato_stream.stores.connect import clickhouse_client
 from kato_stream.stores.errors import StoreUnavailableError
 from kato_stream.stores.kb_id import kb_id
 from kato_stream.stores.threaded import ThreadedStore
@@ -191,10 +191,12 @@ class ClickHouseStore(ThreadedStore[Client]):
     def _connect(self) -> Client:
         timeout = self.settings.store_timeout
         try:
-            if self.chdb_path:
-                return clickhouse_connect.get_client(interface="chdb", path=self.chdb_path)
-            return clickhouse_connect.get_client(
-                dsn=self.url, connect_timeout=timeout, send_receive_timeout=max(timeout, 30.0)
+            return clickhouse_client(
+                self.settings,
+                self.url,
+                chdb_path=self.chdb_path,
+                connect_timeout=timeout,
+                send_receive_timeout=max(timeout, 30.0),
             )
         except Exception as exc:
             hint = ""

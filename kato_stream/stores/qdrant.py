@@ -29,6 +29,7 @@ from qdrant_client import QdrantClient, models
 from kato_stream.core.vectors import MemoryVectorIndex
 from kato_stream.settings import Settings
 from kato_stream.stores._util import embedded_path, local_path, redact
+from kato_stream.stores.connect import qdrant_client
 from kato_stream.stores.errors import StoreUnavailableError
 from kato_stream.stores.kb_id import kb_id
 from kato_stream.stores.threaded import ThreadedStore
@@ -93,13 +94,12 @@ class QdrantStore(ThreadedStore[QdrantClient]):
 
     def _connect(self) -> QdrantClient:
         try:
-            if self.path is None and self.url == ":memory:":
-                return QdrantClient(location=":memory:")
-            if self.path is not None:
-                return QdrantClient(path=self.path)
+            if self.path is not None or self.url == ":memory:":
+                return qdrant_client(self.settings, self.url, path=self.path)
             # We probe with get_collections ourselves; the version check only warns.
-            client = QdrantClient(
-                url=self.url,
+            client = qdrant_client(
+                self.settings,
+                self.url,
                 timeout=int(max(1, self.settings.store_timeout)),
                 check_compatibility=False,
             )

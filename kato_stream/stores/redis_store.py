@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from kato_stream.core.knowledge import LearnEvent, Precomputed, average_emotives, merge_metadata
 from kato_stream.settings import Settings
 from kato_stream.stores._util import redact
+from kato_stream.stores.connect import redis_client, redis_hint
 from kato_stream.stores.errors import StoreError, StoreUnavailableError
 from kato_stream.stores.kb_id import kb_id
 
@@ -60,12 +61,15 @@ class RedisStore:
         if self._r is not None:
             return
         t = self.settings.store_timeout
-        client = aioredis.from_url(self.url, socket_connect_timeout=t, socket_timeout=t)
+        client = redis_client(self.settings, self.url, socket_connect_timeout=t, socket_timeout=t)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            raise StoreUnavailableError(f"Redis at {redact(self.url)} unavailable: {exc}") from exc
+            hint = redis_hint(self.settings, self.url, exc)
+            raise StoreUnavailableError(
+                f"Redis at {redact(self.url)} unavailable: {exc}{hint}"
+            ) from exc
         self._r = client
 
     async def stop(self) -> None:

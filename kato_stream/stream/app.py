@@ -19,6 +19,7 @@ import mode
 from kato_stream import fetch_backoff
 from kato_stream.compat import faust_member_id
 from kato_stream.core import kernel
+from kato_stream.kafka import faust_credentials
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
@@ -130,6 +131,40 @@ class SessionTable(faust.Table):  # type: ignore[misc]
             await asyncio.gather(*pending)
 
 
+def faust_app_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments of the worker's ``faust.App`` (after its id, ``settings.app_id``).
+
+    ``broker_credentials`` carries the Kafka security settings (kato_stream/kafka.py): Faust
+    gives them to its consumer, its producer and the client that creates its topics."""
+    return dict(
+        broker=_brokers(settings.kafka_bootstrap),
+        store=settings.table_store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,  # unused when disabled (0), but Faust refuses 0
+        autodiscover=False,
+        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4),
+        consumer_max_fetch_size=fetch_bytes(settings),
+        broker_commit_every=settings.commit_every,
+        broker_commit_interval=settings.commit_interval,
+        stream_buffer_maxsize=settings.stream_buffer,
+        broker_session_timeout=settings.session_timeout,
+        consumer_group_instance_id=settings.instance_id or None,
+        broker_client_id=client_id("worker"),  # names the process: group.py
+        broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
+        producer_compression_type=None
+        if settings.producer_compression == "none"
+        else settings.producer_compression,
+        producer_linger=settings.producer_linger_ms / 1000.0,
+        producer_max_batch_size=settings.producer_batch_bytes,
+        Table=SessionTable,
+        broker_credentials=faust_credentials(settings),
+    )
+
+
 def tune_gc(threshold: int) -> None:
     """Run the cyclic GC's young generation every ``threshold`` allocations (0: leave it).
 
@@ -168,34 +203,7 @@ def build_worker(
         from kato_stream.stream.engine_adapter import CoreEngineAdapter
 
         engine = CoreEngineAdapter.from_settings(settings, predictor=cache, adaptive=adaptive)
-    app = faust.App(
-        settings.app_id,
-        broker=_brokers(settings.kafka_bootstrap),
-        store=settings.table_store,
-        datadir=settings.data_dir,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        processing_guarantee=settings.processing_guarantee,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=settings.web_port > 0,
-        web_port=settings.web_port,
-        autodiscover=False,
-        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4),
-        consumer_max_fetch_size=fetch_bytes(settings),
-        broker_commit_every=settings.commit_every,
-        broker_commit_interval=settings.commit_interval,
-        stream_buffer_maxsize=settings.stream_buffer,
-        broker_session_timeout=settings.session_timeout,
-        consumer_group_instance_id=settings.instance_id or None,
-        broker_client_id=client_id("worker"),  # names the process: group.py
-        broker_heartbeat_interval=max(0.5, settings.session_timeout / 6),
-        producer_compression_type=None
-        if settings.producer_compression == "none"
-        else settings.producer_compression,
-        producer_linger=settings.producer_linger_ms / 1000.0,
-        producer_max_batch_size=settings.producer_batch_bytes,
-        Table=SessionTable,
-    )
+    app = faust.App(settings.app_id, **faust_app_options(settings))
     if settings.web_port > 0:
         from kato_stream.metrics import install_faust
 
@@ -243,11 +251,9 @@ def build_worker(
     class LtmService(mode.Service):  # starts/stops the pattern follower with the app
         async def on_start(self) -> None:
             if settings.redis_maxmemory or settings.redis_maxmemory_policy:
-                import redis
+                from kato_stream.stores.connect import redis_sync_client
 
-                client = redis.Redis.from_url(
-                    settings.redis_url, socket_timeout=settings.store_timeout
-                )
+                client = redis_sync_client(settings, socket_timeout=settings.store_timeout)
                 with client:
                     apply_redis_memory(
                         client, settings.redis_maxmemory, settings.redis_maxmemory_policy

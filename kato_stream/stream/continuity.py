@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,7 @@ from kato_stream.compat import (
     faust_forget_read_offset,
     faust_seek_to_beginning,
 )
+from kato_stream.kafka import known_options
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +177,22 @@ async def fetch_range(
     end: int,
     timeout: float = 30.0,
     max_fetch_bytes: int = 4 * 1_048_576,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> list[RawRecord]:
     """The records of ``topic``/``partition`` with ``start <= offset < end``, in order.
 
     Offsets without a record (transaction markers, compaction, retention) are simply absent.
     Reads with its own group-less consumer, so the worker's group and positions are untouched.
+    ``kafka_options``: :func:`kato_stream.kafka.client_options`; None = those known for
+    ``bootstrap`` (the worker's agent passes only the bootstrap: the worker built its
+    options first, in ``faust_app_options``).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     if end <= start:
         return []
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -193,6 +201,7 @@ async def fetch_range(
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=max_fetch_bytes,
         fetch_max_bytes=max_fetch_bytes,
+        **kafka_options,
     )
     await consumer.start()
     out: list[RawRecord] = []

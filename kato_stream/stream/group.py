@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import mode
 from aiokafka.admin import AIOKafkaAdminClient
@@ -28,6 +29,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 
 from kato_stream.compat import admin_request
+from kato_stream.kafka import known_options
 from kato_stream.procstat import start_ticks
 
 __all__ = [
@@ -76,8 +78,10 @@ class Member:
     client_host: str
 
 
-async def _describe_one(bootstrap: str, group: str) -> tuple[str, list[Member]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _describe_one(
+    bootstrap: str, group: str, kafka_options: Mapping[str, Any]
+) -> tuple[str, list[Member]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options)
     await admin.start()
     try:
         for resp in await admin.describe_consumer_groups([group]):
@@ -90,36 +94,49 @@ async def _describe_one(bootstrap: str, group: str) -> tuple[str, list[Member]]:
         await admin.close()
 
 
-async def describe(bootstrap: str, groups: list[str]) -> dict[str, tuple[str, list[Member]]]:
+async def describe(
+    bootstrap: str, groups: list[str], *, kafka_options: Mapping[str, Any] | None = None
+) -> dict[str, tuple[str, list[Member]]]:
     """group -> (state, members) as the broker reports them.
 
     One request per group: noida-db answers a DescribeGroups that names a group it does not
     know (a persister group before its first join, say) with a response aiokafka cannot
-    decode, and closes the connection; such a group reads as ``("Dead", [])``."""
+    decode, and closes the connection; such a group reads as ``("Dead", [])``.
+    ``kafka_options`` (here and below): :func:`kato_stream.kafka.client_options`, None =
+    those known for ``bootstrap`` (:func:`kato_stream.kafka.known_options`)."""
+    opts = known_options(bootstrap) if kafka_options is None else kafka_options
     out: dict[str, tuple[str, list[Member]]] = {}
     for group in groups:
         try:
-            out[group] = await _describe_one(bootstrap, group)
+            out[group] = await _describe_one(bootstrap, group, opts)
         except (KafkaError, ValueError) as exc:
             log.debug("describing group %s failed: %r", group, exc)
             out[group] = ("Dead", [])
     return out
 
 
-async def group_members(bootstrap: str, group: str) -> list[str]:
+async def group_members(
+    bootstrap: str, group: str, *, kafka_options: Mapping[str, Any] | None = None
+) -> list[str]:
     """Member ids currently in ``group``."""
-    found = await describe(bootstrap, [group])
+    found = await describe(bootstrap, [group], kafka_options=kafka_options)
     return [m.member_id for m in found.get(group, ("", []))[1]]
 
 
 async def evict_members(
-    bootstrap: str, group: str, member_ids: list[str] | None = None
+    bootstrap: str,
+    group: str,
+    member_ids: list[str] | None = None,
+    *,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Send LeaveGroup for ``member_ids`` (default: every member) of ``group``; returns the
     ids the broker removed.  The operator's command (``kato-stream group evict``)."""
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
     if member_ids is None:
-        member_ids = await group_members(bootstrap, group)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        member_ids = await group_members(bootstrap, group, kafka_options=kafka_options)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options)
     await admin.start()
     try:
         node = await admin.find_coordinator(group)
@@ -143,15 +160,21 @@ def abandoned(m: Member, state: str, own: dict[str, str]) -> bool:
 
 
 async def evict_dead(
-    bootstrap: str, groups: list[str], own: dict[str, str] | None = None
+    bootstrap: str,
+    groups: list[str],
+    own: dict[str, str] | None = None,
+    *,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> list[Member]:
     """Evict the members of ``groups`` that are provably dead, or abandoned by this process
     (``own``: client id -> the member id its consumer holds now); returns them."""
+    opts = known_options(bootstrap) if kafka_options is None else kafka_options
     evicted = []
-    for group, (state, members) in (await describe(bootstrap, groups)).items():
+    for group, (state, members) in (await describe(bootstrap, groups, kafka_options=opts)).items():
         dead = [m for m in members if provably_dead(m.client_id) or abandoned(m, state, own or {})]
         if dead:
-            gone = set(await evict_members(bootstrap, group, [m.member_id for m in dead]))
+            ids = [m.member_id for m in dead]
+            gone = set(await evict_members(bootstrap, group, ids, kafka_options=opts))
             evicted += [m for m in dead if m.member_id in gone]
     return evicted
 
@@ -169,9 +192,13 @@ class GroupWatchdog(mode.Service):  # type: ignore[misc]
         groups: list[str],
         interval: float,
         own: Callable[[], dict[str, str]] | None = None,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.bootstrap = bootstrap
+        self.kafka_options = known_options(bootstrap) if kafka_options is None else kafka_options
+        """Security options (None: those known for ``bootstrap`` when it is built, i.e. the
+        worker's: ``faust_app_options`` built them first)."""
         self.groups = groups
         self.interval = interval
         self.own = own or dict
@@ -179,7 +206,9 @@ class GroupWatchdog(mode.Service):  # type: ignore[misc]
 
     async def check(self) -> list[Member]:
         """One pass; returns the members it evicted."""
-        gone = await evict_dead(self.bootstrap, self.groups, self.own())
+        gone = await evict_dead(
+            self.bootstrap, self.groups, self.own(), kafka_options=self.kafka_options
+        )
         for m in gone:
             log.warning(
                 "evicted member %s (%s) of group %s: its process is gone or left it behind",

@@ -41,12 +41,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kato_stream import fetch_backoff, metrics
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
+from kato_stream.kafka import client_options, known_options
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.supervise import Supervisor
@@ -147,11 +148,21 @@ class _Fallback(Exception):
     """The snapshot cannot be used: fold the whole topic."""
 
 
-async def persisted_offsets(bootstrap: str, group: str, tps: list[Any]) -> dict[int, int]:
-    """The ``group``'s committed offset of each partition in ``tps`` (those it has one of)."""
+async def persisted_offsets(
+    bootstrap: str,
+    group: str,
+    tps: list[Any],
+    *,
+    kafka_options: Mapping[str, Any] | None = None,
+) -> dict[int, int]:
+    """The ``group``'s committed offset of each partition in ``tps`` (those it has one of).
+    ``kafka_options``: :func:`kato_stream.kafka.client_options` (None = those known for
+    ``bootstrap``)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options)
     await admin.start()
     try:
         got = await admin.list_consumer_group_offsets(group, partitions=tps)
@@ -176,11 +187,18 @@ class PatternFollower:
         topic: str,
         registry: LtmRegistry,
         settings: Settings | None = None,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.registry = registry
         self.settings = settings
+        if kafka_options is None:
+            kafka_options = (
+                known_options(bootstrap) if settings is None else client_options(settings)
+            )
+        self.kafka_options = kafka_options
+        """Security options of its consumers (default: ``settings``')."""
         mode = getattr(settings, "ltm_bootstrap", "stream")
         self.bootstrap_report = BootstrapReport(mode=mode, ran="stream")
         self.ready = asyncio.Event()
@@ -200,6 +218,7 @@ class PatternFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
+            **self.kafka_options,
         )
         await self._consumer.start()
         if self.settings is not None:  # a tail follower: it can wait (fetch_backoff.py)
@@ -253,7 +272,9 @@ class PatternFollower:
 
         assert self.settings is not None  # the stores mode comes from settings
         group = persist_group(self.settings)
-        committed = await persisted_offsets(self.bootstrap, group, tps)
+        committed = await persisted_offsets(
+            self.bootstrap, group, tps, kafka_options=self.kafka_options
+        )
         ends = {tp.partition: off for tp, off in end.items()}
         marks = {p: w for p, w in committed.items() if 0 < w <= ends.get(p, 0)}
         notes: list[str] = []
@@ -318,6 +339,7 @@ class PatternFollower:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
+            **self.kafka_options,
         )
         await consumer.start()
         out: dict[int, tuple[str, str] | None] = {}

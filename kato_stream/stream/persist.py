@@ -36,6 +36,7 @@ from typing import Any
 
 from kato_stream import fetch_backoff
 from kato_stream.core.knowledge import LearnEvent
+from kato_stream.kafka import client_options
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.persisted import mark_key
@@ -160,6 +161,7 @@ class PatternPersister:
             session_timeout_ms=int(max(6.0, self.settings.session_timeout) * 1000),
             heartbeat_interval_ms=int(max(0.5, self.settings.session_timeout / 6) * 1000),
             max_partition_fetch_bytes=max(1_048_576, self.settings.max_message_bytes * 4),
+            **client_options(self.settings),
         )
         await consumer.start()
         fetch_backoff.set_pause(consumer, self.settings.tail_fetch_backoff)  # a tail follower
@@ -290,7 +292,11 @@ class PatternPersister:
         """Wait until every event present on the topic now is persisted and committed."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        probe = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None)
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            **client_options(self.settings),
+        )
         await probe.start()
         try:
             parts = probe.partitions_for_topic(self.topic)

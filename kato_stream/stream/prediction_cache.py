@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from kato_stream import __version__, metrics
 from kato_stream.core.knowledge import KnowledgeBase
 from kato_stream.core.predictions import PredictionResult, PredictParams, predict
+from kato_stream.stores.connect import redis_sync_client
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,12 @@ def decode(raw: bytes) -> PredictionResult:
 class PredictionCache:
     """A caching ``Predictor`` over one Redis (``start()`` before use, ``stop()`` after)."""
 
-    def __init__(self, url: str, *, ttl: int = 300, timeout: float = 0.05) -> None:
+    def __init__(
+        self, url: str, *, ttl: int = 300, timeout: float = 0.05, settings: Any = None
+    ) -> None:
         self.url = url
+        self.settings = settings
+        """Its Redis credentials (password, TLS) apply to ``url`` (None: none)."""
         self.ttl = ttl
         self.timeout = timeout
         self.hits = 0
@@ -87,12 +92,16 @@ class PredictionCache:
             settings.redis_url,
             ttl=settings.prediction_cache_ttl,
             timeout=settings.prediction_cache_timeout,
+            settings=settings,
         )
 
     def start(self) -> None:
         if self._r is None:
-            self._r = redis.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            self._r = redis_sync_client(
+                self.settings,
+                self.url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
             )
 
     def stop(self) -> None:

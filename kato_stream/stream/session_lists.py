@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from kato_stream import metrics
 from kato_stream.settings import Settings
@@ -69,8 +68,10 @@ class ListStore:
 
     async def start(self) -> None:
         if self.client is None:
-            self.client = aioredis.Redis.from_url(
-                self.settings.redis_url,
+            from kato_stream.stores.connect import redis_client  # the settings' credentials
+
+            self.client = redis_client(
+                self.settings,
                 socket_timeout=self.settings.store_timeout,
                 socket_connect_timeout=self.settings.store_timeout,
             )

@@ -20,12 +20,13 @@ import base64
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from kato_stream.kafka import client_options
 from kato_stream.tools.common import SourceRecord, dumps, progress
 from kato_stream.tools.source import (
     PartitionRange,
@@ -120,9 +121,15 @@ def read_archive(path: str) -> Iterator[SourceRecord]:
 
 
 async def archive(
-    bootstrap: str, spec: Any, out: IO[bytes], *, show_progress: bool = False
+    bootstrap: str,
+    spec: Any,
+    out: IO[bytes],
+    *,
+    show_progress: bool = False,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the records of ``spec`` (a RangeSpec) to ``out``; returns the summary."""
+    """Write the records of ``spec`` (a RangeSpec) to ``out``; returns the summary
+    (``kafka_options``: :func:`kato_stream.kafka.client_options`)."""
     t0 = time.monotonic()
     n = 0
     bar = progress(None, f"archive {spec.topic}", show_progress)
@@ -135,7 +142,7 @@ async def archive(
 
     try:
         async with contextlib.aclosing(
-            read_range(bootstrap, spec, on_resolved=resolved)
+            read_range(bootstrap, spec, on_resolved=resolved, kafka_options=kafka_options)
         ) as records:
             async for rec in records:
                 out.write(record_to_line(rec) + b"\n")
@@ -169,7 +176,15 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     out: IO[bytes] = sys.stdout.buffer if to_stdout else open(args.output, "wb")  # noqa: SIM115
     try:
-        summary = asyncio.run(archive(bootstrap, spec, out, show_progress=not args.no_progress))
+        summary = asyncio.run(
+            archive(
+                bootstrap,
+                spec,
+                out,
+                show_progress=not args.no_progress,
+                kafka_options=client_options(s),
+            )
+        )
     except (ValueError, TimeoutError, OSError) as exc:
         print(f"archive failed: {exc}", file=sys.stderr)
         return 1

@@ -22,11 +22,13 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from kato_stream.kafka import client_options, known_options
 
 SLA_TIERS: tuple[tuple[str, float], ...] = (
     ("critical", 10.0),
@@ -169,13 +171,17 @@ async def _consume(consumer: Any, tracker: _Tracker) -> None:
                 tracker.on_record(m.value, m.headers, now)
 
 
-async def _open_consumer(bootstrap: str, topic: str) -> Any:
+async def _open_consumer(bootstrap: str, topic: str, kafka_options: Mapping[str, Any]) -> Any:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     # A short fetch wait: a broker that does not wake long-polls early would add up to the
     # default 500 ms to every measured latency.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        **kafka_options,
     )
     await consumer.start()
     parts = consumer.partitions_for_topic(topic)
@@ -215,8 +221,17 @@ class LoadClient:
     matches the records that come back (``tracker``).  Use as ``async with``.
     """
 
-    def __init__(self, bootstrap: str, input_topic: str, output_topic: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        input_topic: str,
+        output_topic: str,
+        kafka_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.kafka_options = known_options(bootstrap) if kafka_options is None else kafka_options
+        """Security options (:func:`kato_stream.kafka.client_options`; None = those known
+        for ``bootstrap``)."""
         self.input_topic = input_topic
         self.output_topic = output_topic
         self.run = uuid.uuid4().hex[:8]
@@ -229,9 +244,11 @@ class LoadClient:
     async def start(self) -> LoadClient:
         from aiokafka import AIOKafkaProducer
 
-        self._consumer = await _open_consumer(self.bootstrap, self.output_topic)
+        self._consumer = await _open_consumer(self.bootstrap, self.output_topic, self.kafka_options)
         self._task = asyncio.create_task(_consume(self._consumer, self.tracker))
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=1, acks=1)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=1, acks=1, **self.kafka_options
+        )
         await self._producer.start()
         return self
 
@@ -499,11 +516,12 @@ async def run_load(
     drain_timeout: float = 30.0,
     preload_timeout: float = 300.0,
     window: int = 0,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the load and return the report (see :func:`format_report`)."""
     wl = workload or Workload()
     patterns = wl.patterns(preload)
-    async with LoadClient(bootstrap, input_topic, output_topic) as client:
+    async with LoadClient(bootstrap, input_topic, output_topic, kafka_options) as client:
         node = node or f"loadgen-{client.run}"
         report: dict[str, Any] = {"node": node, "run": client.run}
         report["preload"] = await preload_patterns(client, node, patterns, timeout=preload_timeout)
@@ -613,6 +631,7 @@ def run(args: argparse.Namespace) -> int:
         workload=Workload(seed=args.seed, vocab=args.vocab, noise=args.noise),
         drain_timeout=args.drain_timeout,
         window=args.window,
+        kafka_options=client_options(s),
     )
     try:
         report = asyncio.run(coro)

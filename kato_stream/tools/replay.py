@@ -26,12 +26,13 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 
+from kato_stream.kafka import client_options, known_options
 from kato_stream.tools.common import RateLimiter, SourceRecord, dumps, progress
 from kato_stream.tools.source import (
     PartitionRange,
@@ -148,15 +149,24 @@ async def replay(
     show_progress: bool = False,
     total: int | None = None,
     ranges: list[PartitionRange] | None = None,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> ReplaySummary:
-    """Publish the rewritten ``records`` to ``topic``; returns once every send is acknowledged."""
+    """Publish the rewritten ``records`` to ``topic``; returns once every send is acknowledged.
+    ``kafka_options``: :func:`kato_stream.kafka.client_options` (None = those known for
+    ``bootstrap``)."""
     from aiokafka import AIOKafkaProducer
 
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
     source = records if isinstance(records, AsyncGenerator) else _aiter(records)
     summary = ReplaySummary(target_topic=topic)
     limiter = RateLimiter(rate)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, acks="all", enable_idempotence=True
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        acks="all",
+        enable_idempotence=True,
+        **kafka_options,
     )
     bar = progress(total, f"replay -> {topic}", show_progress)
     pending: list[asyncio.Future[Any]] = []
@@ -215,10 +225,12 @@ async def replay_topic(
     *,
     rate: float | None = None,
     show_progress: bool = False,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> ReplaySummary:
-    """Replay the range ``spec`` (a RangeSpec) of a topic into ``target_topic``."""
+    """Replay the range ``spec`` (a RangeSpec) of a topic into ``target_topic``
+    (``kafka_options``: the security options of both clusters, see :func:`replay`)."""
     ranges: list[PartitionRange] = []
-    records = read_range(bootstrap, spec, on_resolved=ranges.extend)
+    records = read_range(bootstrap, spec, on_resolved=ranges.extend, kafka_options=kafka_options)
     return await replay(
         records,
         target_bootstrap,
@@ -227,6 +239,7 @@ async def replay_topic(
         rate=rate,
         show_progress=show_progress,
         ranges=ranges,
+        kafka_options=kafka_options,
     )
 
 
@@ -284,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
     )
     show = not args.no_progress
     out_bootstrap = args.to_bootstrap or bootstrap
+    security = client_options(s)  # the same security settings for source and target
     if args.from_file:
         coro = replay(
             read_archive(args.from_file),
@@ -292,11 +306,19 @@ def run(args: argparse.Namespace) -> int:
             opts,
             rate=args.rate,
             show_progress=show,
+            kafka_options=security,
         )
     else:
         spec = range_spec(args, args.topic or s.topic("observations"))
         coro = replay_topic(
-            bootstrap, spec, out_bootstrap, target, opts, rate=args.rate, show_progress=show
+            bootstrap,
+            spec,
+            out_bootstrap,
+            target,
+            opts,
+            rate=args.rate,
+            show_progress=show,
+            kafka_options=security,
         )
     try:
         summary = asyncio.run(coro)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kato_stream.kafka import known_options
 from kato_stream.tools.common import SourceRecord
 
 
@@ -52,15 +53,18 @@ def parse_partition_range(text: str) -> tuple[int, int | None, int | None]:
         raise ValueError(f"bad partition range {text!r}: use P:START:END") from None
 
 
-def _consumer(bootstrap: str) -> Any:
+def _consumer(bootstrap: str, kafka_options: Mapping[str, Any] | None = None) -> Any:
     from aiokafka import AIOKafkaConsumer
 
+    if kafka_options is None:
+        kafka_options = known_options(bootstrap)
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **kafka_options,
     )
 
 
@@ -116,6 +120,7 @@ async def read_range(
     *,
     idle_timeout: float = 30.0,
     on_resolved: Callable[[list[PartitionRange]], None] | None = None,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[SourceRecord, None]:
     """Yield every record of the range, each partition in offset order.
 
@@ -123,10 +128,12 @@ async def read_range(
     in Kafka itself.  ``on_resolved(ranges)`` is called once the range is known (progress total).
     Raises ``TimeoutError`` when no record arrives for ``idle_timeout`` seconds while some
     partition has not reached its end (a broker that went away; never hangs forever).
+    ``kafka_options``: :func:`kato_stream.kafka.client_options` (None = those known for
+    ``bootstrap``).
     """
     from aiokafka import TopicPartition
 
-    consumer = _consumer(bootstrap)
+    consumer = _consumer(bootstrap, kafka_options)
     await consumer.start()
     try:
         ranges = await resolve(consumer, spec)
