@@ -128,3 +128,23 @@ async def test_after_faust_perform_seek_runs_after_fausts_seek() -> None:
     assert order == ["faust", "hook"]
     assert Probe._committed_offset[TP("t", 0)] == 5
     assert inspect.iscoroutinefunction(Consumer.perform_seek)
+
+
+def test_faust_stream_has_what_the_idle_free_take_uses() -> None:
+    """compat.faust_noack_take is Faust's noack_take with a first-event wait: it needs the
+    stream's buffering processor hooks, passive consumption and stop-aware waits."""
+    import faust.streams
+
+    stream_cls = faust.streams.Stream
+    for name in ("add_processor", "_enable_passive", "wait_for_stopped", "wait", "crash"):
+        assert callable(getattr(stream_cls, name, None)), name
+    assert hasattr(stream_cls, "current_event")  # set per event while the stream iterates
+    app = faust.App("compat-take", broker="kafka://127.0.0.1:1", autodiscover=False)
+    stream = app.stream(app.channel())
+    assert stream.enable_acks is True
+    assert isinstance(stream._processors, list)  # noqa: SLF001
+    assert hasattr(stream, "_active_agens")  # Stream.on_stop closes registered generators
+    from mode.utils.aiter import aiter
+    from mode.utils.futures import notify
+
+    assert callable(aiter) and callable(notify)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from faust.streams import _current_event
 
 from kato_stream import metrics
+from kato_stream.compat import faust_noack_take
 from kato_stream.stream import codecs
 from kato_stream.stream.app import fetch_bytes
 from kato_stream.stream.batch import Batch, Pending
@@ -437,8 +438,9 @@ def register_agents(w: Worker) -> None:
         # noack_take: an input offset is acknowledged (committable) only after finish(), i.e.
         # after its outputs and table value; take_events would ack a batch cut short by a
         # shutdown or an error too, and its unwritten table values would be skipped for good.
-        async for events in stream.noack_take(
-            w.settings.agent_batch, w.settings.agent_batch_within
+        # (compat: Faust's noack_take without its idle wake-ups every batch window)
+        async for events in faust_noack_take(
+            stream, w.settings.agent_batch, w.settings.agent_batch_within
         ):
             idle_since[0] = time.monotonic()
             expiry["in_batch"] = True
