@@ -151,7 +151,7 @@ class Settings:
     kafka_ssl_keyfile: str = setting(
         "KATO_STREAM_KAFKA_SSL_KEYFILE",
         "",
-        "Private key (PEM) of the client certificate; empty = in the certificate file.",
+        "Private key (unencrypted PEM) of the client certificate; empty = in the certificate file.",
     )
     # -- worker --------------------------------------------------------------------------
     app_id: str = setting("KATO_STREAM_APP_ID", "kato-stream", "Faust app id (consumer group).")
