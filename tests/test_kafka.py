@@ -372,6 +372,20 @@ def test_no_password_is_printed_or_in_a_repr(
     assert PASSWORD not in repr(faust_credentials(s))
 
 
+def test_clients_given_only_the_bootstrap_get_the_workers_options(pki: dict[str, str]) -> None:
+    """agents.py calls continuity.fetch_range and app.py builds the GroupWatchdog with the
+    bootstrap only: both get the options faust_app_options built for it."""
+    from kato_stream.stream.group import GroupWatchdog
+
+    s = dataclasses.replace(
+        _s(security_protocol="SSL", ssl_cafile=pki["ca"]), kafka_bootstrap="10.1.2.3:9093"
+    )
+    faust_app_options(s)
+    assert known_options(s.kafka_bootstrap)["security_protocol"] == "SSL"
+    watchdog = GroupWatchdog(s.kafka_bootstrap, ["g"], interval=1.0)
+    assert watchdog.kafka_options["security_protocol"] == "SSL"
+
+
 def test_known_options_are_those_last_built_for_a_bootstrap(pki: dict[str, str]) -> None:
     s = dataclasses.replace(
         _s(security_protocol="SSL", ssl_cafile=pki["ca"]), kafka_bootstrap="10.9.8.7:9093"

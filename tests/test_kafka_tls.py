@@ -31,6 +31,7 @@ from kato_stream.cli import consume_records, publish_lines
 from kato_stream.kafka import client_options
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
+from kato_stream.stream.continuity import fetch_range
 from kato_stream.topics import TopicSpec, create_topics, describe_partitions, topic_specs
 from tests.tlskit import (
     Pki,
@@ -109,6 +110,10 @@ async def _round_trip(s: Settings) -> None:
     recs = await consume_records(s.kafka_bootstrap, topic, count=5, timeout=20, kafka_options=opts)
     assert sorted(r.value for r in recs) == sorted(lines)
     assert {r.key for r in recs} == {b"s1"}
+    # the worker's hole filler gets only the bootstrap (agents.py): the options built for it
+    (part,) = {r.partition for r in recs}
+    holes = await fetch_range(s.kafka_bootstrap, topic, part, 1, 4, timeout=20)
+    assert [r.offset for r in holes] == [1, 2, 3]
 
 
 def test_records_round_trip_over_tls(tls_broker: TlsKafka, pki: Pki) -> None:
