@@ -25,6 +25,7 @@ from faust.streams import _current_event
 
 from kato_stream import metrics
 from kato_stream.compat import faust_noack_take
+from kato_stream.kafka import client_options
 from kato_stream.stream import codecs
 from kato_stream.stream.app import fetch_bytes
 from kato_stream.stream.batch import Batch, Pending
@@ -307,6 +308,7 @@ def register_agents(w: Worker) -> None:
             start,
             end,
             max_fetch_bytes=fetch_bytes(w.settings),
+            kafka_options=client_options(w.settings),
         )
         for r in records:
             await prepare(batch, event, r.key, r.value, r.topic, r.partition, r.offset, r.timestamp)

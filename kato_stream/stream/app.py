@@ -19,7 +19,7 @@ import mode
 from kato_stream import fetch_backoff
 from kato_stream.compat import faust_member_id
 from kato_stream.core import kernel
-from kato_stream.kafka import faust_credentials
+from kato_stream.kafka import client_options, faust_credentials
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
@@ -291,6 +291,7 @@ def build_worker(
             groups,
             interval=max(1.0, settings.session_timeout / 3),
             own=own,
+            kafka_options=client_options(settings),
         )
 
         worker.boot_services.append(watchdog)
