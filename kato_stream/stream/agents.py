@@ -37,6 +37,7 @@ from kato_stream.stream.continuity import (
     fetch_range,
     reseek_uncommitted,
 )
+from kato_stream.stream.envelope import FORWARDED_HEADER
 from kato_stream.stream.expirer import SessionExpirer
 from kato_stream.stream.expiry import is_tick
 from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
-FORWARDED_HEADER = "kato-forwarded"  # "<from node>><to node>" on a forward_to observe
 STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
 STALL_SECONDS = 3.0  # the agent idle this long: its input partitions are looked at
 STALL_WAIT_SECONDS = 2.0  # records waiting this long at the same offset = a stalled partition

@@ -15,6 +15,9 @@ from typing import Any
 from kato_stream.core.engine import OPS as ENGINE_OPS
 from kato_stream.stream import codecs
 
+#: Header of an input record a worker derived from a ``forward_to`` learn: "<from>><to>"
+#: (docs/hierarchy.md); a replay skips such records, the learns it replays make them again.
+FORWARDED_HEADER = "kato-forwarded"
 #: Ops the stream layer answers itself: they read several nodes (the engine sees one).
 STREAM_OPS = frozenset({"unravel"})
 OPS: frozenset[str] = frozenset(ENGINE_OPS) | STREAM_OPS

@@ -33,6 +33,8 @@ from typing import Any
 import orjson
 
 from kato_stream.kafka import client_options, known_options
+from kato_stream.stream.envelope import FORWARDED_HEADER
+from kato_stream.stream.expiry import is_tick
 from kato_stream.tools.common import RateLimiter, SourceRecord, dumps, progress
 from kato_stream.tools.source import (
     PartitionRange,
@@ -69,6 +71,8 @@ class ReplaySummary:
     published: int = 0
     skipped_filter: int = 0
     skipped_invalid: int = 0
+    skipped_derived: int = 0
+    """Records a worker made, not a client: ticks and forward_to observes (redone anyway)."""
     failed: int = 0
     duration_s: float = 0.0
     rate_msgs_s: float = 0.0
@@ -78,13 +82,15 @@ class ReplaySummary:
     def text(self) -> str:
         return (
             f"read {self.read}, published {self.published} to {self.target_topic}, "
-            f"skipped {self.skipped_filter} by filter and {self.skipped_invalid} invalid, "
+            f"skipped {self.skipped_filter} by filter, {self.skipped_invalid} invalid and "
+            f"{self.skipped_derived} made by workers, "
             f"failed {self.failed}, in {self.duration_s:.2f}s ({self.rate_msgs_s:.0f} msg/s)"
         )
 
 
 class Skip(Exception):
-    """Why a record is not replayed: ``filter`` or ``invalid``."""
+    """Why a record is not replayed: ``filter``, ``invalid`` or ``derived`` (a worker's tick or
+    forward, docs/operations.md and docs/hierarchy.md)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -98,6 +104,8 @@ def map_session(template: str, session: str, node: str, src_node: str) -> str:
 
 def rewrite(rec: SourceRecord, opts: ReplayOptions) -> tuple[bytes, bytes]:
     """(key, value) to publish for ``rec``, or raise :class:`Skip`."""
+    if is_tick(rec.key, rec.value) or any(k == FORWARDED_HEADER for k, _ in rec.headers):
+        raise Skip("derived")
     try:
         env = orjson.loads(rec.value) if rec.value is not None else None
     except orjson.JSONDecodeError:
@@ -193,6 +201,8 @@ async def replay(
                 except Skip as skip:
                     if skip.reason == "filter":
                         summary.skipped_filter += 1
+                    elif skip.reason == "derived":
+                        summary.skipped_derived += 1
                     else:
                         summary.skipped_invalid += 1
                     continue

@@ -306,3 +306,36 @@ async def test_cli_archive_and_replay(kafka_bootstrap: str, unique_id: str, tmp_
     assert b"replay" in err  # the progress bar went to stderr
     got = values(await read_all(kafka_bootstrap, dst, expect=5))
     assert [d["payload"] for d in got] == [d["payload"] for d in docs if d["session_id"] == "s1"]
+
+
+async def test_records_made_by_workers_are_not_replayed(
+    kafka_bootstrap: str, unique_id: str
+) -> None:
+    """A worker's ticks (session expiry) and forward_to observes are on the input topic too;
+    a replay skips them: its own learns make the forwards again, with its own ids."""
+    from aiokafka import AIOKafkaProducer
+
+    from kato_stream.stream.envelope import FORWARDED_HEADER
+    from kato_stream.stream.expiry import TICK_KEY
+
+    src, dst = f"{unique_id}.src", f"{unique_id}.dst"
+    await make_topics(kafka_bootstrap, (src, 1), (dst, 1))
+    docs = [env("observe", "s", "n0", strings=["a"]), env("learn", "s", "n0")]
+    await produce(kafka_bootstrap, src, docs)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(src, b"", key=TICK_KEY)
+        fwd = env("observe", "s/n1", "n1", "fwd-0123", strings=["PTRN|x"])
+        await producer.send_and_wait(
+            src, orjson.dumps(fwd), key=b"s/n1", headers=[(FORWARDED_HEADER, b"n0>n1")]
+        )
+    finally:
+        await producer.stop()
+    r = await replay_topic(
+        kafka_bootstrap, RangeSpec(topic=src), kafka_bootstrap, dst, ReplayOptions()
+    )
+    assert (r.read, r.published, r.skipped_derived, r.skipped_invalid) == (4, 2, 2, 0)
+    assert "2 made by workers" in r.text()
+    out = values(await read_all(kafka_bootstrap, dst, expect=2))
+    assert [d["op"] for d in out] == ["observe", "learn"]
