@@ -22,6 +22,8 @@ __all__ = [
     "faust_noack_take",
     "faust_seek_to_beginning",
     "faust_table_delete",
+    "faust_table_set",
+    "faust_table_set_done",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,31 @@ async def admin_request(admin: Any, node: Any, request: Any) -> Any:
     ``AIOKafkaAdminClient`` has no public call for requests it does not wrap; its
     ``_send_request_to_node`` is the one it uses itself."""
     return await admin._send_request_to_node(node, request)  # noqa: SLF001
+
+
+def faust_table_set(table: Any, key: Any, value: Any, event: Any) -> None:
+    """``table[key] = value`` with its changelog record on the partition of ``event`` (the
+    input record the value answers).
+
+    A Faust table writes its changelog to the partition of the *current event*
+    (``Table.partition_for_key`` reads the ``faust.streams._current_event`` context
+    variable), which is the last event the stream yielded, not necessarily this value's:
+    the checkpoint writes a whole batch's values after the batch, so it names each one's
+    event.  Call :func:`faust_table_set_done` after the last write."""
+    import weakref
+
+    from faust.streams import _current_event
+
+    _current_event.set(weakref.ref(event))
+    table[key] = value
+
+
+def faust_table_set_done() -> None:
+    """Clear the current event :func:`faust_table_set` set (nothing may write by mistake
+    to the last value's partition)."""
+    from faust.streams import _current_event
+
+    _current_event.set(None)
 
 
 def faust_table_delete(table: Any, key: Any, partition: int) -> Any:

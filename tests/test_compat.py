@@ -148,3 +148,23 @@ def test_faust_stream_has_what_the_idle_free_take_uses() -> None:
     from mode.utils.futures import notify
 
     assert callable(aiter) and callable(notify)
+
+
+def test_faust_table_internals_the_checkpoint_and_the_expiry_sweep_use() -> None:
+    """compat.faust_table_set names the changelog partition through Faust's current-event
+    context variable; compat.faust_table_delete sends a tombstone to a given partition."""
+    import contextvars
+    import inspect
+
+    import faust.streams
+    import faust.tables.base
+    import faust.tables.table
+
+    assert isinstance(faust.streams._current_event, contextvars.ContextVar)  # noqa: SLF001
+    src = inspect.getsource(faust.tables.base.Collection.partition_for_key)
+    assert "current_event()" in src  # where a write's partition comes from
+    params = list(inspect.signature(faust.tables.base.Collection.send_changelog).parameters)
+    assert params[:4] == ["self", "partition", "key", "value"]
+    app = faust.App("compat-table", broker="kafka://127.0.0.1:1", autodiscover=False)
+    table = app.Table("t", default=None)
+    assert hasattr(table.data, "_key_partition")  # the in-memory store's recovered keys

@@ -1,11 +1,12 @@
-"""The command agent: the thin I/O loop around :class:`~kato_stream.stream.processor.Processor`.
+"""The command agent: the I/O loop around :class:`~kato_stream.stream.processor.Processor`.
 
-Per batch of input records (batch.py): process each in order and send its pattern events,
-dead letter and output record (timing in headers; a learn's output only once its pattern
-event is acknowledged); wait until the broker has acknowledged them all, and only then write
-the sessions' table values (reassigned, never mutated in place:
-only assignment reaches the changelog) and acknowledge the input offsets.  The agent waits
-for the LTM to be rebuilt before its first record.
+:class:`CommandAgent` takes batches of input records (batch.py), and for each record asks the
+processor what it means and sends what it asks for: pattern events, dead letter, output
+record (timing in headers; a learn's answer only once its pattern event is acknowledged) and
+``forward_to`` observes.  :class:`~.checkpoint.Checkpoint` then commits the batch: the one
+place where the write order lives.  Beside the loop, the agent owns the timers that keep its
+partitions healthy: the continuity guard's stall check, the orphaned-list sweep and session
+expiry.  The agent waits for the LTM to be rebuilt before its first record.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ import os
 import socket
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
-
-from faust.streams import _current_event
 
 from kato_stream import metrics
 from kato_stream.compat import faust_noack_take
@@ -29,6 +27,7 @@ from kato_stream.kafka import client_options
 from kato_stream.stream import codecs
 from kato_stream.stream.app import fetch_bytes
 from kato_stream.stream.batch import Batch, Pending
+from kato_stream.stream.checkpoint import DURABLE_TIMEOUT, Checkpoint
 from kato_stream.stream.continuity import (
     ContinuityTracker,
     StallWatch,
@@ -42,10 +41,12 @@ from kato_stream.stream.expirer import SessionExpirer
 from kato_stream.stream.expiry import is_tick
 from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
 from kato_stream.stream.processor import Processor, Source, stored_outside
-from kato_stream.stream.session_lists import Retired, retired_lists, settle_put, sweep
+from kato_stream.stream.session_lists import Retired, retired_lists, sweep
 
 if TYPE_CHECKING:
     from kato_stream.stream.app import Worker
+
+__all__ = ["DURABLE_TIMEOUT", "FATAL_EXIT_CODE", "WORKER_HEADER", "CommandAgent", "fatal"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ WORKER_HEADER = "kato-worker"
 STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
 STALL_SECONDS = 3.0  # the agent idle this long: its input partitions are looked at
 STALL_WAIT_SECONDS = 2.0  # records waiting this long at the same offset = a stalled partition
-DURABLE_TIMEOUT = 120.0  # longest wait for a batch's changelog records before giving up
 FATAL_EXIT_CODE = 70  # EX_SOFTWARE: the orchestrator (or kato-stream dev) restarts the worker
 FATAL_GRACE = 15.0  # seconds a failed worker gets to stop cleanly before it exits hard
 
@@ -108,30 +108,119 @@ def partition_lag(app: Any, msg: Any) -> int:
     return max(0, int(high or 0) - int(msg.offset) - 1)
 
 
-def register_agents(w: Worker) -> None:
-    """Attach the command agent to ``w.app``."""
-    processor = w.processor
-    sessions = w.sessions
-    worker_id = f"{w.settings.app_id}/{socket.gethostname()}/{os.getpid()}".encode()
+class CommandAgent:
+    """The worker's command agent and the timers of its partitions (one per worker)."""
 
-    continuity = ContinuityTracker()
-    retired = Retired()
-    input_name = w.settings.topic("observations")
-    expirer = None
-    if processor.session_ttl is not None:
-        expirer = SessionExpirer(
-            app=w.app,
-            sessions=sessions,
-            input_topic=w.input_topic,
-            input_name=input_name,
-            default_ttl=processor.session_ttl,
-            grace_seconds=w.settings.session_expiry_grace,
-            sweep_seconds=w.settings.session_sweep_seconds,
+    def __init__(self, w: Worker) -> None:
+        self.w = w
+        self.processor = w.processor
+        self.sessions = w.sessions
+        self.input_name = w.settings.topic("observations")
+        self.worker_id = f"{w.settings.app_id}/{socket.gethostname()}/{os.getpid()}".encode()
+        self.continuity = ContinuityTracker()
+        self.retired = Retired()
+        self.watch = StallWatch()
+        self.expirer: SessionExpirer | None = None
+        if self.processor.session_ttl is not None:
+            self.expirer = SessionExpirer(
+                app=w.app,
+                sessions=w.sessions,
+                input_topic=w.input_topic,
+                input_name=self.input_name,
+                default_ttl=self.processor.session_ttl,
+                grace_seconds=w.settings.session_expiry_grace,
+                sweep_seconds=w.settings.session_sweep_seconds,
+                lists=w.lists,
+                latest=w.latest,
+            )
+        self.checkpoint = Checkpoint(
+            sessions=w.sessions,
+            retired=self.retired,
+            ack_range=lambda tp, start, end: ack_range(w.app, tp.topic, tp.partition, start, end),
+            committed=lambda tp: committed_offset(w.app, tp),
             lists=w.lists,
             latest=w.latest,
+            expirer=self.expirer,
         )
+        self.idle_since = time.monotonic()
+        self.in_batch = False
+        self.sweep_due = True  # orphaned lists: before the next batch after an assignment
+        self.rescan_due = True  # expiry index: once the assigned partitions are recovered
+        self.last_expiry = 0.0
+
+    def register(self) -> None:
+        """Attach the agent, its timers and its rebalance hook to the worker's app."""
+        app = self.w.app
+        reseek_uncommitted({self.input_name})  # Faust's recovery race at the tail
+        app.timer(interval=STALL_CHECK_SECONDS)(self.retire_after_commit)
+        app.timer(interval=STALL_CHECK_SECONDS)(self.unstick)
+        if self.expirer is not None:
+            app.timer(interval=self.w.settings.session_sweep_seconds)(self.expire_sessions)
+        app.on_partitions_assigned.connect(self.on_assigned)
+        app.agent(self.w.input_topic, name="kato-commands")(self.commands)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def commands(self, stream: Any) -> None:
+        try:
+            await self.run(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not raised to Faust: it would restart the agent on the records after the
+            # failed batch and commit past it.  fatal() takes the worker down instead.
+            fatal(self.w.app, "agent", exc)
+            await asyncio.Event().wait()
+
+    async def run(self, stream: Any) -> None:
+        w = self.w
+        await w.follower.ready.wait()
+        # The rebuilt LTM is ~10 objects per pattern that live as long as the worker: keep them
+        # out of the cyclic GC's full collections (40-80 ms pauses at 10k patterns otherwise).
+        gc.freeze()
+        batch = Batch(self.sessions, w.lists, stream)
+        # noack: an input offset is acknowledged (committable) only by the checkpoint, after
+        # its outputs and table value; take_events would ack a batch cut short by a shutdown
+        # or an error too, and its unwritten table values would be skipped for good.  (compat:
+        # Faust's noack_take without its idle wake-ups every batch window.)
+        async for events in faust_noack_take(
+            stream, w.settings.agent_batch, w.settings.agent_batch_within
+        ):
+            self.idle_since = time.monotonic()
+            self.in_batch = True
+            if self.sweep_due:  # between batches: no list is staged for a table write
+                await self.sweep_orphans()
+            for event in events:
+                await self.on_event(batch, event)
+            await self.checkpoint.commit(batch)
+            self.in_batch = False
+            self.idle_since = time.monotonic()
+            if time.monotonic() - self.last_expiry >= w.settings.session_sweep_seconds:
+                await self.expire(idle=False)
+
+    async def on_event(self, batch: Batch, event: Any) -> None:
+        """One input record of the batch (and the records of a hole before it)."""
+        msg = event.message
+        tp = msg.tp
+        continuity = self.continuity
+        if not continuity.knows(tp.partition):
+            continuity.expect(tp.partition, committed_offset(self.w.app, tp))
+        forwarded = forwarded_to(msg.headers)
+        if forwarded is not None and msg.timestamp:
+            metrics.observe_forward_lag(forwarded, time.time() - msg.timestamp)
+        gap = continuity.hole(tp.partition, msg.offset)
+        if gap is not None:
+            await self.fill_hole(batch, event, tp, *gap)
+        elapsed = await self.prepare(
+            batch, event, msg.key, msg.value, msg.topic, msg.partition, msg.offset, msg.timestamp
+        )
+        batch.events.append(event)
+        continuity.done(tp.partition, msg.offset)
+        if self.w.adaptive is not None and elapsed is not None:  # per record: the next
+            self.w.adaptive.update(partition_lag(self.w.app, msg), elapsed, time.monotonic())
 
     async def prepare(
+        self,
         batch: Batch,
         event: Any,
         key: bytes | None,
@@ -141,16 +230,17 @@ def register_agents(w: Worker) -> None:
         offset: int,
         timestamp: float,
     ) -> float | None:
-        """Process one input record and send its outputs (not awaited: :func:`finish`).
+        """Process one input record and send its outputs (acknowledged by the checkpoint).
 
         ``event`` is the Faust event of the record's partition that brought it (for a filled
         hole, the record after the hole): its partition is the table write's.  Returns the
         engine time in seconds (None for a skipped redelivery or a tick)."""
+        w, processor = self.w, self.processor
         received = time.time()
         t0 = time.perf_counter()
         source = Source(topic, partition, offset)
-        if expirer is not None:
-            expirer.record(partition, timestamp, is_tick(key, value))
+        if self.expirer is not None:
+            self.expirer.record(partition, timestamp, is_tick(key, value))
         ts_ms = round(timestamp * 1000)
         outcome = processor.process(key, value, source, batch.lookup, timestamp_ms=ts_ms)
         if outcome.needs and outcome.session_id is not None:
@@ -168,11 +258,11 @@ def register_agents(w: Worker) -> None:
         if outcome.pattern_events:
             # A learn must not reach kato.patterns while earlier commands are unwritten: after
             # a crash they would be redone against an LTM that already holds it.  So the batch
-            # so far is finished first (it was computed without it), and the changelog
+            # so far is committed first (it was computed without it), and the changelog
             # records of every table write so far, which Faust only buffers, acknowledged.
             if batch.pending:
-                await finish(batch)
-            await sessions.durable()
+                await self.checkpoint.commit(batch)
+            await self.sessions.durable()
         # The session's new lists (for Redis) and the output record hold the same
         # predictions: encode them once (codecs.dumps_sharing).
         observed = outcome.observed if w.lists is not None and outcome.session_id else None
@@ -180,7 +270,7 @@ def register_agents(w: Worker) -> None:
             outcome.record, {name: items for name, (_, items) in (observed or {}).items()}
         )
         stored = None
-        if observed:  # written to Redis with the whole batch's (finish)
+        if observed:  # written to Redis with the whole batch's (checkpoint step 1)
             stored = {name: (ident, encoded[name]) for name, (ident, _) in observed.items()}
         futures = [
             await w.patterns_topic.send(key=node_id.encode("utf-8"), value=raw)
@@ -189,7 +279,7 @@ def register_agents(w: Worker) -> None:
         headers = [
             (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
             (RECEIVED_HEADER, f"{received:.6f}".encode()),
-            (WORKER_HEADER, worker_id),
+            (WORKER_HEADER, self.worker_id),
         ]
         if futures:
             # the learn's answer only once its event is on kato.patterns: whoever reads the
@@ -205,13 +295,7 @@ def register_agents(w: Worker) -> None:
             out_value = codecs.dumps(
                 Processor.truncate(outcome.record, len(out_value), w.settings.max_output_bytes)
             )
-        futures.append(
-            await w.output_topic.send(
-                key=outcome.key,
-                value=out_value,
-                headers=headers,
-            )
-        )
+        futures.append(await w.output_topic.send(key=outcome.key, value=out_value, headers=headers))
         for fw in outcome.forwards:  # up the node chain, after the command's own outputs
             link = f"{fw.from_node}>{fw.to_node}".encode()
             futures.append(
@@ -225,116 +309,50 @@ def register_agents(w: Worker) -> None:
         batch.add(pending)
         return elapsed
 
-    async def finish(batch: Batch) -> None:
-        """Wait for every output of the batch, then write its table values in order.
-
-        The session's "applied up to offset" mark must never reach the changelog before the
-        command's outputs are acknowledged: a crash in between would skip the redelivered
-        command and lose its output or learn event for good.  (Its input offset is only
-        acknowledged to Faust after this returns.)"""
-        # One Redis round trip for the batch's session lists, while the acks arrive.
-        staged = [(p.outcome.session_id or "", p.stored) for p in batch.pending if p.stored]
-        put = None
-        if staged and w.lists is not None:
-            put = asyncio.ensure_future(w.lists.put_many(staged))
-        await asyncio.gather(*(f for p in batch.pending for f in p.futures))
-        for p in batch.pending:
-            outcome = p.outcome
-            if put is not None and p.stored and outcome.table_value and outcome.observed:
-                await settle_put(put, outcome.table_value, outcome.observed)
-            if outcome.table_value is not None and outcome.session_id is not None:
-                # a Faust table writes its changelog to the partition of the current event
-                _current_event.set(weakref.ref(p.event))
-                sessions[outcome.session_id] = outcome.table_value
-                if expirer is not None:
-                    expirer.written(
-                        p.event.message.partition, outcome.session_id, outcome.table_value
-                    )
-            for sid, name, ident in p.retire:
-                retired.add(p.event.message.tp, p.offset, sid, name, ident)
-            if w.latest is not None and outcome.session_id is not None and outcome.record:
-                w.latest.put(outcome.session_id, p.out_value)
-            rec = outcome.record or {}
-            if rec.get("session_expired"):
-                metrics.observe_session_expired("command")
-            err = rec.get("error") or {}
-            metrics.observe_command(
-                str(rec.get("op")),
-                str(rec.get("status")),
-                p.elapsed,
-                reason=str(err.get("code", "")),
-            )
-            if outcome.dead_letter is not None:
-                metrics.observe_dlq()
-            if outcome.forwards:
-                metrics.observe_forwarded(outcome.forwards[0].to_node, len(outcome.forwards))
-            threshold = rec.get("recall_threshold")
-            if threshold is not None:
-                metrics.set_recall_threshold(str(rec.get("node_id")), float(threshold))
-        _current_event.set(None)
-        # The table values' changelog records must be on the broker before their inputs
-        # become committable: a failed write raises here (the agent then takes the worker
-        # down, fatal()), and the redelivered commands are redone, never skipped.
-        await asyncio.wait_for(sessions.durable(), DURABLE_TIMEOUT)
-        for tp, start, end in batch.holes:
-            ack_range(w.app, tp.topic, tp.partition, start, end)
-        for event in batch.events:  # committable from now on
-            await batch.stream.ack(event)
-        batch.clear()
-        await drop_retired()
-
-    async def drop_retired() -> None:
-        """Drop the stored lists replaced by commands whose offsets are committed now."""
-        if w.lists is None or not len(retired):
-            return
-        due = retired.due(lambda tp: committed_offset(w.app, tp))
-        if due:
-            try:
-                await w.lists.forget(due)
-            except Exception as exc:  # left in Redis: harmless, only memory
-                log.warning("dropping %d retired session lists failed: %s", len(due), exc)
-
-    async def fill_hole(batch: Batch, event: Any, tp: Any, start: int, end: int) -> None:
+    async def fill_hole(self, batch: Batch, event: Any, tp: Any, start: int, end: int) -> None:
         """Process the records of ``[start, end)`` that the consumer skipped (continuity.py);
-        their offsets are acknowledged with the batch (:func:`finish`)."""
+        their offsets are acknowledged with the batch (checkpoint step 5)."""
         log.warning(
             "offsets %s..%s of %s were skipped by the consumer: filling", start, end - 1, tp
         )
         metrics.observe_offset_hole(end - start)
         records = await fetch_range(
-            w.settings.kafka_bootstrap,
+            self.w.settings.kafka_bootstrap,
             tp.topic,
             tp.partition,
             start,
             end,
-            max_fetch_bytes=fetch_bytes(w.settings),
-            kafka_options=client_options(w.settings),
+            max_fetch_bytes=fetch_bytes(self.w.settings),
+            kafka_options=client_options(self.w.settings),
         )
         for r in records:
-            await prepare(batch, event, r.key, r.value, r.topic, r.partition, r.offset, r.timestamp)
+            await self.prepare(
+                batch, event, r.key, r.value, r.topic, r.partition, r.offset, r.timestamp
+            )
         batch.holes.append((tp, start, end))
 
-    idle_since = [time.monotonic()]
+    # -- the timers ---------------------------------------------------------------------------
 
-    @w.app.timer(interval=STALL_CHECK_SECONDS)
-    async def retire_after_commit() -> None:
+    async def on_assigned(self, app: Any, assigned: Any, **_: Any) -> None:
+        self.continuity.reset()  # the next record of each partition is checked against its commit
+        self.sweep_due = True  # before the next batch (the table is recovered by then)
+        self.rescan_due = True
+
+    async def retire_after_commit(self) -> None:
         """Commits also happen while the agent is idle: drop what they made deletable."""
-        await drop_retired()
+        await self.checkpoint.drop_retired()
 
-    reseek_uncommitted({input_name})  # Faust's recovery race at the tail (continuity.py)
-    watch = StallWatch()
-
-    @w.app.timer(interval=STALL_CHECK_SECONDS)
-    async def unstick() -> None:
+    async def unstick(self) -> None:
         """Re-seek input partitions whose remaining records the consumer will never deliver
         (continuity.StallWatch); a no-op while the agent is busy."""
-        idle = time.monotonic() - idle_since[0]
+        w, watch, continuity = self.w, self.watch, self.continuity
+        idle = time.monotonic() - self.idle_since
         watch.new_generation(w.app.consumer_generation_id)
         if idle < STALL_SECONDS or not w.follower.ready.is_set() or w.app.rebalancing:
             watch.clear()  # records the agent may still get: nothing has waited yet
             return  # the common case: the agent is busy, nothing to look at
         consumer = w.app.consumer
-        tps = {tp.partition: tp for tp in consumer.assignment() if tp.topic == input_name}
+        tps = {tp.partition: tp for tp in consumer.assignment() if tp.topic == self.input_name}
         expected: dict[int, int] = {}
         highwater: dict[int, int | None] = {}
         for p, tp in tps.items():
@@ -353,7 +371,7 @@ def register_agents(w: Worker) -> None:
                 logging.INFO if startup else logging.WARNING,
                 "partition %s:%s idle at offset %s with records up to %s for %.0f s: "
                 "seeking back%s",
-                input_name,
+                self.input_name,
                 p,
                 offset,
                 highwater[p],
@@ -363,118 +381,54 @@ def register_agents(w: Worker) -> None:
             metrics.observe_stall()
             await consumer.seek(tps[p], offset)
         if stuck:
-            idle_since[0] = time.monotonic()  # give the re-fetch time before the next check
+            self.idle_since = time.monotonic()  # give the re-fetch time before the next check
 
-    sweep_due = [True]
-
-    async def sweep_orphans() -> None:
+    async def sweep_orphans(self) -> None:
         """Drop the Redis lists of this worker's sessions that no table value names
         (session_lists.sweep): left by a crash, here or in the partition's previous owner."""
-        sweep_due[0] = False
+        self.sweep_due = False
+        w = self.w
         if w.lists is None:
             return
-        owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == input_name}
+        owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == self.input_name}
         mine = []
-        for sid, value in list(sessions.items()):
+        for sid, value in list(self.sessions.items()):
             applied = (value or {}).get("applied") or {}
-            if applied.get("topic") == input_name and applied.get("partition") in owned:
+            if applied.get("topic") == self.input_name and applied.get("partition") in owned:
                 mine.append((sid, stored_outside((value or {}).get("state"))))
         try:
-            n = await sweep(w.lists, mine, retired.pending())
+            n = await sweep(w.lists, mine, self.retired.pending())
         except Exception as exc:  # left in Redis: harmless, only memory; tried next time
             log.warning("sweeping orphaned session lists failed: %s", exc)
             return
         if n:
             log.info("dropped %d orphaned session lists of %d sessions", n, len(mine))
 
-    # Session expiry (expirer.py): sweeps run between batches, from the agent when it is
-    # busy and from this timer when it is idle; ticks only from the timer.
-    expiry = {"rescan": True, "in_batch": False, "last": 0.0}
+    async def expire_sessions(self) -> None:
+        """Remove expired sessions and tick idle partitions (expirer.py)."""
+        await self.expire(idle=True)
 
-    async def expire(idle: bool) -> None:
-        if expirer is None or expiry["in_batch"] or w.app.rebalancing:
+    async def expire(self, idle: bool) -> None:
+        """Session expiry, between batches: from the loop when the agent is busy, from the
+        timer when it is idle (ticks only then)."""
+        w, expirer = self.w, self.expirer
+        if expirer is None or self.in_batch or w.app.rebalancing:
             return
         if getattr(w.app, "in_recovery", False) or not getattr(
             w.app.tables, "actives_ready", False
         ):
             return  # the table of the assigned partitions is not recovered yet
-        if expiry["rescan"]:
-            expiry["rescan"] = False
+        if self.rescan_due:
+            self.rescan_due = False
             expirer.rescan()
-        expiry["last"] = time.monotonic()
+        self.last_expiry = time.monotonic()
         await expirer.sweep()
         if idle:
             await expirer.tick()
 
-    if expirer is not None:
 
-        @w.app.timer(interval=w.settings.session_sweep_seconds)
-        async def expire_sessions() -> None:
-            """Remove expired sessions and tick idle partitions (expirer.py)."""
-            await expire(idle=True)
-
-    @w.app.on_partitions_assigned.connect
-    async def on_assigned(app: Any, assigned: Any, **_: Any) -> None:
-        continuity.reset()  # the next record of each partition is checked against its commit
-        sweep_due[0] = True  # before the next batch (the table is recovered by then)
-        expiry["rescan"] = True
-
-    @w.app.agent(w.input_topic, name="kato-commands")
-    async def commands(stream: Any) -> None:
-        try:
-            await run(stream)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Not raised to Faust: it would restart the agent on the records after the
-            # failed batch and commit past it.  fatal() takes the worker down instead.
-            fatal(w.app, "agent", exc)
-            await asyncio.Event().wait()
-
-    async def run(stream: Any) -> None:
-        await w.follower.ready.wait()
-        # The rebuilt LTM is ~10 objects per pattern that live as long as the worker: keep them
-        # out of the cyclic GC's full collections (40-80 ms pauses at 10k patterns otherwise).
-        gc.freeze()
-        batch = Batch(sessions, w.lists, stream)
-        # noack_take: an input offset is acknowledged (committable) only after finish(), i.e.
-        # after its outputs and table value; take_events would ack a batch cut short by a
-        # shutdown or an error too, and its unwritten table values would be skipped for good.
-        # (compat: Faust's noack_take without its idle wake-ups every batch window)
-        async for events in faust_noack_take(
-            stream, w.settings.agent_batch, w.settings.agent_batch_within
-        ):
-            idle_since[0] = time.monotonic()
-            expiry["in_batch"] = True
-            if sweep_due[0]:  # between batches: no list is staged for a table write
-                await sweep_orphans()
-            for event in events:
-                msg = event.message
-                tp = msg.tp
-                if not continuity.knows(tp.partition):
-                    continuity.expect(tp.partition, committed_offset(w.app, tp))
-                forwarded = forwarded_to(msg.headers)
-                if forwarded is not None and msg.timestamp:
-                    metrics.observe_forward_lag(forwarded, time.time() - msg.timestamp)
-                gap = continuity.hole(tp.partition, msg.offset)
-                if gap is not None:
-                    await fill_hole(batch, event, tp, *gap)
-                elapsed = await prepare(
-                    batch,
-                    event,
-                    msg.key,
-                    msg.value,
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    msg.timestamp,
-                )
-                batch.events.append(event)
-                continuity.done(tp.partition, msg.offset)
-                if w.adaptive is not None and elapsed is not None:  # per record: the next
-                    w.adaptive.update(partition_lag(w.app, msg), elapsed, time.monotonic())
-            await finish(batch)
-            expiry["in_batch"] = False
-            idle_since[0] = time.monotonic()
-            if time.monotonic() - expiry["last"] >= w.settings.session_sweep_seconds:
-                await expire(idle=False)
+def register_agents(w: Worker) -> CommandAgent:
+    """Attach the command agent to ``w.app``."""
+    agent = CommandAgent(w)
+    agent.register()
+    return agent
