@@ -85,7 +85,8 @@ class Checkpoint:
         staged = [(p.outcome.session_id or "", p.stored) for p in batch.pending if p.stored]
         if not staged or self.lists is None:
             return None
-        return asyncio.ensure_future(self.lists.put_many(staged))
+        put: asyncio.Future[None] = asyncio.ensure_future(self.lists.put_many(staged))
+        return put
 
     async def outputs_acknowledged(self, batch: Batch) -> None:
         """2. Every output the batch sent, acknowledged by the broker (raises if one failed:

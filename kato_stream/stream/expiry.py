@@ -30,6 +30,7 @@ command sets it.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,14 +52,14 @@ def is_tick(key: bytes | None, value: bytes | None) -> bool:
     return key == TICK_KEY and not value
 
 
-def ttl_ms(stored: dict[str, Any], default_ttl: int) -> int:
+def ttl_ms(stored: Mapping[str, Any], default_ttl: int) -> int:
     """The session's TTL in ms: its own ``ttl_seconds`` (from ``open``), else the default."""
     state = stored.get("state") or {}
     ttl = state.get("ttl_seconds")
     return int(ttl if ttl else default_ttl) * 1000
 
 
-def expired(stored: dict[str, Any] | None, timestamp_ms: int, default_ttl: int) -> bool:
+def expired(stored: Mapping[str, Any] | None, timestamp_ms: int, default_ttl: int) -> bool:
     """Whether a command with record timestamp ``timestamp_ms`` finds the stored session
     expired (idle for more than its TTL); a value without ``seen`` never is."""
     if not stored or stored.get("seen") is None or stored.get("state") is None:
@@ -66,7 +67,7 @@ def expired(stored: dict[str, Any] | None, timestamp_ms: int, default_ttl: int) 
     return timestamp_ms - int(stored["seen"]) > ttl_ms(stored, default_ttl)
 
 
-def deadline(stored: dict[str, Any] | None, default_ttl: int, grace_ms: int) -> int | None:
+def deadline(stored: Mapping[str, Any] | None, default_ttl: int, grace_ms: int) -> int | None:
     """Stream time (ms) past which the session may be removed; None: never (no ``seen``)."""
     if not stored or stored.get("seen") is None:
         return None
@@ -120,7 +121,7 @@ class ExpiryIndex:
         part = self._parts.get(partition)
         return None if part is None else part.stream_time
 
-    def touch(self, partition: int, session_id: str, stored: dict[str, Any] | None) -> None:
+    def touch(self, partition: int, session_id: str, stored: Mapping[str, Any] | None) -> None:
         """The session's table value was written: remember its removal deadline."""
         due = deadline(stored, self.default_ttl, self.grace_ms)
         part = self._part(partition)

@@ -43,9 +43,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from kato_stream import fetch_backoff, metrics
+from kato_stream import contracts, fetch_backoff, metrics
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.kafka import client_options, known_options
 from kato_stream.settings import Settings
@@ -122,12 +122,12 @@ class LtmRegistry:
         return True
 
 
-def learn_event_dict(ev: LearnEvent) -> dict[str, Any]:
-    """The ``kato.patterns`` value of a learn (contracts §2)."""
-    return {"type": "learn", **ev.to_dict()}
+def learn_event_dict(ev: LearnEvent) -> contracts.LearnEvent:
+    """The ``kato.patterns`` value of a learn (kato_stream/contracts.py)."""
+    return cast(contracts.LearnEvent, {"type": "learn", **ev.to_dict()})
 
 
-def clear_event_dict(node_id: str, clear_id: str) -> dict[str, Any]:
+def clear_event_dict(node_id: str, clear_id: str) -> contracts.ClearEvent:
     """The ``kato.patterns`` value of a clear-all."""
     return {"type": "clear", "node_id": node_id, "clear_id": clear_id}
 

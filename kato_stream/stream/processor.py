@@ -24,9 +24,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from kato_stream.contracts import (
+    DeadLetter,
+    Error,
+    Ident,
+    OutputRecord,
+    SourceRef,
+    Status,
+    TableValue,
+    as_error,
+)
 from kato_stream.core.errors import CommandError, KatoError
 from kato_stream.core.hierarchy import PATTERN_PREFIX, level_session_id, unravel
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
@@ -44,7 +55,7 @@ class Source:
     partition: int
     offset: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SourceRef:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
     def to_id(self) -> str:
@@ -84,10 +95,10 @@ class Outcome:
     """The I/O one input record causes.  ``duplicate`` outcomes cause none."""
 
     key: bytes | None = None
-    record: dict[str, Any] | None = None
+    record: OutputRecord | None = None
     session_id: str | None = None
-    table_value: dict[str, Any] | None = None
-    dead_letter: dict[str, Any] | None = None
+    table_value: TableValue | None = None
+    dead_letter: DeadLetter | None = None
     pattern_events: list[tuple[str, bytes]] = field(default_factory=list)
     """(node id, encoded pattern event) for ``kato.patterns``, each within the size limit."""
     duplicate: bool = False
@@ -144,6 +155,16 @@ def forwards(env: Envelope, source: Source, to_node: str, names: list[str]) -> l
     ]
 
 
+def _ident(partial: Mapping[str, Any]) -> Ident:
+    """The ids of a command whose envelope could only partly be read (None where unknown)."""
+    return {
+        "session_id": partial.get("session_id"),
+        "node_id": partial.get("node_id"),
+        "msg_id": partial.get("msg_id"),
+        "op": partial.get("op"),
+    }
+
+
 def _b64(raw: bytes | None) -> str | None:
     return None if raw is None else base64.b64encode(raw).decode("ascii")
 
@@ -158,7 +179,7 @@ DEAD_LETTER_PREFIX = 4096
 MAX_ERROR_BYTES = 8192
 
 
-def bounded_error(error: dict[str, Any]) -> dict[str, Any]:
+def bounded_error(error: Error) -> Error:
     """``error`` as it fits a rejection record: details that quote a large input dropped."""
     if len(codecs.dumps(error)) <= MAX_ERROR_BYTES:
         return error
@@ -200,7 +221,7 @@ def command_id(env: Envelope, source: Source) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
-def _is_applied(stored: dict[str, Any] | None, source: Source) -> bool:
+def _is_applied(stored: TableValue | None, source: Source) -> bool:
     if not stored:
         return False
     last = stored.get("applied")
@@ -212,7 +233,7 @@ def _is_applied(stored: dict[str, Any] | None, source: Source) -> bool:
     )
 
 
-def _slide(stored: dict[str, Any] | None, ts: int | None) -> dict[str, Any] | None:
+def _slide(stored: TableValue | None, ts: int | None) -> TableValue | None:
     """``stored`` with ``seen``, the largest timestamp of the session's commands, moved to
     ``ts`` if later (every command reaching the session slides its TTL)."""
     if stored is None or ts is None:
@@ -335,8 +356,12 @@ class Processor:
                     return Outcome(duplicate=True, session_id=sid), False
                 stale = self._expired(stored, ts)
                 stored = None if stale else _slide(stored, ts)
-                return self._reject(key, value, source, exc.to_dict(), exc.partial, stored), stale
-            return self._reject(key, value, source, exc.to_dict(), exc.partial, stored), False
+                return self._reject(
+                    key, value, source, as_error(exc.to_dict()), _ident(exc.partial), stored
+                ), stale
+            return self._reject(
+                key, value, source, as_error(exc.to_dict()), _ident(exc.partial), stored
+            ), False
         stored = lookup(env.session_id)
         if _is_applied(stored, source):
             return Outcome(duplicate=True, session_id=env.session_id), False
@@ -345,7 +370,7 @@ class Processor:
         stored = None if stale else _slide(stored, ts)
         return self._apply(env, key, value, source, stored, loaded, ts), stale
 
-    def _expired(self, stored: dict[str, Any] | None, ts: int | None) -> bool:
+    def _expired(self, stored: TableValue | None, ts: int | None) -> bool:
         return (
             self.session_ttl is not None
             and ts is not None
@@ -358,14 +383,14 @@ class Processor:
         key: bytes | None,
         value: bytes | None,
         source: Source,
-        stored: dict[str, Any] | None,
+        stored: TableValue | None,
         loaded: dict[str, list[dict[str, Any]]] | None,
         ts: int | None,
     ) -> Outcome:
         """The command on its live session's stored value (``stored``, with ``seen`` slid to
         the command's timestamp; None: a new session)."""
         state = stored.get("state") if stored else None
-        ident = {
+        ident: Ident = {
             "session_id": env.session_id,
             "node_id": env.node_id,
             "msg_id": env.msg_id,
@@ -379,7 +404,7 @@ class Processor:
                 f"session {env.session_id!r} belongs to node {stored.get('node_id')!r}, not {env.node_id!r}",
                 {"session_node_id": stored.get("node_id")},
             )
-            return self._reject(key, value, source, err.to_dict(), ident, stored)
+            return self._reject(key, value, source, as_error(err.to_dict()), ident, stored)
         cid = command_id(env, source) if self.idempotency_window else None
         if cid is not None and stored is not None and cid in stored.get("ids", ()):
             return self._duplicate(env, source, ident, stored)
@@ -393,9 +418,12 @@ class Processor:
         try:
             h = self.engine.handle(env, source, state, self.ltm.node(env.node_id))
         except KatoError as exc:
-            return self._reject(key, value, source, exc.to_dict(), ident, stored)
-        record = {
-            **ident,
+            return self._reject(key, value, source, as_error(exc.to_dict()), ident, stored)
+        record: OutputRecord = {
+            "session_id": ident["session_id"],
+            "node_id": ident["node_id"],
+            "msg_id": ident["msg_id"],
+            "op": ident["op"],
             "source": source.to_dict(),
             "status": "ok",
             "error": None,
@@ -415,7 +443,7 @@ class Processor:
         events = [(env.node_id, codecs.dumps(doc)) for doc in docs]
         up = ((h.state or {}).get("config") or {}).get("forward_to") if h.learned else None
         new_state, observed = self._split_lists(state, h.state, external)
-        table_value: dict[str, Any] = {
+        table_value: TableValue = {
             "node_id": env.node_id if h.state is not None else None,
             "state": new_state,
             "applied": source.to_dict(),
@@ -458,8 +486,8 @@ class Processor:
         key: bytes | None,
         value: bytes | None,
         source: Source,
-        ident: dict[str, Any],
-        stored: dict[str, Any] | None,
+        ident: Ident,
+        stored: TableValue | None,
     ) -> Outcome:
         """``unravel``: the level-0 events of a pattern of this node, down the chain of nodes
         ``payload.down`` (core/hierarchy.py).  Reads the knowledge bases only; the session
@@ -476,7 +504,7 @@ class Processor:
             nodes = [env.node_id, *down]
             events = unravel(self._known_kb, name, nodes)
         except KatoError as exc:
-            return self._reject(key, value, source, exc.to_dict(), ident, stored)
+            return self._reject(key, value, source, as_error(exc.to_dict()), ident, stored)
         record = self._unapplied(ident, source, "ok", None, stored)
         record["response"] = {
             "pattern": name if name.startswith(PATTERN_PREFIX) else PATTERN_PREFIX + name,
@@ -485,7 +513,7 @@ class Processor:
         }
         return Outcome(key=output_key(key, env.session_id), record=record)
 
-    def state_size(self, session_id: str, table_value: dict[str, Any]) -> int:
+    def state_size(self, session_id: str, table_value: TableValue) -> int:
         """Bytes of the session's changelog record (key and value) as Faust will write it."""
         return len(codecs.dumps(table_value)) + len(session_id.encode("utf-8")) + 2
 
@@ -494,15 +522,15 @@ class Processor:
         code: str,
         what: str,
         size: int,
-        ident: dict[str, Any],
+        ident: Ident,
         key: bytes | None,
         value: bytes | None,
         source: Source,
-        stored: dict[str, Any] | None,
+        stored: TableValue | None,
     ) -> Outcome:
         """Reject a command whose effects cannot be written: nothing of it is applied."""
         limit = self.max_output_bytes
-        err = {
+        err: Error = {
             "code": code,
             "message": f"the command's {what} would be {size} bytes, limit is {limit}: "
             "nothing was applied (send smaller observations, or raise "
@@ -513,17 +541,20 @@ class Processor:
 
     def _unapplied(
         self,
-        ident: dict[str, Any],
+        ident: Ident,
         source: Source,
-        status: str,
-        error: dict[str, Any] | None,
-        stored: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        status: Status,
+        error: Error | None,
+        stored: TableValue | None,
+    ) -> OutputRecord:
         """The output record of a command that changed nothing (rejected or duplicate):
         the session's STM length and time as they are."""
         stm_length, time_ = self.engine.summary(stored.get("state") if stored else None)
         return {
-            **ident,
+            "session_id": ident["session_id"],
+            "node_id": ident["node_id"],
+            "msg_id": ident["msg_id"],
+            "op": ident["op"],
             "source": source.to_dict(),
             "status": status,
             "error": error,
@@ -537,10 +568,10 @@ class Processor:
         }
 
     def _duplicate(
-        self, env: Envelope, source: Source, ident: dict[str, Any], stored: dict[str, Any]
+        self, env: Envelope, source: Source, ident: Ident, stored: TableValue
     ) -> Outcome:
         """A command whose id the session applied already: answered, nothing changed."""
-        error = {
+        error: Error = {
             "code": "DUPLICATE",
             "message": "this session already applied a command with this id "
             + ("(msg_id)" if env.msg_id else "(origin)")
@@ -579,7 +610,7 @@ class Processor:
         return new, observed
 
     @staticmethod
-    def truncate(record: dict[str, Any], size: int, limit: int) -> dict[str, Any]:
+    def truncate(record: OutputRecord, size: int, limit: int) -> OutputRecord:
         """``record`` without its bulky parts, for an output larger than the broker accepts.
 
         The command was applied (state, learns); only its predictions, future potentials and
@@ -604,24 +635,26 @@ class Processor:
         key: bytes | None,
         value: bytes | None,
         source: Source,
-        error: dict[str, Any],
-        ident: dict[str, Any],
-        stored: dict[str, Any] | None,
+        error: Error,
+        ident: Ident,
+        stored: TableValue | None,
     ) -> Outcome:
-        ident = {k: ident.get(k) for k in ("session_id", "node_id", "msg_id", "op")}
         error = bounded_error(error)
         record = self._unapplied(ident, source, "rejected", error, stored)
         limit = self.max_output_bytes
         key_room = min(2 * MAX_KEY, limit // 8)
         value_room = limit - min(DEAD_LETTER_OVERHEAD, limit // 4) - key_room
-        dead = {
-            **ident,
-            "source": source.to_dict(),
-            **bounded_bytes("key", key, key_room),
-            **bounded_bytes("value", value, value_room),
-            "error": error,
-        }
-        table_value = None
+        dead = cast(  # bounded_bytes gives the *_b64 fields, and the *_truncated ones if cut
+            DeadLetter,
+            {
+                **ident,
+                "source": source.to_dict(),
+                **bounded_bytes("key", key, key_room),
+                **bounded_bytes("value", value, value_room),
+                "error": error,
+            },
+        )
+        table_value: TableValue | None = None
         if stored is not None and ident["session_id"]:
             # remember the offset so a redelivered rejection is not dead-lettered twice
             table_value = {**stored, "applied": source.to_dict()}

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from kato_stream import metrics
+from kato_stream.contracts import TableValue
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.processor import BULKY, stored_outside
@@ -198,7 +199,7 @@ class Retired:
 
 async def settle_put(
     put: asyncio.Future[None],
-    table_value: dict[str, Any],
+    table_value: TableValue,
     lists: dict[str, tuple[str, list[Any]]],
 ) -> bool:
     """Wait for the put of the command's batch; if it failed, put the lists back
@@ -212,7 +213,7 @@ async def settle_put(
         log.warning("storing session lists in Redis failed: %s", exc)
         metrics.observe_lists_fallback("put")
         inline = {name: items for name, (_, items) in lists.items()}
-        table_value["state"] = {**table_value["state"], **inline}
+        table_value["state"] = {**(table_value["state"] or {}), **inline}
         return False
 
 
