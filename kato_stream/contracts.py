@@ -24,6 +24,9 @@ from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
+    "MSG_ID_HEADER",
+    "SOURCE_HEADER",
+    "STATUS_HEADER",
     "ClearEvent",
     "DeadLetter",
     "Error",
@@ -36,6 +39,14 @@ __all__ = [
     "TableValue",
     "as_error",
 ]
+
+
+#: Headers of every output record that repeat what a reader needs to pick its answer, so a
+#: reader waiting for some answers (the gateway) decodes those and skips the rest unread:
+#: the command's msg_id (absent when it had none), its input "<partition>:<offset>" and status.
+MSG_ID_HEADER = "kato-msg-id"
+SOURCE_HEADER = "kato-source"
+STATUS_HEADER = "kato-status"
 
 
 class SourceRef(TypedDict):

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from kato_stream import metrics
+from kato_stream.contracts import MSG_ID_HEADER, SOURCE_HEADER, STATUS_HEADER
 from kato_stream.stream.persisted import PATTERNS_HEADER, PersistWaiter, parse_marks
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,10 @@ class StreamClient:
         default_factory=OrderedDict, init=False, repr=False
     )
     _inflight: int = field(default=0, init=False, repr=False)
+    decoded: int = field(default=0, init=False, repr=False)
+    """Output records decoded (the ones that may answer a waiting command)."""
+    skipped: int = field(default=0, init=False, repr=False)
+    """Output records skipped by their headers, undecoded (other clients' answers)."""
     persisted: PersistWaiter | None = None
     """If set, a command that learned is answered only once its patterns are in the stores
     (persisted.py): KATO's read-your-writes for its clients."""
@@ -211,11 +216,39 @@ class StreamClient:
                 continue
             for records in batches.values():
                 for rec in records:
-                    self._deliver(rec.value, rec.headers)
+                    if self._wanted(rec.headers):
+                        self._deliver(rec.value, rec.headers)
+                    else:
+                        self.skipped += 1
+
+    def _wanted(self, headers: Any) -> bool:
+        """Whether a record may answer a waiting command, from its headers alone (the worker
+        names each record's msg_id, input coordinates and status there: contracts.py).  A
+        record without them (an older worker) is decoded to find out."""
+        mid = where = status = None
+        for name, value in headers or ():
+            if name == MSG_ID_HEADER:
+                mid = bytes(value).decode("utf-8", "replace")
+            elif name == SOURCE_HEADER:
+                where = bytes(value)
+            elif name == STATUS_HEADER:
+                status = bytes(value)
+        if where is None:
+            return True
+        if mid is not None:
+            return mid in self._pending
+        partition, _, offset = where.partition(b":")
+        try:
+            coords = (int(partition), int(offset))
+        except ValueError:
+            return True
+        # no msg_id: a rejection naming its input, perhaps ours before its offset is known
+        return coords in self._by_source or status != b"ok"
 
     def _deliver(self, raw: bytes | None, headers: Any = ()) -> None:
         if raw is None:
             return
+        self.decoded += 1
         try:
             out = orjson.loads(raw)
         except orjson.JSONDecodeError:

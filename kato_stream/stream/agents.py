@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kato_stream import metrics
 from kato_stream.compat import faust_noack_take
+from kato_stream.contracts import MSG_ID_HEADER, SOURCE_HEADER, STATUS_HEADER
 from kato_stream.kafka import client_options
 from kato_stream.stream import codecs
 from kato_stream.stream.app import fetch_bytes
@@ -97,6 +98,20 @@ def forwarded_to(headers: Any) -> str | None:
         if k == FORWARDED_HEADER and v:
             return bytes(v).decode("utf-8", "replace").rpartition(">")[2]
     return None
+
+
+def reply_headers(record: Any, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """The output record's msg_id, input coordinates and status as headers (contracts.py):
+    a reader picks its answers by them without decoding every record."""
+    rec = record or {}
+    out = [
+        (SOURCE_HEADER, f"{partition}:{offset}".encode()),
+        (STATUS_HEADER, str(rec.get("status")).encode()),
+    ]
+    mid = rec.get("msg_id")
+    if isinstance(mid, str) and mid:
+        out.append((MSG_ID_HEADER, mid.encode("utf-8")))
+    return out
 
 
 def partition_lag(app: Any, msg: Any) -> int:
@@ -280,6 +295,7 @@ class CommandAgent:
             (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
             (RECEIVED_HEADER, f"{received:.6f}".encode()),
             (WORKER_HEADER, self.worker_id),
+            *reply_headers(outcome.record, partition, offset),
         ]
         if futures:
             # the learn's answer only once its event is on kato.patterns: whoever reads the

@@ -33,6 +33,7 @@ from kato_stream.contracts import (
     Error,
     Ident,
     OutputRecord,
+    PatternEvent,
     SourceRef,
     Status,
     TableValue,
@@ -435,7 +436,7 @@ class Processor:
             "future_potentials": h.future_potentials,
             "recall_threshold": h.recall_threshold,
         }
-        docs = [learn_event_dict(ev) for ev in h.learned]
+        docs: list[PatternEvent] = [learn_event_dict(ev) for ev in h.learned]
         if h.cleared is not None:
             docs.append(clear_event_dict(env.node_id, h.cleared))
         # Each learn fits: the engine's admit hook (engine_adapter.pattern_guard) refused
