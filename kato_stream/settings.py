@@ -14,6 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from kato_stream.core.config import EngineDefaults
+
+#: The engine's defaults are declared once, in the core (``EngineDefaults``); the settings of
+#: the same name take their defaults from there.
+_D = EngineDefaults()
+
 
 class SettingsError(ValueError):
     """A setting's environment value is malformed or out of range."""
@@ -495,41 +501,48 @@ class Settings:
     )
     recall_threshold: float = setting(
         "RECALL_THRESHOLD",
-        0.1,
+        _D.recall_threshold,
         "Default minimum similarity for a prediction (full path).",
         check=lambda v: 0.0 <= v <= 1.0,
     )
     max_predictions: int = setting(
         "MAX_PREDICTIONS",
-        100,
+        _D.max_predictions,
         "Default number of predictions returned.",
         check=lambda v: 1 <= v <= 10000,
     )
     max_pattern_length: int = setting(
         "MAX_PATTERN_LENGTH",
-        0,
+        _D.max_pattern_length,
         "Default auto-learn length in events (0 = off).",
         check=lambda v: v >= 0,
     )
     persistence: int = setting(
-        "PERSISTENCE", 5, "Default emotive window kept per pattern.", check=lambda v: 1 <= v <= 100
+        "PERSISTENCE",
+        _D.persistence,
+        "Default emotive window kept per pattern.",
+        check=lambda v: 1 <= v <= 100,
     )
     stm_mode: str = setting(
-        "STM_MODE", "CLEAR", "Default auto-learn mode.", choices=("CLEAR", "ROLLING")
+        "STM_MODE", _D.stm_mode, "Default auto-learn mode.", choices=("CLEAR", "ROLLING")
     )
-    sort_symbols: bool = setting("SORT_SYMBOLS", True, "Default: sort symbols within an event.")
+    sort_symbols: bool = setting(
+        "SORT_SYMBOLS", _D.sort_symbols, "Default: sort symbols within an event."
+    )
     process_predictions: bool = setting(
-        "PROCESS_PREDICTIONS", True, "Default: compute predictions on observe."
+        "PROCESS_PREDICTIONS", _D.process_predictions, "Default: compute predictions on observe."
     )
     use_token_matching: bool = setting(
-        "USE_TOKEN_MATCHING", True, "Default: token-level (true) or character-level similarity."
+        "USE_TOKEN_MATCHING",
+        _D.use_token_matching,
+        "Default: token-level (true) or character-level similarity.",
     )
     rank_sort_algo: str = setting(
-        "RANK_SORT_ALGO", "potential", "Default ranking key of predictions."
+        "RANK_SORT_ALGO", _D.rank_sort_algo, "Default ranking key of predictions."
     )
     session_ttl: int = setting(
         "SESSION_TTL",
-        3600,
+        _D.session_ttl,
         "Default session TTL in seconds (sliding; a session's own ttl_seconds wins).",
         check=lambda v: v >= 1,
     )
@@ -553,55 +566,55 @@ class Settings:
     # -- matching options (session config defaults; KATO has no env var for these) ------
     filter_pipeline: tuple[str, ...] = setting(
         "KATO_STREAM_FILTER_PIPELINE",
-        (),
+        _D.filter_pipeline,
         "Default candidate filters, comma-separated (minhash,length,jaccard,bloom,rapidfuzz).",
         check=lambda v: set(v) <= _FILTERS,
     )
     length_min_ratio: float = setting(
         "KATO_STREAM_LENGTH_MIN_RATIO",
-        0.5,
+        _D.length_min_ratio,
         "Default length filter: min pattern/STM length ratio.",
         check=lambda v: 0.0 <= v <= 1.0,
     )
     length_max_ratio: float = setting(
         "KATO_STREAM_LENGTH_MAX_RATIO",
-        2.0,
+        _D.length_max_ratio,
         "Default length filter: max pattern/STM length ratio.",
         check=lambda v: v >= 1.0,
     )
     jaccard_threshold: float = setting(
         "KATO_STREAM_JACCARD_THRESHOLD",
-        0.3,
+        _D.jaccard_threshold,
         "Default jaccard filter: least token-set similarity.",
         check=lambda v: 0.0 <= v <= 1.0,
     )
     jaccard_min_overlap: int = setting(
         "KATO_STREAM_JACCARD_MIN_OVERLAP",
-        2,
+        _D.jaccard_min_overlap,
         "Default jaccard filter: least shared tokens.",
         check=lambda v: v >= 1,
     )
     minhash_threshold: float = setting(
         "KATO_STREAM_MINHASH_THRESHOLD",
-        0.7,
+        _D.minhash_threshold,
         "Default minhash filter: LSH similarity threshold.",
         check=lambda v: 0.0 <= v <= 1.0,
     )
     minhash_bands: int = setting(
         "KATO_STREAM_MINHASH_BANDS",
-        20,
+        _D.minhash_bands,
         "Default minhash filter: LSH bands.",
         check=lambda v: 1 <= v <= 100,
     )
     minhash_rows: int = setting(
         "KATO_STREAM_MINHASH_ROWS",
-        5,
+        _D.minhash_rows,
         "Default minhash filter: rows per band.",
         check=lambda v: 1 <= v <= 20,
     )
     minhash_num_hashes: int = setting(
         "KATO_STREAM_MINHASH_NUM_HASHES",
-        100,
+        _D.minhash_num_hashes,
         "Default minhash filter: permutations.",
         check=lambda v: 10 <= v <= 256,
     )
