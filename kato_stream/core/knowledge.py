@@ -17,7 +17,10 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .prefilter import PatternIndex
 
 Event = tuple[str, ...]
 Events = tuple[Event, ...]
@@ -139,6 +142,34 @@ class PatternRecord:
 
 
 @dataclass
+class FirstTokenRanking:
+    """The fast path's patterns per first token, best first, for one state of the KB.
+
+    Valid while the KB's ``version`` equals ``version`` and its ``patterns`` dict is
+    ``patterns`` (a clear replaces the dict); ``by_symbol`` fills in per symbol on demand.
+    """
+
+    version: int
+    patterns: dict[str, PatternRecord]
+    by_symbol: dict[str, list[PatternRecord]] = field(default_factory=dict)
+
+
+@dataclass
+class DerivedCaches:
+    """In-process structures derived from a KB's patterns, owned by the KB.
+
+    Why here: they live exactly as long as the knowledge base they are derived from, and
+    every reader finds them in one declared, typed place.  They are not state: excluded
+    from equality and ``repr``, never serialized, and ``clear`` starts over with empty
+    ones.  Each checks its own validity when used (``prefilter.pattern_index``: the
+    identity of ``patterns``, then appended patterns; ``predictor.fast_path``: ``version``).
+    """
+
+    pattern_index: PatternIndex | None = None
+    first_token: FirstTokenRanking | None = None
+
+
+@dataclass
 class KnowledgeBase:
     """All learned state of one node.  Mutated only by ``apply_learn``/``clear``/``finalize``.
 
@@ -148,6 +179,7 @@ class KnowledgeBase:
     also across workers, which is what lets workers share cached predictions.  It is
     order-dependent on purpose: a learn before or after a clear, or the emotive window,
     make the state depend on the order, not only on the set of applied ids.
+    ``caches`` holds what the predictor derives from the patterns (:class:`DerivedCaches`).
     """
 
     node_id: str
@@ -163,6 +195,7 @@ class KnowledgeBase:
     applied: set[str] = field(default_factory=set)
     version: int = 0
     fingerprint: str = ""
+    caches: DerivedCaches = field(default_factory=DerivedCaches, compare=False, repr=False)
 
     def _chain(self, kind: str, text: str) -> None:
         data = f"{self.fingerprint}\x00{kind}\x00{text}".encode()

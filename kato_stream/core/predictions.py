@@ -40,7 +40,7 @@ from rapidfuzz.distance import LCSseq
 
 from . import kernel
 from .config import RANK_SORT_ALGOS, EngineDefaults
-from .knowledge import KnowledgeBase, PatternRecord, average_emotives
+from .knowledge import FirstTokenRanking, KnowledgeBase, PatternRecord, average_emotives
 from .matcher import (
     diff_missing_extras,
     index_b,
@@ -147,24 +147,20 @@ def _rank(preds: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, A
 # fast path (§5.7)
 
 
-_FT_ATTR = "_kato_first_token_ranking"
-
-
 def _first_token_ranking(kb: KnowledgeBase, symbol: str) -> list[PatternRecord]:
     """Patterns starting with ``symbol`` by (-unweighted fast-path potential, name).
 
-    Cached per ``kb.version`` (and per ``patterns`` dict, which a clear replaces).
+    Cached in ``kb.caches.first_token`` per ``kb.version`` (and per ``patterns`` dict,
+    which a clear replaces).
     """
-    cache: tuple[int, dict[str, PatternRecord], dict[str, list[PatternRecord]]] | None
-    cache = getattr(kb, _FT_ATTR, None)
-    if cache is None or cache[0] != kb.version or cache[1] is not kb.patterns:
-        cache = (kb.version, kb.patterns, {})
-        setattr(kb, _FT_ATTR, cache)
-    ranked = cache[2].get(symbol)
+    cache = kb.caches.first_token
+    if cache is None or cache.version != kb.version or cache.patterns is not kb.patterns:
+        cache = kb.caches.first_token = FirstTokenRanking(kb.version, kb.patterns)
+    ranked = cache.by_symbol.get(symbol)
     if ranked is None:
         cands = kb.candidates_first_token(symbol)
         ranked = sorted(cands, key=lambda r: (-((1 / len(r.flat) + 1.0) * 1.0 + 1.0), r.name))
-        cache[2][symbol] = ranked
+        cache.by_symbol[symbol] = ranked
     return ranked
 
 

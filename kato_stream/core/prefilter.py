@@ -4,8 +4,8 @@ For a pattern P and the state S, ``B = sum over symbols of min(count_P, count_S)
 upper bound on LCS(P, S).  KATO keeps P only if ``((2L/T)*100)/100 >= threshold``
 (T = |P| + |S|), and that value never exceeds ``2L/T`` by more than a few ulps, so a
 pattern with ``2B/T < threshold - 1e-9`` can never be kept: skipping it cannot change
-the output.  The index is derived from the knowledge base and cached on the KB object,
-updated incrementally as patterns are appended (a cleared KB gets a fresh ``patterns``
+the output.  The index is derived from the knowledge base and kept in the KB's
+``caches.pattern_index`` (``knowledge.DerivedCaches``), updated incrementally as patterns are appended (a cleared KB gets a fresh ``patterns``
 dict, which resets the index).
 
 It also carries what KATO's ``minhash`` filter reads from ClickHouse (spec §4.7, §7.4):
@@ -30,7 +30,6 @@ import numpy.typing as npt
 
 from .knowledge import KnowledgeBase, PatternRecord
 
-_ATTR = "_kato_pattern_index"
 _MARGIN = 1e-9
 _A = TypeVar("_A", npt.NDArray[np.int32], npt.NDArray[np.int64])
 
@@ -265,10 +264,9 @@ def _grow(arr: _A, size: int) -> _A:
 
 def pattern_index(kb: KnowledgeBase) -> PatternIndex:
     """The KB's index, built on first use and kept in step with appended patterns."""
-    idx: PatternIndex | None = getattr(kb, _ATTR, None)
+    idx = kb.caches.pattern_index
     if idx is None or idx.patterns_ref is not kb.patterns:
-        idx = PatternIndex(kb)
-        setattr(kb, _ATTR, idx)
+        idx = kb.caches.pattern_index = PatternIndex(kb)
     else:
         idx.sync(kb)
     return idx
