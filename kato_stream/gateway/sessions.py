@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-KEY_PREFIX = "kato:session:"
-ACTIVE_INDEX = "kato:session:_active_index"
+from kato_stream.stores.keys import ACTIVE_INDEX
+from kato_stream.stores.keys import SESSION_PREFIX as KEY_PREFIX
 
 
 def new_session_id(now: datetime | None = None) -> str:

@@ -33,11 +33,12 @@ from kato_stream.stores._util import redact
 from kato_stream.stores.connect import redis_client, redis_hint
 from kato_stream.stores.errors import StoreError, StoreUnavailableError
 from kato_stream.stores.kb_id import kb_id
-
-SESSION_PREFIX = "kato:session:"
-ACTIVE_INDEX = "kato:session:_active_index"
-LATEST_KEY = "kato-stream:session:{sid}:latest"
-APPLIED_KEY = "kato-stream:kb:{kb}:applied"
+from kato_stream.stores.keys import (  # re-exported: stores/keys.py holds every key
+    ACTIVE_INDEX,
+    APPLIED_KEY,
+    LATEST_KEY,
+    SESSION_PREFIX,
+)
 
 _GLOB_SPECIAL = str.maketrans({"*": r"\*", "?": r"\?", "[": r"\[", "]": r"\]", "\\": "\\\\"})
 

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from kato_stream.stores.keys import MARK_KEY
+
 __all__ = [
     "PATTERNS_HEADER",
     "PersistWaiter",
@@ -31,7 +33,6 @@ __all__ = [
 ]
 
 PATTERNS_HEADER = "kato-patterns"
-MARK_KEY = "kato-stream:{app}:persisted:{topic}:{partition}"
 
 
 def mark_key(app_id: str, topic: str, partition: int) -> str:

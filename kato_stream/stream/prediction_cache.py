@@ -37,10 +37,9 @@ from kato_stream import __version__, metrics
 from kato_stream.core.knowledge import KnowledgeBase
 from kato_stream.core.predictions import PredictionResult, PredictParams, predict
 from kato_stream.stores.connect import redis_sync_client
+from kato_stream.stores.keys import PREDICTION_CACHE_PREFIX as KEY_PREFIX
 
 log = logging.getLogger(__name__)
-
-KEY_PREFIX = "kato-stream:pcache:"
 
 
 def cache_key(kb: KnowledgeBase, stm: Sequence[Sequence[str]], params: PredictParams) -> str:

@@ -32,12 +32,13 @@ import orjson
 from kato_stream import metrics
 from kato_stream.contracts import TableValue
 from kato_stream.settings import Settings
+from kato_stream.stores.keys import LIST_KEY
 from kato_stream.stream import codecs
 from kato_stream.stream.processor import BULKY, stored_outside
 
 log = logging.getLogger(__name__)
 
-LIST_KEY = "kato-stream:{app}:session:{sid}:{field}"
+
 FIELDS = tuple(BULKY)
 
 Lists = dict[str, list[dict[str, Any]]]
