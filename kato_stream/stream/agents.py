@@ -343,7 +343,14 @@ class CommandAgent:
         )
         for r in records:
             await self.prepare(
-                batch, event, r.key, r.value, r.topic, r.partition, r.offset, r.timestamp
+                batch,
+                event,
+                r.key,
+                r.value,
+                r.topic,
+                r.partition,
+                r.offset,
+                (r.timestamp or 0) / 1000,
             )
         batch.holes.append((tp, start, end))
 

@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from kato_stream.compat import (
@@ -57,7 +55,7 @@ from kato_stream.compat import (
     faust_forget_read_offset,
     faust_seek_to_beginning,
 )
-from kato_stream.kafka import known_options
+from kato_stream.kafka import PartitionRange, RangeSpec, SourceRecord, read_range
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +150,6 @@ class StallWatch:
         return stuck
 
 
-@dataclass(frozen=True)
-class RawRecord:
-    """One input record read outside the consumer group."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float
-    headers: list[tuple[str, bytes]]
-
-
 class HoleFetchError(RuntimeError):
     """The broker did not return a missing range in time."""
 
@@ -178,64 +163,41 @@ async def fetch_range(
     timeout: float = 30.0,
     max_fetch_bytes: int = 4 * 1_048_576,
     kafka_options: Mapping[str, Any] | None = None,
-) -> list[RawRecord]:
+) -> list[SourceRecord]:
     """The records of ``topic``/``partition`` with ``start <= offset < end``, in order.
 
     Offsets without a record (transaction markers, compaction, retention) are simply absent.
-    Reads with its own group-less consumer, so the worker's group and positions are untouched.
-    ``kafka_options``: :func:`kato_stream.kafka.client_options`; None = those known for
-    ``bootstrap`` (the worker's agent passes only the bootstrap: the worker built its
-    options first, in ``faust_app_options``).
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+    Reads with the tools' range reader (:func:`kato_stream.kafka.read_range`: a group-less
+    consumer, so the worker's group and positions are untouched).  ``kafka_options``:
+    :func:`kato_stream.kafka.client_options`; None = those known for ``bootstrap``.
+    Raises :class:`HoleFetchError` when the range is not read within ``timeout``."""
     if end <= start:
         return []
-    if kafka_options is None:
-        kafka_options = known_options(bootstrap)
-    tp = TopicPartition(topic, partition)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=max_fetch_bytes,
-        fetch_max_bytes=max_fetch_bytes,
-        **kafka_options,
-    )
-    await consumer.start()
-    out: list[RawRecord] = []
+    spec = RangeSpec(topic=topic, offsets=((partition, start, end),))
+    out: list[SourceRecord] = []
+    resolved: list[PartitionRange] = []
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        deadline = time.monotonic() + timeout
-        while True:
-            if await consumer.position(tp) >= end:
-                return out
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HoleFetchError(
-                    f"{topic}:{partition} offsets {start}..{end - 1}: got {len(out)} records "
-                    f"in {timeout:.0f}s, position {await consumer.position(tp)}"
-                )
-            batch = await consumer.getmany(tp, timeout_ms=int(min(left, 1.0) * 1000))
-            for rec in batch.get(tp, []):
-                if rec.offset >= end:
-                    return out
-                if rec.offset >= start:
-                    out.append(
-                        RawRecord(
-                            topic=topic,
-                            partition=partition,
-                            offset=rec.offset,
-                            key=rec.key,
-                            value=rec.value,
-                            timestamp=rec.timestamp / 1000.0,
-                            headers=list(rec.headers or []),
-                        )
-                    )
-    finally:
-        await consumer.stop()
+        async with asyncio.timeout(timeout):
+            async for rec in read_range(
+                bootstrap,
+                spec,
+                idle_timeout=timeout,
+                on_resolved=resolved.extend,
+                kafka_options=kafka_options,
+                max_fetch_bytes=max_fetch_bytes,
+            ):
+                out.append(rec)
+    except TimeoutError:
+        raise HoleFetchError(
+            f"{topic}:{partition} offsets {start}..{end - 1}: got {len(out)} records "
+            f"in {timeout:.0f}s"
+        ) from None
+    if resolved and resolved[0].end < end:  # the reader stops at the log's end
+        raise HoleFetchError(
+            f"{topic}:{partition} offsets {start}..{end - 1}: got {len(out)} records; "
+            f"the log ends at offset {resolved[0].end}"
+        )
+    return out
 
 
 def committed_offset(app: Any, tp: Any) -> int:

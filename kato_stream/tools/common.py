@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from kato_stream.kafka import SourceRecord as SourceRecord  # the tools' record type
 
 _SORTED = orjson.OPT_SORT_KEYS
 
@@ -17,24 +18,6 @@ _SORTED = orjson.OPT_SORT_KEYS
 def dumps(value: Any) -> bytes:
     """Sorted-key JSON, so that the bytes of a re-published envelope do not depend on dict order."""
     return orjson.dumps(value, option=_SORTED)
-
-
-@dataclass(frozen=True)
-class SourceRecord:
-    """One record as read from a topic (or from an archive line that kept its coordinates)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = field(default=())
-
-    @property
-    def identity(self) -> str:
-        """``topic:partition:offset``: the worker's learn_id for a command without msg_id."""
-        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 def parse_time(text: str) -> int:
