@@ -29,7 +29,7 @@ from kato_stream.gateway.service import Gateway
 from kato_stream.gateway.stats import GatewayStats
 from kato_stream.gateway.timeseries import MetricHistory, counter_value, statistics
 from kato_stream.redact import redact_url
-from kato_stream.stream.prediction_cache import KEY_PREFIX as PCACHE_PREFIX
+from kato_stream.stores.keys import PREDICTION_CACHE_PREFIX as PCACHE_PREFIX
 
 router = APIRouter()
 
