@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kato_stream.core import kernel  # noqa: E402
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent  # noqa: E402
-from kato_stream.core.predictions import PredictParams, predict  # noqa: E402
+from kato_stream.core.predictions import MatcherOptions, PredictParams, predict  # noqa: E402
 
 VOCAB = [f"t{i:03d}" for i in range(200)]
 WEIGHTS = [1.0 / (i + 1) ** 0.8 for i in range(200)]
@@ -169,7 +169,7 @@ def bench(
     index_build_s = time.perf_counter() - t0
 
     def run(
-        queries: list[list[list[str]]],
+        queries: list[list[list[str]]], options: MatcherOptions
     ) -> tuple[list[float], list[float], list[float], float, list[bytes]]:
         lat = []
         lat_nogc = []
@@ -181,7 +181,7 @@ def bench(
             g = GC_CLOCK.total
             t = time.process_time()
             w = time.perf_counter()
-            res = predict(kb, q, params)
+            res = predict(kb, q, params, options)
             wall.append((time.perf_counter() - w) * 1000.0)
             lat.append((time.process_time() - t) * 1000.0)
             lat_nogc.append(lat[-1] - (GC_CLOCK.total - g) * 1000.0)
@@ -201,9 +201,9 @@ def bench(
             "avg_predictions": round(avg, 1),
         }
 
-    def paths() -> tuple[dict[str, Any], list[bytes]]:
-        lat_m, ng_m, wall_m, avg_m, d_m = run(multi)
-        lat_s, ng_s, wall_s, avg_s, d_s = run(single)
+    def paths(options: MatcherOptions) -> tuple[dict[str, Any], list[bytes]]:
+        lat_m, ng_m, wall_m, avg_m, d_m = run(multi, options)
+        lat_s, ng_s, wall_s, avg_s, d_s = run(single, options)
         return {
             "multi": summary(lat_m, ng_m, wall_m, avg_m),
             "single": summary(lat_s, ng_s, wall_s, avg_s),
@@ -260,15 +260,10 @@ def bench(
         cmp["identical_predictions"] = same
         out["vs_baseline"] = cmp
         del b_kb
-    res, dumps = paths()
+    res, dumps = paths(MatcherOptions())
     out.update(res)
     if pure:
-        saved = kernel.ENABLED
-        kernel.ENABLED = False
-        try:
-            res_p, dumps_p = paths()
-        finally:
-            kernel.ENABLED = saved
+        res_p, dumps_p = paths(MatcherOptions(c_kernel=False))
         out["pure_python"] = res_p
         out["pure_python"]["identical_predictions"] = dumps_p == dumps
     return out

@@ -1,5 +1,5 @@
 /*
- * kato_stream.core._kernel: KATO's full prediction path (predictions._full_path_kernel) for
+ * kato_stream.core._kernel: KATO's full prediction path (predictor.kernel_path) for
  * many int-coded patterns against one int-coded state.
  *
  * Blocks: exactly kato_stream/core/matcher.py (difflib.SequenceMatcher with no junk and no
@@ -7,7 +7,7 @@
  * and right remainders, sort, merge of adjacent blocks.  The longest match of a box is taken
  * from the maximal common runs of (P, state), clipped to the box (see longest_match).
  *
- * scan()/prepot() return per candidate what predictions._pre_potential needs (spec 5.3 C, 5.4):
+ * scan()/prepot() return per candidate what predictor.matching.pre_potential needs (spec 5.3 C, 5.4):
  *   M     = len(matches)   (sum of block sizes of blocks(P, state))
  *   E     = len(extras_flat) = len(state) - matched size of blocks(present_flat, state)
  *           (= len(state) - M, see py_prepot)
@@ -423,7 +423,7 @@ static PyObject *py_prepot(PyObject *self, PyObject *args) {
            range), by induction on the recursion.  Hence the matched size is M and
            E = len(state) - M (tests/core/test_kernel.py checks it against difflib). */
         int m2 = m;
-        /* event mapping with flat counts (predictions._build_candidate) */
+        /* event mapping with flat counts (predictor.matching.build_candidate) */
         const int32_t *ev = evlen + evoffs[p];
         int nev = (int)(evoffs[p + 1] - evoffs[p]);
         int c1 = i0, c2 = 0, e = 0;
@@ -512,7 +512,7 @@ release:
     return out;
 }
 
-/* ---- survivors and ensemble statistics (predictions._full_path_kernel) ----------------- */
+/* ---- survivors and ensemble statistics (predictor.kernel_path) ----------------- */
 
 /* A product rounded to double before it is added anywhere: no FMA contraction, whatever the
    compiler flags (Python evaluates a*b and the following +/- as two rounded operations). */
@@ -633,7 +633,7 @@ enum { EN_CONF, EN_ENT, EN_NENT, EN_GNENT, EN_TFIDF, EN_N };
 
 /* ensemble(flat i32, offs i64, sel i64, info i32[n*7], freq i64[n], spc f64[ncodes],
             colmap i32[ncodes], mat f64[n*g] (zeroed), out f64[n*5], F, U, S, log10_floor)
-   For each survivor, over its present tokens ps = flat[pstart:pend] (predictions._full_path,
+   For each survivor, over its present tokens ps = flat[pstart:pend] (predictor.ensemble,
    spec 5.5 items 6, 7, 9, 10), in Python's evaluation order:
      mat[i, colmap[s]] = spc[s] * count(s)                                (itfdf matrix row)
      confluence = (freq/F) * (1 - 10 ** (log10 p_0 + log10 p_1 + ...))   (p <= 0 -> floor)
@@ -772,7 +772,7 @@ release:
     return ret;
 }
 
-/* predictions._pre_potential from integer inputs (only used to prune, with a margin). */
+/* predictor.matching.pre_potential from integer inputs (only used to prune, with a margin). */
 static double pre_potential(int m, int e, int nb, int plen, int la) {
     double mf = (double)m, ef = (double)e;
     double ev = la > 0 ? mf / (double)la : 0.0;
@@ -823,12 +823,12 @@ static int popcount64(uint64_t x) {
         -> count
    For every pattern p (in index order): L = LCS(P, state) (bit-parallel, Hyyro 2004; the
    value rapidfuzz's LCSseq.similarity gives), similarity = ((2.0*L)/T)*100.0/100.0 with
-   T = |P| + |state| (predictions._passing's numpy expression), kept iff
+   T = |P| + |state| (predictor.candidates.passing's numpy expression), kept iff
    similarity*100.0 >= cutoff and similarity >= threshold (cutoff = threshold*100.0 - 1e-6,
    computed by the caller).  For kept patterns it writes the index, the similarity and what
    prepot() writes; returns the number kept.  Outputs must hold one entry per pattern.
 
-   Pruning (limit > 0), which cannot change predictions._kernel_select's top ``limit``: the
+   Pruning (limit > 0), which cannot change predictor.candidates.kernel_select's top ``limit``: the
    root longest match (i0, j0, K) is found first.  If no run reaches into either of its child
    boxes, the blocks are that one match (M = K, one block).  Otherwise there are >= 2 blocks
    and K < M <= L, so with snr(M) = (3M - |S|)/(M + |S|) (E = |S| - M) increasing in M,
@@ -1035,7 +1035,7 @@ release:
     return ret;
 }
 
-/* ---- future groups (predictions._predictive_information) ---------------------------------- */
+/* ---- future groups (predictor.ensemble.predictive_information) ---------------------------------- */
 
 static void isort32(int32_t *x, int n) {
     for (int p = 1; p < n; p++) {
@@ -1050,7 +1050,7 @@ static void isort32(int32_t *x, int n) {
                  sim f64, out_gid i32[n], out_w f64[n], out_count i32[n], out_first i32[n])
    -> number of groups
    Groups the survivors whose future events[e2:] is non-empty by the future with each event
-   sorted (what _future_key hashes): equal multisets per event, event by event.  Groups are
+   sorted (what ensemble.future_key hashes): equal multisets per event, event by event.  Groups are
    numbered in order of first member; out_gid = -1 for an empty future.  Per group, in
    member order: W = 0.0 + f*sim + f*sim + ..., the member count and the first member. */
 static PyObject *py_future_groups(PyObject *self, PyObject *args) {
@@ -1233,7 +1233,7 @@ static int keep_missing(void *p, int32_t code) {
 /* lists(flat i32, offs i64, evlen i32, evoffs i64, sel i64, info i32[n*7], state i32,
          stm_lens i32, tokens list, state_tokens list)
    -> [(matches, past, present, missing, extras, sequence, future), ...]
-   The event-aligned lists of predictions._build_candidate for each selected pattern, from its
+   The event-aligned lists of predictor.matching.build_candidate for each selected pattern, from its
    blocks against the state and the event split in ``info`` (survivors()): matches = state
    tokens of the blocks; missing = tokens of each present event that are not matched;
    extras = tokens of each STM event (lengths stm_lens) not among the present tokens.

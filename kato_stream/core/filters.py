@@ -31,7 +31,7 @@ from .matcher import lcs_length, matching_blocks
 from .prefilter import MINHASH_PERMS, PatternIndex, band_hashes, pattern_index
 
 if TYPE_CHECKING:
-    from .predictions import PredictParams
+    from .predictor.params import PredictParams
 
 
 def _length_stage(

@@ -1,18 +1,19 @@
 """Optional C kernel (``_kernel.c``) for the full path, with a pure-Python fallback.
 
 The kernel computes, for int-coded patterns against one int-coded state, exactly what
-``predictions._pre_potential`` needs (spec §5.3 C, §5.4): the difflib-compatible blocks of
+``predictor.matching.pre_potential`` needs (spec §5.3 C, §5.4): the difflib-compatible blocks of
 (P, state), ``M = len(matches)``, the number of blocks, ``E = len(extras_flat)`` from
 (present_flat, full state) and the length of the present events after the fix-up
 (:func:`scan` also computes the exact token LCS and the similarity test for every pattern).
 For the pruned survivors it computes the event split (:func:`survivors`), the ensemble
 statistics (:func:`ensemble`, :func:`future_groups`) and the output lists (:func:`lists`,
-:func:`futures`) used by ``predictions._full_path_kernel``, with the generic path's IEEE
+:func:`futures`) used by ``predictor.kernel_path``, with the generic path's IEEE
 operations in the same order.
 
-``ENABLED`` selects the path: it is ``False`` when the extension could not be built or
-imported, or when the environment sets ``KATO_STREAM_PURE_PYTHON=1``; tests flip it to
-compare both paths.
+``ENABLED`` is the process's matcher, fixed at import: ``False`` when the extension could
+not be built or imported, or when the environment sets ``KATO_STREAM_PURE_PYTHON=1``.
+Nothing assigns it; a caller that wants a given path (tests comparing both, the benchmark)
+passes ``predictions.MatcherOptions(c_kernel=...)`` to ``predict``.
 
 The extension is optional at install time (``setup.py``), so a build without a compiler
 succeeds and runs the pure-Python matcher, about 100x slower.  A worker therefore refuses to
@@ -28,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +52,7 @@ except ImportError as exc:  # not compiled (no compiler at install time): pure P
     IMPORT_ERROR = str(exc) or type(exc).__name__
 
 AVAILABLE: bool = _ext is not None
-ENABLED: bool = AVAILABLE and os.environ.get(PURE_PYTHON_ENV, "").strip().lower() not in (
+ENABLED: Final[bool] = AVAILABLE and os.environ.get(PURE_PYTHON_ENV, "").strip().lower() not in (
     "1",
     "true",
     "yes",
@@ -147,7 +148,7 @@ def prepot_inputs(idx: PatternIndex, sel: I64, state: I32) -> tuple[I32, I32, I3
 
 
 def pre_potentials(m: I32, e: I32, nb: I32, plen: I32, length: I64) -> F64:
-    """``_pre_potential`` for arrays, with the same IEEE operations in the same order."""
+    """``predictor.matching.pre_potential`` for arrays, with the same IEEE operations in the same order."""
     mf = m.astype(np.float64)
     ef = e.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -204,7 +205,7 @@ def ensemble(
 ) -> tuple[F64, F64]:
     """The itfdf matrix (rows: survivors, columns: ``colmap``) and, per survivor, confluence,
     entropy, normalized and global normalized entropy and tfidf from its present tokens, in
-    ``predictions._full_path``'s operation order.  ``totals`` = (F, U, S)."""
+    ``predictor.ensemble``'s operation order.  ``totals`` = (F, U, S)."""
     assert _ext is not None
     flat, offs, _evlen, _evoffs = idx.coded()
     n = int(sel.size)
@@ -220,7 +221,7 @@ def ensemble(
 def scan(
     idx: PatternIndex, state: I32, threshold: float, limit: int = 0
 ) -> tuple[I64, F64, I32, I32, I32, I32]:
-    """Every pattern passing ``threshold`` (exact token LCS, ``predictions._passing``'s
+    """Every pattern passing ``threshold`` (exact token LCS, ``predictor.candidates.passing``'s
     similarity and test): index, similarity, M, E, number of blocks, present length.
 
     With ``limit > 0`` patterns that provably cannot be among the ``limit`` best by
@@ -258,7 +259,7 @@ def scan(
 def future_groups(
     idx: PatternIndex, sel: I64, e2: I32, freq: I64, sim: F64
 ) -> tuple[I32, F64, I32, I32]:
-    """Future groups of the survivors (``predictions._predictive_information``): per survivor
+    """Future groups of the survivors (``predictor.ensemble.predictive_information``): per survivor
     its group (-1: empty future), and per group (numbered by first member) the weighted
     frequency sum (sequential, in member order), the member count and the first member."""
     assert _ext is not None
@@ -305,7 +306,7 @@ def lists(
     state_tokens: list[str],
 ) -> list[Lists]:
     """Per selected pattern (matches, past, present, missing, extras, sequence, future), as
-    ``predictions._build_candidate`` builds them, from the blocks and ``survivors()`` rows."""
+    ``predictor.matching.build_candidate`` builds them, from the blocks and ``survivors()`` rows."""
     assert _ext is not None
     flat, offs, evlen, evoffs = idx.coded()
     out: list[Lists] = _ext.lists(

@@ -2,9 +2,10 @@
 
 * blocks: the kernel's matching blocks equal ``difflib`` (no junk, no autojunk) and
   ``matcher.matching_blocks`` on random sequences with many repeats;
-* per-candidate inputs of ``_pre_potential`` (M, E, number of blocks, present length)
-  equal what ``predictions._build_candidate`` computes;
-* ``predict()`` with the kernel is byte-identical (orjson) to the pure-Python path;
+* per-candidate inputs of ``pre_potential`` (M, E, number of blocks, present length)
+  equal what ``predictor.matching.build_candidate`` computes;
+* ``predict()`` with the kernel is byte-identical (orjson) to the pure-Python path (each
+  chosen per call: ``MatcherOptions(c_kernel=True/False)``);
 * the kernel is built: its tests fail, not skip, when it is missing, unless
   ``KATO_STREAM_PURE_PYTHON=1`` says the pure-Python matcher is wanted (a compile error must
   fail CI, as ``.ci/run``'s wheel check does);
@@ -21,6 +22,7 @@ import asyncio
 import dataclasses
 import difflib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -36,16 +38,17 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from kato_stream import metrics
 from kato_stream.core import kernel
-from kato_stream.core import predictions as pred_mod
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent, Precomputed
 from kato_stream.core.matcher import diff_missing_extras, matching_blocks
-from kato_stream.core.predictions import PredictParams, predict
+from kato_stream.core.predictions import MatcherOptions, PredictionResult, PredictParams, predict
+from kato_stream.core.predictor.candidates import passing
+from kato_stream.core.predictor.matching import build_candidate, pre_potential
 from kato_stream.core.prefilter import pattern_index
 from kato_stream.settings import Settings
 
@@ -90,20 +93,23 @@ def learn(kb: KnowledgeBase, events: Sequence[Sequence[str]]) -> None:
     kb.apply_learn(LearnEvent("n", f"l{len(kb.applied)}", name, ev))
 
 
-def dump(res: pred_mod.PredictionResult) -> bytes:
+def dump(res: PredictionResult) -> bytes:
     return orjson.dumps([res.predictions, res.future_potentials, res.fast_path])
 
 
 def both_paths(
-    kb: KnowledgeBase, stm: list[list[str]], params: PredictParams, mp: pytest.MonkeyPatch
+    kb: KnowledgeBase, stm: list[list[str]], params: PredictParams
 ) -> tuple[bytes, bytes]:
-    with mp.context() as m:
-        m.setattr(kernel, "ENABLED", True)
-        fast = dump(predict(kb, stm, params))
-    with mp.context() as m:
-        m.setattr(kernel, "ENABLED", False)
-        slow = dump(predict(kb, stm, params))
+    fast = dump(predict(kb, stm, params, MatcherOptions(c_kernel=True)))
+    slow = dump(predict(kb, stm, params, MatcherOptions(c_kernel=False)))
     return fast, slow
+
+
+def test_matcher_options_choose_the_path() -> None:
+    assert MatcherOptions().runs_kernel() is kernel.enabled()
+    assert MatcherOptions(c_kernel=True).runs_kernel() is kernel.AVAILABLE
+    assert MatcherOptions(c_kernel=False).runs_kernel() is False
+    assert MatcherOptions(c_kernel=True, exhaustive=True).runs_kernel() is False
 
 
 # --- blocks ------------------------------------------------------------------------------
@@ -168,13 +174,13 @@ def test_prepot_inputs_match_python(patterns: list[list[list[str]]], state: list
             present_flat = rec.flat
         _missing, extras = diff_missing_extras(present_flat, state)
         assert int(e[k]) == len(extras)
-        c = pred_mod._build_candidate(rec, 0.5, state, stm, 0.0, 0.0)
+        c = build_candidate(rec, 0.5, state, stm, 0.0, 0.0)
         assert c is not None
         assert int(plen[k]) == len(c.present_flat)
         pre = kernel.pre_potentials(
             m[k : k + 1], e[k : k + 1], nb[k : k + 1], plen[k : k + 1], idx.lens[k : k + 1]
         )
-        assert float(pre[0]) == pred_mod._pre_potential(c)
+        assert float(pre[0]) == pre_potential(c)
 
 
 # --- whole predictions ------------------------------------------------------------------------
@@ -183,9 +189,7 @@ stm_event = st.lists(state_tok, min_size=1, max_size=4).map(sorted)
 
 
 @needs_kernel
-@settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=300, deadline=None)
 @given(
     patterns=st.lists(pattern, min_size=1, max_size=30),
     stm=st.lists(stm_event, min_size=1, max_size=4),
@@ -197,18 +201,17 @@ def test_predict_kernel_equals_pure_python(
     stm: list[list[str]],
     thr: float,
     maxp: int,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kb = KnowledgeBase("n")
     for p in patterns:
         learn(kb, p)
     params = PredictParams(recall_threshold=thr, max_predictions=maxp)
-    fast, slow = both_paths(kb, stm, params, monkeypatch)
+    fast, slow = both_paths(kb, stm, params)
     assert fast == slow
 
 
 @needs_kernel
-def test_predict_kernel_equals_pure_python_bench_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_kernel_equals_pure_python_bench_shape() -> None:
     """Larger KBs of the benchmark's shape, many candidates pruned, incremental learns."""
     rng = random.Random(11)
     voc = [f"t{i:03d}" for i in range(60)]
@@ -229,7 +232,7 @@ def test_predict_kernel_equals_pure_python_bench_shape(monkeypatch: pytest.Monke
             ]
             for maxp in (5, 40):
                 params = PredictParams(max_predictions=maxp, recall_threshold=0.1 * round_)
-                fast, slow = both_paths(kb, stm, params, monkeypatch)
+                fast, slow = both_paths(kb, stm, params)
                 assert fast == slow
 
 
@@ -292,7 +295,7 @@ def test_scan_equals_cdist_and_prepot(
     idx = pattern_index(kb)
     q = kernel.state_codes(idx, state)
     sel, sims, m, e, nb, plen = kernel.scan(idx, q, thr)
-    want_sel, _lcs, _lens, want_sims = pred_mod._passing(idx, state, thr)
+    want_sel, _lcs, _lens, want_sims = passing(idx, state, thr)
     assert sel.tolist() == want_sel.tolist()
     assert sims.tobytes() == want_sims.tobytes()
     m2, e2, nb2, plen2 = kernel.prepot_inputs(idx, sel, q)
@@ -327,9 +330,7 @@ def finalize(kb: KnowledgeBase, every: int) -> None:
 
 
 @needs_kernel
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=200, deadline=None)
 @given(
     patterns=st.lists(pattern, min_size=1, max_size=30),
     relearn=st.lists(st.integers(min_value=0, max_value=29), max_size=10),
@@ -361,7 +362,6 @@ def test_predict_kernel_equals_pure_python_ensemble(
     maxp: int,
     algo: str,
     every: int,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Re-learned patterns (frequency > 1), finalize-training metrics, every ranking key and
     states longer than 64 tokens: the end-to-end kernel path equals the generic path."""
@@ -376,7 +376,7 @@ def test_predict_kernel_equals_pure_python_ensemble(
     if every:
         finalize(kb, every)
     params = PredictParams(recall_threshold=thr, max_predictions=maxp, rank_sort_algo=algo)
-    fast, slow = both_paths(kb, stm, params, monkeypatch)
+    fast, slow = both_paths(kb, stm, params)
     assert fast == slow
 
 
@@ -391,27 +391,66 @@ def _gauge(body: str) -> float | None:
     return None
 
 
-def test_gauge_and_log_follow_the_matcher(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def _check_status(on: bool, role: str, body: str, record: logging.LogRecord) -> None:
+    """The gauge, the start-up log line and the refusal say which matcher runs (``on``)."""
+    assert _gauge(body) == float(on)
+    assert record.levelno == (logging.INFO if on else logging.WARNING)
+    assert role in record.getMessage()
+    assert ("C kernel enabled" if on else "pure-Python matcher") in record.getMessage()
+
+
+def test_gauge_and_log_follow_the_matcher(caplog: pytest.LogCaptureFixture) -> None:
+    """This process: the matcher it runs (the kernel is chosen once per process)."""
     caplog.set_level(logging.INFO, logger=kernel.__name__)
-    assert _gauge(metrics.render()[0].decode()) == float(kernel.enabled())
-    monkeypatch.setattr(kernel, "ENABLED", False)
-    assert _gauge(metrics.render()[0].decode()) == 0.0
-    assert kernel.log_status("gateway") is False
-    assert caplog.records[-1].levelno == logging.WARNING
-    assert "gateway" in caplog.records[-1].getMessage()
-    assert "pure-Python matcher" in caplog.records[-1].getMessage()
-    kernel.require(True)  # allowed: no refusal
-    with pytest.raises(kernel.KernelUnavailable, match="KATO_STREAM_PURE_PYTHON=1"):
+    on = kernel.enabled()
+    assert kernel.log_status("worker") is on
+    _check_status(on, "worker", metrics.render()[0].decode(), caplog.records[-1])
+    kernel.require(True)  # allowed: never a refusal
+    if on:
         kernel.require(False)
-    if kernel.AVAILABLE:
-        monkeypatch.setattr(kernel, "ENABLED", True)
-        assert _gauge(metrics.render()[0].decode()) == 1.0
-        assert kernel.log_status("worker") is True
-        assert caplog.records[-1].levelno == logging.INFO
-        assert "C kernel enabled" in caplog.records[-1].getMessage()
-        kernel.require(False)
+    else:
+        with pytest.raises(kernel.KernelUnavailable, match="KATO_STREAM_PURE_PYTHON=1"):
+            kernel.require(False)
+
+
+#: A process whose environment asks for the pure-Python matcher: gauge, log, refusal.
+PURE_STATUS = """
+import json, logging
+from kato_stream import metrics
+from kato_stream.core import kernel
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record)
+logging.getLogger(kernel.__name__).addHandler(Keep())
+logging.getLogger(kernel.__name__).setLevel(logging.INFO)
+on = kernel.log_status("gateway")
+try:
+    kernel.require(False)
+    refused = ""
+except kernel.KernelUnavailable as exc:
+    refused = str(exc)
+r = records[-1]
+print(json.dumps({"on": on, "enabled": kernel.enabled(), "body": metrics.render()[0].decode(),
+                  "level": r.levelno, "msg": r.getMessage(), "refused": refused}))
+"""
+
+
+def test_gauge_and_log_without_the_kernel() -> None:
+    env = dict(os.environ, KATO_STREAM_PURE_PYTHON="1")
+    out = subprocess.run(
+        [sys.executable, "-c", PURE_STATUS],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    got = json.loads(out.stdout)
+    assert got["on"] is False and got["enabled"] is False
+    record = logging.makeLogRecord({"levelno": got["level"], "msg": got["msg"]})
+    _check_status(False, "gateway", got["body"], record)
+    assert "KATO_STREAM_PURE_PYTHON=1" in got["refused"]
 
 
 def _worker_env(s: Settings) -> dict[str, str]:

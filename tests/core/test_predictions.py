@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kato_stream.core import predictions as pred_mod
-from kato_stream.core.knowledge import KnowledgeBase, LearnEvent, PatternRecord
-from kato_stream.core.predictions import PredictParams, predict
+from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
+from kato_stream.core.predictions import MatcherOptions, PredictParams, predict
 
 FULL_KEYS = [
     "type", "name", "frequency", "emotives", "matches", "past", "present", "missing",
@@ -254,15 +253,11 @@ def test_filter_pipeline_length_stage() -> None:
 VOCAB = [f"s{i}" for i in range(12)]
 event = st.lists(st.sampled_from(VOCAB), min_size=1, max_size=4).map(sorted)
 pattern = st.lists(event, min_size=1, max_size=5).filter(lambda es: sum(map(len, es)) >= 2)
+#: KATO's way: every pattern scored (no index, no LCS bound, no kernel).
+BRUTE_FORCE = MatcherOptions(exhaustive=True)
 
 
-def _all(kb: KnowledgeBase, state: list[str], threshold: float) -> Iterator[PatternRecord]:
-    yield from kb.patterns.values()
-
-
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, deadline=None)
 @given(
     patterns=st.lists(pattern, min_size=1, max_size=25),
     stm=st.lists(event, min_size=1, max_size=4),
@@ -276,18 +271,14 @@ def test_pruning_is_exact(
     stm: list[list[str]],
     thr: float,
     maxp: int,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kb = KnowledgeBase("n")
     for p in patterns:
         learn(kb, p)
     params = PredictParams(recall_threshold=thr, max_predictions=maxp)
-    fast = predict(kb, stm, params)
-    with monkeypatch.context() as m:
-        m.setattr(pred_mod, "candidate_indices", _all)
-        m.setattr(pred_mod, "USE_INDEX", False)
-        brute = predict(kb, stm, params)
-    assert fast == brute
+    for c_kernel in (None, False):
+        fast = predict(kb, stm, params, MatcherOptions(c_kernel=c_kernel))
+        assert fast == predict(kb, stm, params, BRUTE_FORCE)
 
 
 def test_indexed_pruning_kicks_in() -> None:
@@ -303,10 +294,6 @@ def test_indexed_pruning_kicks_in() -> None:
         for _ in range(10):
             stm = [sorted(rng.sample(voc, rng.randint(1, 4))) for _ in range(rng.randint(1, 4))]
             params = PredictParams(max_predictions=maxp)
-            fast = predict(kb, stm, params)
-            pred_mod.USE_INDEX = False
-            try:
-                brute = predict(kb, stm, params)
-            finally:
-                pred_mod.USE_INDEX = True
-            assert fast == brute
+            brute = predict(kb, stm, params, BRUTE_FORCE)
+            for c_kernel in (False, None):  # the bound-ordered build, then the process's
+                assert predict(kb, stm, params, MatcherOptions(c_kernel=c_kernel)) == brute
