@@ -13,7 +13,7 @@ a module of its own so that it can be read and tested alone:
 - :mod:`.affinity`: the weighted_* metrics of an affinity emotive (§5.4 E);
 - :mod:`.ensemble`: metrics over the candidate set (§5.5): itfdf, confluence, entropies,
   tfidf, predictive information, Bayesian fields, potential;
-- :mod:`.output`: ranking and the shape of a prediction;
+- :mod:`.output`: ranking and the shape of a full-path prediction;
 - :mod:`.full_path`: the generic multi-symbol path, the reference;
 - :mod:`.kernel_path`: the same path end to end in C and numpy.
 """

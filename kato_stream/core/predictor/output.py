@@ -1,20 +1,21 @@
-"""Ranking and the shape of a prediction (what a client reads).
+"""Ranking and the shape of a full-path prediction (what a client reads).
 
 Why a module of its own: the field order of a prediction is part of KATO's JSON output
-(byte-identical responses), so each shape is written once, here; the ranking rule (our
-deterministic tie-break by name) is one function both paths share.  The C-kernel path
-builds the full shape from columns in :mod:`.kernel_path` (same keys in the same order,
-checked byte for byte against :func:`full_prediction` by tests/core/test_kernel.py).
+(byte-identical responses), and the ranking rule (our deterministic tie-break by name) is
+one function every path shares.  The C-kernel path builds the full shape from columns in
+:mod:`.kernel_path` (same keys in the same order, checked byte for byte against
+:func:`full_prediction` by tests/core/test_kernel.py); the fast path's flat shape is built
+in :mod:`.fast_path`, its only producer, in its one loop.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..knowledge import PatternRecord, average_emotives
+from ..knowledge import average_emotives
 from .matching import Candidate
 
-__all__ = ["EnsembleMetrics", "fast_prediction", "full_prediction", "rank"]
+__all__ = ["EnsembleMetrics", "full_prediction", "rank"]
 
 #: Per-prediction values of the ensemble step (``ensemble.pattern_metrics``):
 #: (confluence, entropy, normalized_entropy, global_normalized_entropy, itfdf, tfidf).
@@ -32,43 +33,6 @@ def rank(preds: list[dict[str, Any]], key: str, limit: int) -> list[dict[str, An
         return (v is None, -(v if v is not None else 0.0), p["name"])
 
     return sorted(preds, key=k)[: max(0, limit)]
-
-
-def fast_prediction(
-    rec: PatternRecord,
-    symbol: str,
-    metrics: tuple[float, float, float, float],
-    weighted: tuple[float | None, float | None, float | None, float | None],
-    potential: float,
-) -> dict[str, Any]:
-    """A fast-path prediction (§5.7): flat fields; ``metrics`` = (similarity, evidence,
-    confidence, snr), ``weighted`` = their weighted_* values."""
-    similarity, evidence, confidence, snr = metrics
-    w_sim, w_ev, w_conf, w_snr = weighted
-    return {
-        "name": rec.name,
-        "pattern_data": [list(e) for e in rec.events],
-        "length": rec.length,
-        "frequency": rec.frequency if rec.frequency else 1,
-        "emotives": average_emotives(rec.emotives) if rec.emotives else {},
-        "matches": [symbol],
-        "missing": [],
-        "present": [symbol],
-        "past": [],
-        "future": list(rec.flat[1:]),
-        "extras": [],
-        "similarity": similarity,
-        "evidence": evidence,
-        "confidence": confidence,
-        "snr": snr,
-        "fragmentation": 0,
-        "anomalies": [],
-        "weighted_similarity": w_sim,
-        "weighted_evidence": w_ev,
-        "weighted_confidence": w_conf,
-        "weighted_snr": w_snr,
-        "potential": potential,
-    }
 
 
 def full_prediction(c: Candidate, freq: int, m: EnsembleMetrics) -> dict[str, Any]:
