@@ -100,6 +100,13 @@ def setup(
     return cp, batch, table, stream, holes_acked
 
 
+def taken(batch: Batch, *ps: Pending) -> None:
+    """The agent processed ``ps`` in this batch (their events wait for the commit)."""
+    for p in ps:
+        batch.add(p)
+        batch.events.append(p.event)
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -110,9 +117,7 @@ async def test_each_step_waits_for_the_one_before() -> None:
     cp, batch, table, stream, _ = setup()
     p1, ack1 = pending(loop, "s1", 0, 10)
     p2, ack2 = pending(loop, "s2", 3, 11)
-    for p in (p1, p2):
-        batch.add(p)
-        batch.events.append(p.event)
+    taken(batch, p1, p2)
     commit = asyncio.ensure_future(cp.commit(batch))
 
     await settle()  # step 2: one output still unacknowledged
@@ -139,9 +144,7 @@ async def test_a_failed_output_leaves_the_batch_uncommitted() -> None:
     cp, batch, table, stream, _ = setup()
     p1, ack1 = pending(loop, "s1", 0, 10)
     p2, ack2 = pending(loop, "s2", 0, 11)
-    for p in (p1, p2):
-        batch.add(p)
-        batch.events.append(p.event)
+    taken(batch, p1, p2)
     ack1.set_result(None)
     ack2.set_exception(RuntimeError("MessageSizeTooLarge"))
     with pytest.raises(RuntimeError, match="MessageSizeTooLarge"):
@@ -156,8 +159,7 @@ async def test_a_changelog_write_that_fails_leaves_the_inputs_uncommitted() -> N
     loop = asyncio.get_running_loop()
     cp, batch, table, stream, holes = setup()
     p1, ack1 = pending(loop, "s1", 0, 10)
-    batch.add(p1)
-    batch.events.append(p1.event)
+    taken(batch, p1)
     batch.holes.append((p1.event.message.tp, 7, 10))
     ack1.set_result(None)
     table.fail = RuntimeError("changelog write failed")
@@ -176,8 +178,7 @@ async def test_lists_go_to_redis_before_the_values_that_name_them(redis_url: str
     try:
         cp, batch, table, stream, _ = setup(lists=store)
         p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
-        batch.add(p1)
-        batch.events.append(p1.event)
+        taken(batch, p1)
         ack1.set_result(None)
         table.acked.set()
         await cp.commit(batch)
@@ -199,8 +200,7 @@ async def test_when_redis_fails_the_value_holds_its_lists() -> None:
     store = ListStore(dead, client=aioredis.Redis.from_url(dead.redis_url))
     cp, batch, table, stream, _ = setup(lists=store)
     p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
-    batch.add(p1)
-    batch.events.append(p1.event)
+    taken(batch, p1)
     ack1.set_result(None)
     table.acked.set()
     await cp.commit(batch)
