@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
+SWEEP_CHUNK = 1000  # expired sessions removed between two yields to the event loop
 STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
 STALL_SECONDS = 3.0  # the agent idle this long: its input partitions are looked at
 STALL_WAIT_SECONDS = 2.0  # records waiting this long at the same offset = a stalled partition
@@ -445,7 +446,13 @@ class CommandAgent:
             self.rescan_due = False
             expirer.rescan()
         self.last_expiry = time.monotonic()
-        await expirer.sweep()
+        while True:  # in chunks, each between batches, yielding to the loop in between
+            _, more = await expirer.sweep(SWEEP_CHUNK)
+            if not more:
+                break
+            await asyncio.sleep(0)
+            if self.in_batch or w.app.rebalancing:
+                return  # the agent took a batch meanwhile: the rest at the next turn
         if idle:
             await expirer.tick()
 

@@ -109,26 +109,35 @@ class SessionTable(faust.Table):  # type: ignore[misc]
     :meth:`durable` where a write must be on the changelog before something else is sent
     (agents.py, before a learn)."""
 
-    PRUNE_AT = 256  # unacknowledged-record futures kept before the done ones are dropped
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._unacked: list[Any] = []
+        # Each record's future leaves the set when the broker answers (O(1) per write, and
+        # nothing kept once acknowledged: an expiry sweep writes tens of thousands of
+        # tombstones at once); a failure is kept until durable() reports it.
+        self._unacked: set[Any] = set()
+        self._failed: BaseException | None = None
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         fut = super().send_changelog(*args, **kwargs)
-        if len(self._unacked) >= self.PRUNE_AT:
-            self._unacked = [f for f in self._unacked if not f.done()]
-        self._unacked.append(fut)
+        self._unacked.add(fut)
+        fut.add_done_callback(self._settled)
         return fut
+
+    def _settled(self, fut: Any) -> None:
+        self._unacked.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None and self._failed is None:
+            self._failed = fut.exception()
 
     async def durable(self) -> None:
         """Return once every changelog record written so far is acknowledged (raises if one
-        failed: the agent then stops before sending anything that depends on it)."""
-        pending = [f for f in self._unacked if not f.done()]
-        self._unacked = []
+        failed, even one that failed before this call: the agent then stops before sending
+        anything that depends on it)."""
+        pending = list(self._unacked)
         if pending:
             await asyncio.gather(*pending)
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
 
 
 def faust_app_options(settings: Settings) -> dict[str, Any]:

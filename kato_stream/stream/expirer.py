@@ -83,15 +83,20 @@ class SessionExpirer:
 
     # -- what it does ----------------------------------------------------------------------
 
-    async def sweep(self) -> int:
-        """Remove the expired sessions of the owned partitions; returns how many."""
+    async def sweep(self, limit: int = 1000) -> tuple[int, bool]:
+        """Remove up to ``limit`` expired sessions of the owned partitions; returns how many
+        and whether more are due (the caller yields to the event loop between calls, so a
+        mass expiry never holds the worker: its commands, heartbeats and probes)."""
         removed: list[tuple[str, dict[str, Any]]] = []
         owned = self.owned()
+        seen = kept = 0
         for partition in self.index.partitions():
             if partition not in owned:  # revoked: its changelog is another worker's now
                 continue
             tp = None
-            for sid in self.index.due(partition):
+            due = self.index.due(partition, limit - seen)
+            seen += len(due)
+            for sid in due:
                 value = self.sessions.get(sid)
                 if value is None or _partition(value, self.input_name) != partition:
                     continue  # gone, or moved to another partition's topic: not ours
@@ -100,16 +105,20 @@ class SessionExpirer:
                 if committed_offset(self.app, tp) <= int(value["applied"]["offset"]):
                     # a redelivered command must find the value it was applied to
                     self.index.touch(partition, sid, value)
+                    kept += 1
                     continue
                 compat.faust_table_delete(self.sessions, sid, partition)
                 removed.append((sid, value))
+            if seen >= limit:
+                break
         metrics.set_sessions_live(len(self.index), len(self.sessions))
+        more = seen >= limit and not kept  # kept ones wait for a commit: next turn
         if not removed:
-            return 0
+            return 0, more
         metrics.observe_session_expired("sweep", len(removed))
         await self._forget_outside(removed)
         log.info("removed %d expired sessions", len(removed))
-        return len(removed)
+        return len(removed), more
 
     async def _forget_outside(self, removed: list[tuple[str, dict[str, Any]]]) -> None:
         """The removed sessions' Redis lists and latest records (the table no longer names

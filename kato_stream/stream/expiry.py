@@ -142,15 +142,17 @@ class ExpiryIndex:
         if part is not None:
             part.deadlines.pop(session_id, None)
 
-    def due(self, partition: int) -> list[str]:
+    def due(self, partition: int, limit: int | None = None) -> list[str]:
         """Session ids whose deadline the partition's stream time has passed, in deadline
         order.  They leave the index: the caller removes each or, if it must keep one for
         now (its last command not committed yet), puts it back with :meth:`touch`."""
         part = self._parts.get(partition)
         if part is None or part.stream_time is None:
             return []
-        out = []
+        out: list[str] = []
         while part.heap and part.heap[0][0] < part.stream_time:
+            if limit is not None and len(out) >= limit:
+                break
             due, sid = heapq.heappop(part.heap)
             if part.deadlines.get(sid) == due:  # else stale: the session was written since
                 del part.deadlines[sid]

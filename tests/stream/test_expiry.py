@@ -197,3 +197,19 @@ def test_index_asks_for_a_tick_only_for_an_idle_partition_with_sessions_due_by_t
     assert ix.due(0) == ["a"]
     ix.reset(set())
     assert ix.partitions() == []
+
+
+def test_index_hands_out_due_sessions_in_chunks() -> None:
+    """A mass expiry is removed a chunk at a time (the worker yields between chunks)."""
+    ix = ExpiryIndex(default_ttl=1, grace_seconds=0)
+    for i in range(2500):
+        ix.touch(0, f"s{i}", {"state": {}, "seen": i})
+    ix.advance(0, 10_000 * S, now=0.0)
+    chunks = []
+    while True:
+        got = ix.due(0, limit=1000)
+        if not got:
+            break
+        chunks.append(len(got))
+    assert chunks == [1000, 1000, 500]
+    assert len(ix) == 0
