@@ -37,17 +37,32 @@ from kato_stream.topics import create_topics, topic_specs  # noqa: E402
 VARIANTS = {"wait": True, "nowait": False}
 
 
+async def warm_up(http: httpx.AsyncClient, timeout: float = 180.0) -> None:
+    """Until the gateway's first session opens: the worker behind it answers commands."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await http.post("/sessions", json={"node_id": "bench-warm-up"})
+        if r.status_code == 200:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no session opened within {timeout:.0f} s: {r.text}")
+        await asyncio.sleep(1.0)
+
+
 async def measure(args: argparse.Namespace, bases: dict[str, str]) -> dict[str, Any]:
     times: dict[str, list[float]] = {
         f"{v}_{op}": [] for v in VARIANTS for op in ("learn", "observe")
     }
     clients = {v: httpx.AsyncClient(base_url=b, timeout=60) for v, b in bases.items()}
     try:
+        for http in clients.values():  # the worker may still be joining its group
+            await warm_up(http)
         for i in range(args.learns):
             order = list(VARIANTS) if i % 2 == 0 else list(reversed(VARIANTS))
             for v in order:
                 http = clients[v]
                 r = await http.post("/sessions", json={"node_id": f"bench-{v}"})
+                assert r.status_code == 200, r.text
                 sid = r.json()["session_id"]
                 for sym in (f"a{i}", f"b{i}"):
                     t = time.perf_counter()

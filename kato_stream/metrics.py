@@ -305,6 +305,12 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_prediction_cache_hits_total",
         "kato_prediction_cache_misses_total",
         "kato_kernel_enabled",
+        "kato_sessions_live",
+        "kato_session_table_entries",
+        "kato_session_expirations_total",
+        "kato_session_ticks_total",
+        "kato_forwarded_events_total",
+        "kato_forward_lag_seconds",
     }
 )
 

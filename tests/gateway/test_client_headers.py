@@ -4,7 +4,6 @@ kato-msg-id, kato-source, kato-status) and decodes only those: other clients' an
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import httpx
@@ -23,33 +22,20 @@ async def test_only_its_own_answers_are_decoded(
     sid = r.json()["session_id"]
     client = gateway.stream
     assert client is not None
-    stop = asyncio.Event()
-
-    async def others() -> int:  # another client's commands, answered while ours wait
-        n = 0
-        while not stop.is_set():
-            batch = [
-                (
-                    f"other-{i}".encode(),
-                    env_record("observe", f"other-{i}", node, {"strings": ["x"]}),
-                )
-                for i in range(20)
-            ]
-            await publish(gw_settings.kafka_bootstrap, gw_settings.topic("observations"), batch)
-            n += len(batch)
-            await asyncio.sleep(0.05)
-        return n
-
     decoded0, skipped0 = client.decoded, client.skipped
-    flood = asyncio.create_task(others())
-    try:
-        for i in range(15):
-            r = await http.post(f"/sessions/{sid}/observe", json={"strings": [f"t{i}"]})
-            assert r.status_code == 200, r.text
-    finally:
-        stop.set()
-        sent = await flood
-    assert sent > 0
+    for i in range(15):
+        # another client's commands, published just before ours: their answers arrive while
+        # ours is awaited (a bounded number: the worker is shared with later tests)
+        others = [
+            (
+                f"other-{i}-{j}".encode(),
+                env_record("observe", f"other-{i}-{j}", node, {"strings": ["x"]}),
+            )
+            for j in range(4)
+        ]
+        await publish(gw_settings.kafka_bootstrap, gw_settings.topic("observations"), others)
+        r = await http.post(f"/sessions/{sid}/observe", json={"strings": [f"t{i}"]})
+        assert r.status_code == 200, r.text
     assert client.decoded - decoded0 == 15  # exactly its own answers
     assert client.skipped - skipped0 > 0  # the others' went by undecoded
     stm = (await http.get(f"/sessions/{sid}/stm")).json()["stm"]

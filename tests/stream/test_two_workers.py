@@ -362,9 +362,12 @@ async def test_worker_added_then_first_stopped_under_load(
     items = mixed_stream(8, range(60), prefix="ar")
     sent: list[Any] = []
     done = asyncio.Event()
+    joined = asyncio.Event()
 
     async def load() -> None:  # a steady producer: ~100 commands every 0.4 s
         for i in range(0, len(items), 100):
+            if i == 600:  # the rest only once B has joined, so that A's stop meets a load
+                await joined.wait()  # however long the join took on a loaded machine
             sent.extend(await publish(s.kafka_bootstrap, obs, items[i : i + 100]))
             await asyncio.sleep(0.4)
         done.set()
@@ -378,6 +381,7 @@ async def test_worker_added_then_first_stopped_under_load(
         await _wait_for("the first answers", some, 120, [a])
         b = _spawn(spawn_worker, s, "b")  # joins while A is busy
         await _settle(s, 2, [a, b])
+        joined.set()
         assert not done.is_set(), "the load ended before the stop: make it longer"
         before = len(await _outputs(s))
         a.stop()  # SIGTERM while commands keep coming
