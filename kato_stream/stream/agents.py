@@ -429,8 +429,14 @@ class CommandAgent:
             log.info("dropped %d orphaned session lists of %d sessions", n, len(mine))
 
     async def expire_sessions(self) -> None:
-        """Remove expired sessions and tick idle partitions (expirer.py)."""
-        await self.expire(idle=True)
+        """Remove expired sessions and tick idle partitions (expirer.py).  A failed write
+        (a tombstone the changelog refused) takes the worker down, as in the agent."""
+        try:
+            await self.expire(idle=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            fatal(self.w.app, "session-expiry", exc)
 
     async def expire(self, idle: bool) -> None:
         """Session expiry, between batches: from the loop when the agent is busy, from the
@@ -445,12 +451,15 @@ class CommandAgent:
         if self.rescan_due:
             self.rescan_due = False
             expirer.rescan()
-        self.last_expiry = time.monotonic()
-        while True:  # in chunks, each between batches, yielding to the loop in between
+        self.last_expiry = started = time.monotonic()
+        budget = w.settings.session_sweep_seconds / 2  # the rest at the next turn
+        while True:  # in chunks, each between batches
             _, more = await expirer.sweep(SWEEP_CHUNK)
-            if not more:
+            # the chunk's tombstones acknowledged before the next: a mass expiry is paced by
+            # the broker instead of filling the producer's buffer (and the loop yields)
+            await self.sessions.durable()
+            if not more or time.monotonic() - started > budget:
                 break
-            await asyncio.sleep(0)
             if self.in_batch or w.app.rebalancing:
                 return  # the agent took a batch meanwhile: the rest at the next turn
         if idle:
