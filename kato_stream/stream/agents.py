@@ -33,12 +33,13 @@ from kato_stream.stream.continuity import (
     ContinuityTracker,
     StallWatch,
     ack_range,
+    assigned_partitions,
     committed_offset,
     fetch_range,
     reseek_uncommitted,
 )
 from kato_stream.stream.envelope import FORWARDED_HEADER
-from kato_stream.stream.expirer import SessionExpirer
+from kato_stream.stream.expirer import SessionExpirer, applied_partition
 from kato_stream.stream.expiry import is_tick
 from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
 from kato_stream.stream.processor import Processor, Source, stored_outside
@@ -414,12 +415,12 @@ class CommandAgent:
         w = self.w
         if w.lists is None:
             return
-        owned = {tp.partition for tp in w.app.consumer.assignment() if tp.topic == self.input_name}
-        mine = []
-        for sid, value in list(self.sessions.items()):
-            applied = (value or {}).get("applied") or {}
-            if applied.get("topic") == self.input_name and applied.get("partition") in owned:
-                mine.append((sid, stored_outside((value or {}).get("state"))))
+        owned = assigned_partitions(w.app, self.input_name)
+        mine = [
+            (sid, stored_outside((value or {}).get("state")))
+            for sid, value in list(self.sessions.items())
+            if applied_partition(value, self.input_name) in owned
+        ]
         try:
             n = await sweep(w.lists, mine, self.retired.pending())
         except Exception as exc:  # left in Redis: harmless, only memory; tried next time

@@ -200,6 +200,15 @@ async def fetch_range(
     return out
 
 
+def assigned_partitions(app: Any, topic: str) -> set[int]:
+    """The partitions of ``topic`` assigned to the app's consumer now (none before it started)."""
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # consumer not started yet
+        return set()
+    return {tp.partition for tp in assignment if tp.topic == topic}
+
+
 def committed_offset(app: Any, tp: Any) -> int:
     """The offset Faust sought ``tp`` to at the last assignment (0 when nothing is committed)."""
     try:

@@ -17,11 +17,11 @@ import time
 from typing import Any
 
 from kato_stream import compat, metrics
-from kato_stream.stream.continuity import committed_offset
+from kato_stream.stream.continuity import assigned_partitions, committed_offset
 from kato_stream.stream.expiry import TICK_KEY, ExpiryIndex
 from kato_stream.stream.processor import stored_outside
 
-__all__ = ["SessionExpirer"]
+__all__ = ["SessionExpirer", "applied_partition"]
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,7 @@ class SessionExpirer:
 
     def owned(self) -> set[int]:
         """The input partitions assigned to this worker now."""
-        try:
-            assignment = self.app.consumer.assignment()
-        except Exception:  # consumer not started
-            return set()
-        return {tp.partition for tp in assignment if tp.topic == self.input_name}
+        return assigned_partitions(self.app, self.input_name)
 
     def rescan(self) -> int:
         """Index the table's sessions of the owned partitions (after an assignment, once the
@@ -67,7 +63,7 @@ class SessionExpirer:
         owned = self.owned()
         self.index.reset(owned)
         for sid, value in list(self.sessions.items()):
-            partition = _partition(value, self.input_name)
+            partition = applied_partition(value, self.input_name)
             if partition in owned:
                 self.index.touch(partition, sid, value)
         metrics.set_sessions_live(len(self.index), len(self.sessions))
@@ -98,7 +94,7 @@ class SessionExpirer:
             seen += len(due)
             for sid in due:
                 value = self.sessions.get(sid)
-                if value is None or _partition(value, self.input_name) != partition:
+                if value is None or applied_partition(value, self.input_name) != partition:
                     continue  # gone, or moved to another partition's topic: not ours
                 if tp is None:
                     tp = _tp(self.input_name, partition)
@@ -161,7 +157,9 @@ class SessionExpirer:
         return sent
 
 
-def _partition(value: Any, input_name: str) -> int | None:
+def applied_partition(value: Any, input_name: str) -> int | None:
+    """The input partition of a session's table value (of its last applied command), None
+    when that command came from another topic."""
     applied = (value or {}).get("applied") or {}
     if applied.get("topic") != input_name:
         return None

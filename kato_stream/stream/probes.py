@@ -43,6 +43,7 @@ from typing import Any
 
 import mode
 
+from kato_stream.stream.continuity import assigned_partitions
 from kato_stream.supervise import Supervisor
 
 __all__ = [
@@ -198,11 +199,7 @@ class WorkerProbes:
         return Check(True, "running")
 
     def _assigned(self) -> list[int]:
-        try:
-            tps = self.app.consumer.assignment()
-        except Exception:  # consumer not started yet
-            return []
-        return sorted(tp.partition for tp in tps if tp.topic == self.input_topic)
+        return sorted(assigned_partitions(self.app, self.input_topic))
 
     def _group(self) -> Check:
         if not getattr(self.app, "rebalancing_count", 0):
