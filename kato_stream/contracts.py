@@ -20,7 +20,7 @@ docs/contracts.md describes their meaning.
 
 # No ``from __future__ import annotations``: TypedDict reads NotRequired at runtime (tests
 # compare the required keys with the schemas).
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
@@ -87,7 +87,7 @@ class OutputRecord(Ident):
     stm_length: int
     time: int
     learned_patterns: list[str]
-    predictions: list[dict[str, Any]]
+    predictions: Sequence[dict[str, Any]]
     future_potentials: list[dict[str, Any]]
     recall_threshold: float | None
     session_expired: NotRequired[Literal[True]]

@@ -1182,6 +1182,140 @@ release:
 
 /* ---- output lists for the returned predictions ----------------------------------------------- */
 
+/* Why one setup for two emitters: lists() builds the lists as Python objects and
+   predictions_json() writes the same lists as JSON bytes; both walk the same blocks and the
+   same event split, so the walk lives once (Lists, lists_open, lists_split) and only the
+   writing differs. */
+
+typedef struct {
+    Py_buffer v[8];
+    int got;
+    const int32_t *flat, *evlen, *info, *state, *stm_lens;
+    const int64_t *offs, *evoffs, *sel;
+    Py_ssize_t n, nstm;
+    int ns;
+    Ctx c;
+    int have_ctx;
+    uint8_t *matched; /* per state id: matched by a block of the current pattern */
+    uint8_t *inpres;  /* per state id: among the current pattern's present tokens */
+} Lists;
+
+typedef struct {
+    const int32_t *pat, *ev;
+    int nev, start, e2, pos0, pos1, nb;
+} Split;
+
+static void lists_close(Lists *L) {
+    if (L->have_ctx) ctx_free(&L->c);
+    L->have_ctx = 0;
+    free(L->matched);
+    free(L->inpres);
+    L->matched = L->inpres = NULL;
+    for (int k = 0; k < L->got; k++) PyBuffer_Release(&L->v[k]);
+    L->got = 0;
+}
+
+/* Take the 8 buffers (flat, offs, evlen, evoffs, sel, info, state, stm_lens), check them
+   against each other and ``nstate_tokens``, build the state side.  0, or -1 with an error
+   set (lists_close() then releases what was taken). */
+static int lists_open(Lists *L, PyObject **o, Py_ssize_t nstate_tokens, const char *fn) {
+    static const Py_ssize_t isz[8] = {4, 8, 4, 8, 8, 4, 4, 4};
+    static const char *names[8] = {"flat", "offs", "evlen", "evoffs", "sel", "info", "state",
+                                   "stm_lens"};
+    memset(L, 0, sizeof(*L));
+    for (; L->got < 8; L->got++)
+        if (get_buf(o[L->got], &L->v[L->got], isz[L->got], 0, names[L->got]) < 0) return -1;
+    L->flat = L->v[0].buf;
+    L->offs = L->v[1].buf;
+    L->evlen = L->v[2].buf;
+    L->evoffs = L->v[3].buf;
+    L->sel = L->v[4].buf;
+    L->info = L->v[5].buf;
+    L->state = L->v[6].buf;
+    L->stm_lens = L->v[7].buf;
+    Py_ssize_t npat = L->v[1].len / 8 - 1, nev_tot = L->v[2].len / 4, nflat = L->v[0].len / 4;
+    L->n = L->v[4].len / 8;
+    L->nstm = L->v[7].len / 4;
+    L->ns = (int)(L->v[6].len / 4);
+    if (npat < 0 || L->v[3].len / 8 != npat + 1 || L->v[5].len / 4 < L->n * SV_N ||
+        nstate_tokens != L->ns) {
+        PyErr_Format(PyExc_ValueError, "%s: inconsistent buffer sizes", fn);
+        return -1;
+    }
+    Py_ssize_t tot_stm = 0;
+    for (Py_ssize_t e = 0; e < L->nstm; e++) {
+        if (L->stm_lens[e] < 0) break;
+        tot_stm += L->stm_lens[e];
+    }
+    if (tot_stm != L->ns) {
+        PyErr_Format(PyExc_ValueError, "%s: STM event lengths do not add up", fn);
+        return -1;
+    }
+    int maxla = 1;
+    for (Py_ssize_t q = 0; q < L->n; q++) {
+        int64_t p = L->sel[q];
+        const int32_t *row = L->info + q * SV_N;
+        if (p < 0 || p >= npat || L->offs[p] < 0 || L->offs[p + 1] < L->offs[p] ||
+            L->offs[p + 1] > nflat || L->evoffs[p] < 0 || L->evoffs[p + 1] < L->evoffs[p] ||
+            L->evoffs[p + 1] > nev_tot || row[SV_START] < 0 || row[SV_START] > row[SV_E2] ||
+            row[SV_E2] > L->evoffs[p + 1] - L->evoffs[p]) {
+            PyErr_Format(PyExc_IndexError, "%s: index out of range", fn);
+            return -1;
+        }
+        int la = (int)(L->offs[p + 1] - L->offs[p]);
+        if (la > maxla) maxla = la;
+    }
+    if (ctx_init(&L->c, L->state, L->ns, maxla) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    L->have_ctx = 1;
+    L->matched = calloc(L->ns + 1, 1);
+    L->inpres = calloc(L->ns + 1, 1);
+    if (!L->matched || !L->inpres) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* The q-th selected pattern against the state: its blocks (L->c.mi/mj/mk, s->nb of them),
+   its event split, and which state ids it matched (L->matched) or has present (L->inpres). */
+static void lists_split(Lists *L, Py_ssize_t q, Split *s) {
+    int64_t p = L->sel[q];
+    const int32_t *row = L->info + q * SV_N;
+    Ctx *c = &L->c;
+    s->pat = L->flat + L->offs[p];
+    s->ev = L->evlen + L->evoffs[p];
+    int la = (int)(L->offs[p + 1] - L->offs[p]);
+    s->nev = (int)(L->evoffs[p + 1] - L->evoffs[p]);
+    s->start = row[SV_START];
+    s->e2 = row[SV_E2];
+    map_pattern(c, s->pat, la);
+    int m;
+    s->nb = matching_blocks(c, c->a, la, &m);
+    memset(L->matched, 0, L->ns + 1);
+    memset(L->inpres, 0, L->ns + 1);
+    for (int k = 0; k < s->nb; k++)
+        for (int j = c->mj[k]; j < c->mj[k] + c->mk[k]; j++) L->matched[c->b[j]] = 1;
+    s->pos0 = 0;
+    for (int e = 0; e < s->start; e++) s->pos0 += s->ev[e];
+    s->pos1 = s->pos0;
+    for (int e = s->start; e < s->e2; e++) s->pos1 += s->ev[e];
+    for (int t = s->pos0; t < s->pos1; t++) {
+        int sid = c->a[t];
+        if (sid >= 0) L->inpres[sid] = 1;
+    }
+}
+
+static int token_missing(Py_ssize_t ntok, PyObject **titems, int32_t code) {
+    if (code < 0 || code >= ntok || titems[code] == Py_None) {
+        PyErr_SetString(PyExc_IndexError, "lists: token code without a token");
+        return 1;
+    }
+    return 0;
+}
+
 /* [[tokens[code] for code in event] for event in events[e_lo:e_hi]] of one pattern
    (pos = flat position of event e_lo); with ``keep``, only the codes it accepts. */
 static PyObject *event_lists(const int32_t *pat, const int32_t *ev, int e_lo, int e_hi,
@@ -1196,8 +1330,7 @@ static PyObject *event_lists(const int32_t *pat, const int32_t *ev, int e_lo, in
         int nk = 0;
         for (int t = pos; t < pos + len; t++) {
             int32_t code = pat[t];
-            if (code < 0 || code >= ntok || titems[code] == Py_None) {
-                PyErr_SetString(PyExc_IndexError, "lists: token code without a token");
+            if (token_missing(ntok, titems, code)) {
                 Py_DECREF(out);
                 return NULL;
             }
@@ -1244,123 +1377,53 @@ static PyObject *py_lists(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOOOOOO!O!", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
                           &o[7], &PyList_Type, &tokens, &PyList_Type, &stoks))
         return NULL;
-    static const Py_ssize_t isz[8] = {4, 8, 4, 8, 8, 4, 4, 4};
-    static const char *names[8] = {"flat", "offs", "evlen", "evoffs", "sel", "info", "state",
-                                   "stm_lens"};
-    Py_buffer v[8];
-    int got = 0;
+    Lists L;
     PyObject *out = NULL;
-    uint8_t *matched = NULL, *inpres = NULL;
-    Ctx c;
-    int have_ctx = 0;
-    for (; got < 8; got++)
-        if (get_buf(o[got], &v[got], isz[got], 0, names[got]) < 0) goto release;
-    const int32_t *flat = v[0].buf;
-    const int64_t *offs = v[1].buf;
-    const int32_t *evlen = v[2].buf;
-    const int64_t *evoffs = v[3].buf;
-    const int64_t *sel = v[4].buf;
-    const int32_t *info = v[5].buf;
-    const int32_t *state = v[6].buf;
-    const int32_t *stm_lens = v[7].buf;
-    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
-    Py_ssize_t n = v[4].len / 8, nstm = v[7].len / 4;
-    int ns = (int)(v[6].len / 4);
-    if (npat < 0 || v[3].len / 8 != npat + 1 || v[5].len / 4 < n * SV_N ||
-        PyList_GET_SIZE(stoks) != ns) {
-        PyErr_SetString(PyExc_ValueError, "lists: inconsistent buffer sizes");
-        goto release;
-    }
-    Py_ssize_t tot_stm = 0;
-    for (Py_ssize_t e = 0; e < nstm; e++) {
-        if (stm_lens[e] < 0) break;
-        tot_stm += stm_lens[e];
-    }
-    if (tot_stm != ns) {
-        PyErr_SetString(PyExc_ValueError, "lists: STM event lengths do not add up");
-        goto release;
-    }
-    int maxla = 1;
-    for (Py_ssize_t q = 0; q < n; q++) {
-        int64_t p = sel[q];
-        const int32_t *row = info + q * SV_N;
-        if (p < 0 || p >= npat || offs[p] < 0 || offs[p + 1] < offs[p] || offs[p + 1] > nflat ||
-            evoffs[p] < 0 || evoffs[p + 1] < evoffs[p] || evoffs[p + 1] > nev_tot ||
-            row[SV_START] < 0 || row[SV_START] > row[SV_E2] ||
-            row[SV_E2] > evoffs[p + 1] - evoffs[p]) {
-            PyErr_SetString(PyExc_IndexError, "lists: index out of range");
-            goto release;
-        }
-        int la = (int)(offs[p + 1] - offs[p]);
-        if (la > maxla) maxla = la;
-    }
-    if (ctx_init(&c, state, ns, maxla) < 0) {
-        PyErr_NoMemory();
-        goto release;
-    }
-    have_ctx = 1;
-    matched = calloc(ns + 1, 1);
-    inpres = calloc(ns + 1, 1);
-    if (!matched || !inpres) {
-        PyErr_NoMemory();
-        goto release;
-    }
-    out = PyList_New(n);
+    if (lists_open(&L, o, PyList_GET_SIZE(stoks), "lists") < 0) goto release;
+    out = PyList_New(L.n);
     if (!out) goto release;
-    for (Py_ssize_t q = 0; q < n; q++) {
-        int64_t p = sel[q];
-        const int32_t *row = info + q * SV_N;
-        const int32_t *pat = flat + offs[p];
-        const int32_t *ev = evlen + evoffs[p];
-        int la = (int)(offs[p + 1] - offs[p]);
-        int nev = (int)(evoffs[p + 1] - evoffs[p]);
-        int start = row[SV_START], e2 = row[SV_E2];
-        map_pattern(&c, pat, la);
-        int m;
-        int nb = matching_blocks(&c, c.a, la, &m);
-        memset(matched, 0, ns + 1);
-        memset(inpres, 0, ns + 1);
+    for (Py_ssize_t q = 0; q < L.n; q++) {
+        Split s;
+        lists_split(&L, q, &s);
+        const Ctx *c = &L.c;
+        int m = 0;
+        for (int k = 0; k < s.nb; k++) m += c->mk[k];
         PyObject *matches = PyList_New(m);
         if (!matches) goto fail;
         int w = 0;
-        for (int k = 0; k < nb; k++) {
-            for (int j = c.mj[k]; j < c.mj[k] + c.mk[k]; j++) {
+        for (int k = 0; k < s.nb; k++) {
+            for (int j = c->mj[k]; j < c->mj[k] + c->mk[k]; j++) {
                 PyObject *t = PyList_GET_ITEM(stoks, j);
                 Py_INCREF(t);
                 PyList_SET_ITEM(matches, w++, t);
-                matched[c.b[j]] = 1;
             }
         }
-        int pos0 = 0;
-        for (int e = 0; e < start; e++) pos0 += ev[e];
-        int pos1 = pos0;
-        for (int e = start; e < e2; e++) pos1 += ev[e];
-        for (int t = pos0; t < pos1; t++) {
-            int sid = c.a[t];
-            if (sid >= 0) inpres[sid] = 1;
-        }
-        KeepCtx kc = {&c, matched};
-        PyObject *past = event_lists(pat, ev, 0, start, 0, tokens, NULL, NULL);
-        PyObject *present = past ? event_lists(pat, ev, start, e2, pos0, tokens, NULL, NULL) : NULL;
+        KeepCtx kc = {c, L.matched};
+        const int32_t *pat = s.pat, *ev = s.ev;
+        PyObject *past = event_lists(pat, ev, 0, s.start, 0, tokens, NULL, NULL);
+        PyObject *present =
+            past ? event_lists(pat, ev, s.start, s.e2, s.pos0, tokens, NULL, NULL) : NULL;
         PyObject *missing =
-            present ? event_lists(pat, ev, start, e2, pos0, tokens, keep_missing, &kc) : NULL;
-        PyObject *sequence = missing ? event_lists(pat, ev, 0, nev, 0, tokens, NULL, NULL) : NULL;
-        PyObject *future = sequence ? event_lists(pat, ev, e2, nev, pos1, tokens, NULL, NULL) : NULL;
-        PyObject *extras = future ? PyList_New(nstm) : NULL;
+            present ? event_lists(pat, ev, s.start, s.e2, s.pos0, tokens, keep_missing, &kc)
+                    : NULL;
+        PyObject *sequence = missing ? event_lists(pat, ev, 0, s.nev, 0, tokens, NULL, NULL) : NULL;
+        PyObject *future =
+            sequence ? event_lists(pat, ev, s.e2, s.nev, s.pos1, tokens, NULL, NULL) : NULL;
+        PyObject *extras = future ? PyList_New(L.nstm) : NULL;
         if (extras) {
             int j = 0;
-            for (Py_ssize_t e = 0; e < nstm; e++) {
+            for (Py_ssize_t e = 0; e < L.nstm; e++) {
                 int nk = 0;
-                for (int t = 0; t < stm_lens[e]; t++) nk += !inpres[c.b[j + t]];
+                for (int t = 0; t < L.stm_lens[e]; t++) nk += !L.inpres[c->b[j + t]];
                 PyObject *lst = PyList_New(nk);
                 if (!lst) { Py_CLEAR(extras); break; }
                 PyList_SET_ITEM(extras, e, lst);
-                int w = 0;
-                for (int t = 0; t < stm_lens[e]; t++, j++) {
-                    if (inpres[c.b[j]]) continue;
+                int w2 = 0;
+                for (int t = 0; t < L.stm_lens[e]; t++, j++) {
+                    if (L.inpres[c->b[j]]) continue;
                     PyObject *tok = PyList_GET_ITEM(stoks, j);
                     Py_INCREF(tok);
-                    PyList_SET_ITEM(lst, w++, tok);
+                    PyList_SET_ITEM(lst, w2++, tok);
                 }
             }
         }
@@ -1377,10 +1440,297 @@ static PyObject *py_lists(PyObject *self, PyObject *args) {
         break;
     }
 release:
-    if (have_ctx) ctx_free(&c);
-    free(matched);
-    free(inpres);
-    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    lists_close(&L);
+    return out;
+}
+
+/* ---- predictions as JSON --------------------------------------------------------------------- */
+
+/* Why: at the default 100 predictions an observe's predictions are ~3,500 Python containers
+   that exist only to be encoded by orjson and freed.  predictions_json() writes the bytes
+   orjson writes for them (codecs.dumps: sorted keys) from the token codes and from one
+   orjson-encoded table of the other values, so the stream path allocates a few objects
+   instead.  Every value's text comes from orjson (tokens encoded once per token, the table
+   once per call): this code only copies spans, so the bytes are orjson's by construction. */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t extra) {
+    if (b->n + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->n + extra) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int buf_put(Buf *b, const char *s, size_t k) {
+    if (b->n + k > b->cap && buf_reserve(b, k) < 0) return -1;
+    memcpy(b->p + b->n, s, k);
+    b->n += k;
+    return 0;
+}
+
+static inline int buf_ch(Buf *b, char ch) {
+    if (b->n + 1 > b->cap && buf_reserve(b, 1) < 0) return -1;
+    b->p[b->n++] = ch;
+    return 0;
+}
+
+static inline int buf_bytes(Buf *b, PyObject *o) {
+    return buf_put(b, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o));
+}
+
+/* Past one JSON value starting at p[i] (orjson's compact output: no whitespace). */
+static size_t json_skip(const char *p, size_t len, size_t i) {
+    int depth = 0;
+    while (i < len) {
+        char ch = p[i];
+        if (ch == '"') {
+            for (i++; i < len && p[i] != '"'; i++)
+                if (p[i] == '\\') i++;
+            i++;
+        } else if (ch == '[' || ch == '{') {
+            depth++;
+            i++;
+        } else if (ch == ']' || ch == '}') {
+            if (depth == 0) return i;
+            depth--;
+            i++;
+        } else if (ch == ',' || ch == ':') {
+            if (depth == 0) return i;
+            i++;
+        } else {
+            i++;
+        }
+        if (depth == 0 && (ch == '"' || ch == ']' || ch == '}')) return i;
+    }
+    return i;
+}
+
+/* The table ``[[v, ...n], ...ncol]`` (orjson bytes): the span of every value, column by
+   column, into start/size (ncol*n each).  0, or -1 with an error set. */
+static int table_spans(const char *p, size_t len, Py_ssize_t ncol, Py_ssize_t n,
+                       size_t *start, size_t *size) {
+    size_t i = 0;
+    if (len < 2 || p[i++] != '[') goto bad;
+    for (Py_ssize_t c = 0; c < ncol; c++) {
+        if (c && (i >= len || p[i++] != ',')) goto bad;
+        if (i >= len || p[i++] != '[') goto bad;
+        for (Py_ssize_t q = 0; q < n; q++) {
+            if (q && (i >= len || p[i++] != ',')) goto bad;
+            size_t j = json_skip(p, len, i);
+            if (j <= i || j > len) goto bad;
+            start[c * n + q] = i;
+            size[c * n + q] = j - i;
+            i = j;
+        }
+        if (i >= len || p[i++] != ']') goto bad;
+    }
+    if (i >= len || p[i++] != ']' || i != len) goto bad;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError,
+                    "predictions_json: table is not a JSON array of ncol arrays of n values");
+    return -1;
+}
+
+/* [[enc[code] for code in event] for event in events[e_lo:e_hi]], as event_lists(). */
+static int json_events(Buf *b, const int32_t *pat, const int32_t *ev, int e_lo, int e_hi,
+                       int pos, Py_ssize_t ntok, PyObject **enc, int (*keep)(void *, int32_t),
+                       void *kctx) {
+    if (buf_ch(b, '[') < 0) return -1;
+    for (int e = e_lo; e < e_hi; e++) {
+        if (e > e_lo && buf_ch(b, ',') < 0) return -1;
+        if (buf_ch(b, '[') < 0) return -1;
+        int w = 0;
+        for (int t = pos; t < pos + ev[e]; t++) {
+            int32_t code = pat[t];
+            if (token_missing(ntok, enc, code)) return -1;
+            if (keep && !keep(kctx, code)) continue;
+            if ((w++ && buf_ch(b, ',') < 0) || buf_bytes(b, enc[code]) < 0) return -1;
+        }
+        if (buf_ch(b, ']') < 0) return -1;
+        pos += ev[e];
+    }
+    return buf_ch(b, ']');
+}
+
+enum { K_MATCHES, K_PAST, K_PRESENT, K_MISSING, K_EXTRAS, K_SEQUENCE, K_FUTURE, K_COLUMN,
+       K_CONST, K_N };
+
+typedef struct {
+    PyObject *prefix; /* bytes: '{"key":' or ',"key":' */
+    int kind;
+    Py_ssize_t col;   /* K_COLUMN: column of the table */
+    PyObject *arg;    /* K_CONST: bytes */
+} Field;
+
+typedef struct {
+    const Lists *L;
+    const Split *s;
+    Py_ssize_t q, ntok;
+    PyObject **tenc, **senc;
+    const char *table;
+    const size_t *tstart, *tsize;
+} Row;
+
+/* One field of one prediction (the text after its prefix). */
+static int json_field(Buf *b, const Field *f, const Row *r) {
+    const Lists *L = r->L;
+    const Split *s = r->s;
+    const Ctx *c = &L->c;
+    KeepCtx kc = {c, L->matched};
+    switch (f->kind) {
+    case K_MATCHES: {
+        int w = 0;
+        if (buf_ch(b, '[') < 0) return -1;
+        for (int k = 0; k < s->nb; k++)
+            for (int j = c->mj[k]; j < c->mj[k] + c->mk[k]; j++)
+                if ((w++ && buf_ch(b, ',') < 0) || buf_bytes(b, r->senc[j]) < 0) return -1;
+        return buf_ch(b, ']');
+    }
+    case K_PAST:
+        return json_events(b, s->pat, s->ev, 0, s->start, 0, r->ntok, r->tenc, NULL, NULL);
+    case K_PRESENT:
+        return json_events(b, s->pat, s->ev, s->start, s->e2, s->pos0, r->ntok, r->tenc, NULL,
+                           NULL);
+    case K_MISSING:
+        return json_events(b, s->pat, s->ev, s->start, s->e2, s->pos0, r->ntok, r->tenc,
+                           keep_missing, &kc);
+    case K_SEQUENCE:
+        return json_events(b, s->pat, s->ev, 0, s->nev, 0, r->ntok, r->tenc, NULL, NULL);
+    case K_FUTURE:
+        return json_events(b, s->pat, s->ev, s->e2, s->nev, s->pos1, r->ntok, r->tenc, NULL,
+                           NULL);
+    case K_EXTRAS: {
+        int j = 0;
+        if (buf_ch(b, '[') < 0) return -1;
+        for (Py_ssize_t e = 0; e < L->nstm; e++) {
+            int w = 0;
+            if ((e && buf_ch(b, ',') < 0) || buf_ch(b, '[') < 0) return -1;
+            for (int t = 0; t < L->stm_lens[e]; t++, j++) {
+                if (L->inpres[c->b[j]]) continue;
+                if ((w++ && buf_ch(b, ',') < 0) || buf_bytes(b, r->senc[j]) < 0) return -1;
+            }
+            if (buf_ch(b, ']') < 0) return -1;
+        }
+        return buf_ch(b, ']');
+    }
+    case K_COLUMN: {
+        Py_ssize_t n = L->n, at = f->col * n + r->q;
+        return buf_put(b, r->table + r->tstart[at], r->tsize[at]);
+    }
+    default: /* K_CONST */
+        return buf_bytes(b, f->arg);
+    }
+}
+
+/* Check the layout, [(prefix bytes, kind, column index or constant bytes)], against a
+   table of ``ncol`` columns.  0, or -1 with an error set. */
+static int fields_parse(PyObject *layout, Py_ssize_t ncol, Field *out, Py_ssize_t nf) {
+    for (Py_ssize_t k = 0; k < nf; k++) {
+        PyObject *t = PyList_GET_ITEM(layout, k);
+        Field *f = &out[k];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3) goto bad;
+        f->prefix = PyTuple_GET_ITEM(t, 0);
+        f->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 1));
+        f->arg = PyTuple_GET_ITEM(t, 2);
+        if (PyErr_Occurred() || !PyBytes_Check(f->prefix) || f->kind < 0 || f->kind >= K_N)
+            goto bad;
+        if (f->kind == K_COLUMN) {
+            f->col = PyLong_AsSsize_t(f->arg);
+            if (PyErr_Occurred() || f->col < 0 || f->col >= ncol) goto bad;
+        }
+        if (f->kind == K_CONST && !PyBytes_Check(f->arg)) goto bad;
+    }
+    return 0;
+bad:
+    PyErr_Clear();
+    PyErr_SetString(PyExc_ValueError,
+                    "predictions_json: layout items are (prefix bytes, kind, column or bytes)");
+    return -1;
+}
+
+static int all_bytes(PyObject *list, int none_ok, const char *what) {
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(list); j++) {
+        PyObject *x = PyList_GET_ITEM(list, j);
+        if (!PyBytes_Check(x) && !(none_ok && x == Py_None)) {
+            PyErr_Format(PyExc_TypeError, "predictions_json: %s items must be bytes", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* predictions_json(flat, offs, evlen, evoffs, sel, info, state, stm_lens, tokens_json,
+                    state_json, table, ncol, layout) -> bytes
+   The JSON array of one object per selected pattern: for each (prefix, kind, arg) of
+   ``layout`` in order, ``prefix`` and then the field's value: a list of lists() (kinds 0-6:
+   matches, past, present, missing, extras, sequence, future; tokens written as
+   tokens_json[code] / state_json[position], orjson bytes of each token), the pattern's value
+   in column ``arg`` of ``table`` (kind 7; ``table`` is orjson's encoding of ``ncol`` lists of
+   one value per selected pattern) or the constant ``arg`` (kind 8, bytes); then "}".  The
+   caller orders the fields (sorted keys). */
+static PyObject *py_predictions_json(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[8], *tokens, *stoks, *layout;
+    const char *table;
+    Py_ssize_t tlen, ncol;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO!O!y#nO!", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &o[7], &PyList_Type, &tokens, &PyList_Type, &stoks, &table,
+                          &tlen, &ncol, &PyList_Type, &layout))
+        return NULL;
+    Lists L;
+    Buf b = {NULL, 0, 0};
+    PyObject *out = NULL;
+    size_t *tstart = NULL, *tsize = NULL;
+    Py_ssize_t nf = PyList_GET_SIZE(layout);
+    Field *fields = PyMem_Calloc(nf ? (size_t)nf : 1, sizeof(Field));
+    if (!fields) return PyErr_NoMemory();
+    if (lists_open(&L, o, PyList_GET_SIZE(stoks), "predictions_json") < 0) goto release;
+    if (ncol < 0 || fields_parse(layout, ncol, fields, nf) < 0) goto release;
+    if (all_bytes(stoks, 0, "state_json") < 0 || all_bytes(tokens, 1, "tokens_json") < 0)
+        goto release;
+    size_t cells = (size_t)(ncol * L.n) + 1;
+    tstart = PyMem_Malloc(cells * sizeof(size_t));
+    tsize = PyMem_Malloc(cells * sizeof(size_t));
+    if (!tstart || !tsize) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    if (table_spans(table, (size_t)tlen, ncol, L.n, tstart, tsize) < 0) goto release;
+    if (buf_reserve(&b, (size_t)tlen + 2048 * (size_t)L.n + 2) < 0) goto release;
+    Row r = {&L, NULL, 0, PyList_GET_SIZE(tokens), ((PyListObject *)tokens)->ob_item,
+             ((PyListObject *)stoks)->ob_item, table, tstart, tsize};
+    if (buf_ch(&b, '[') < 0) goto release;
+    for (Py_ssize_t q = 0; q < L.n; q++) {
+        Split s;
+        lists_split(&L, q, &s);
+        r.s = &s;
+        r.q = q;
+        if (q && buf_ch(&b, ',') < 0) goto release;
+        for (Py_ssize_t k = 0; k < nf; k++)
+            if (buf_bytes(&b, fields[k].prefix) < 0 || json_field(&b, &fields[k], &r) < 0)
+                goto release;
+        if (nf && buf_ch(&b, '}') < 0) goto release;
+    }
+    if (buf_ch(&b, ']') < 0) goto release;
+    out = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.n);
+release:
+    lists_close(&L);
+    PyMem_Free(fields);
+    PyMem_Free(tstart);
+    PyMem_Free(tsize);
+    free(b.p);
     return out;
 }
 
@@ -1452,6 +1802,9 @@ static PyMethodDef methods[] = {
      "out_first) -> number of groups."},
     {"lists", py_lists, METH_VARARGS,
      "lists(flat, offs, evlen, evoffs, sel, info, state, stm_lens, tokens, state_tokens)."},
+    {"predictions_json", py_predictions_json, METH_VARARGS,
+     "predictions_json(flat, offs, evlen, evoffs, sel, info, state, stm_lens, tokens_json, "
+     "state_json, table, ncol, layout) -> bytes: the predictions' JSON array."},
     {"futures", py_futures, METH_VARARGS,
      "futures(flat, offs, evlen, evoffs, sel, e2, tokens): future event lists."},
     {"survivors", py_survivors, METH_VARARGS,

@@ -38,6 +38,7 @@ from kato_stream.core.knowledge import (
 from kato_stream.core.naming import pattern_name, prefixed, sum_vectors, vector_name
 from kato_stream.core.observation import Observation, parse_observation
 from kato_stream.core.predictions import PredictionResult, PredictParams, predict
+from kato_stream.core.predictor.encoded import EncodedPredictions
 from kato_stream.core.session import SessionState
 from kato_stream.core.vectors import VectorIndex
 
@@ -91,7 +92,7 @@ class CommandResult:
 
     state: SessionState | None
     response: dict[str, Any]
-    predictions: list[dict[str, Any]]
+    predictions: Sequence[dict[str, Any]]
     future_potentials: list[dict[str, Any]]
     learned: list[LearnEvent]
     cleared: str | None
@@ -287,8 +288,9 @@ class Engine:
         if floor is not None and params.recall_threshold < floor:
             params = dataclasses.replace(params, recall_threshold=floor)
         res = self.predictor(ctx.kb, ctx.st.stm, params)
-        for p in res.predictions:
-            p.pop("_pre_potential", None)  # Deviation: never emitted.
+        if not isinstance(res.predictions, EncodedPredictions):  # the kernel writes none
+            for p in res.predictions:
+                p.pop("_pre_potential", None)  # Deviation: never emitted.
         return res
 
     def _fps(self, ctx: _Ctx, res: PredictionResult) -> list[dict[str, Any]]:
@@ -309,7 +311,9 @@ class Engine:
             ctx.st.future_potentials_id = f"{ctx.cmd.key}@{ctx.fp_updates}"
         return list(res.future_potentials)
 
-    def _result_predictions(self, ctx: _Ctx) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _result_predictions(
+        self, ctx: _Ctx
+    ) -> tuple[Sequence[dict[str, Any]], list[dict[str, Any]]]:
         """Predictions on the post-command STM with the session config honoured."""
         cached = ctx.cached
         if cached is not None and cached[0] == ctx.kb.version and cached[1] == ctx.st.stm:
@@ -349,7 +353,7 @@ class Engine:
         """One observation (spec §3.2); returns KATO's observe response body."""
         st = ctx.st
         event = self._build_event(ctx, obs)
-        observe_preds: list[dict[str, Any]] = []
+        observe_preds: Sequence[dict[str, Any]] = []
         if event:
             st.stm.append(event)
         # Deviation: accumulate before auto-learn so the learned events' emotives and

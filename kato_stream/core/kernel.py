@@ -324,6 +324,59 @@ def lists(
     return out
 
 
+#: ``predictions_json`` field kinds: the seven lists of :func:`lists`, in its order, then a
+#: value of the table and a constant.
+(
+    J_MATCHES,
+    J_PAST,
+    J_PRESENT,
+    J_MISSING,
+    J_EXTRAS,
+    J_SEQUENCE,
+    J_FUTURE,
+    J_COLUMN,
+    J_CONST,
+) = range(9)
+
+#: One field of ``predictions_json``'s layout: (prefix bytes, kind, table column or bytes).
+JsonField = tuple[bytes, int, int | bytes | None]
+
+
+def predictions_json(
+    idx: PatternIndex,
+    sel: I64,
+    info: npt.NDArray[np.int32],
+    state: I32,
+    stm_lens: Sequence[int],
+    state_json: list[bytes],
+    table: bytes,
+    ncol: int,
+    layout: list[JsonField],
+) -> bytes:
+    """The JSON array of one object per selected pattern, written field by field in
+    ``layout`` order: the lists of :func:`lists` (tokens as ``idx.token_json()``, the state's
+    as ``state_json``), values of ``table`` (orjson bytes of ``ncol`` lists of one value per
+    selected pattern: a value's text is copied, never re-formatted) or constants."""
+    assert _ext is not None
+    flat, offs, evlen, evoffs = idx.coded()
+    out: bytes = _ext.predictions_json(
+        flat,
+        offs,
+        evlen,
+        evoffs,
+        np.ascontiguousarray(sel, dtype=np.int64),
+        np.ascontiguousarray(info, dtype=np.int32),
+        state,
+        np.asarray(stm_lens, dtype=np.int32),
+        idx.token_json(),
+        state_json,
+        table,
+        ncol,
+        layout,
+    )
+    return out
+
+
 def futures(idx: PatternIndex, sel: I64, e2: I32) -> list[list[list[str]]]:
     """``[list(e) for e in events[e2:]]`` per selected pattern."""
     assert _ext is not None

@@ -58,7 +58,7 @@ def predict(
     events = [list(ev) for ev in stm]
     idx = kernel_index(kb, state, params, options)
     if idx is not None:
-        preds, fps = full_path_kernel(kb, idx, events, state, params)
+        preds, fps = full_path_kernel(kb, idx, events, state, params, options.encoded)
     else:
         preds, fps = full_path(kb, events, state, params, options)
     return PredictionResult(preds, fps, False)

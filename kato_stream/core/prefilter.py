@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from .knowledge import KnowledgeBase, PatternRecord
 
@@ -49,6 +50,7 @@ class PatternIndex:
         self.token_of: dict[int, str] = {}  # int code (ord) -> token, pattern tokens only
         self.n_codes = 0x100  # one past the largest pattern-token code
         self.token_list: list[str | None] = []  # token_list[code] = token_of[code] or None
+        self._token_json: list[bytes | None] = []  # token_list's items JSON-encoded
         self.encoded: list[str] = []
         # Int-coded copies for the C kernel (kernel.py), grown on demand by ``coded()``:
         # token codes (= ord of the code point) and event lengths, concatenated.
@@ -76,6 +78,14 @@ class PatternIndex:
             self.token_list.extend([None] * (n - len(self.token_list)))
             self.token_list.append(token)
         return c
+
+    def token_json(self) -> list[bytes | None]:
+        """``token_list`` with each token as its JSON string bytes (orjson's escaping), for
+        the kernel's JSON writer; extended here for the tokens added since the last call."""
+        tj, tl = self._token_json, self.token_list
+        if len(tj) < len(tl):
+            tj.extend(None if t is None else orjson.dumps(t) for t in tl[len(tj) :])
+        return tj
 
     def encode(self, tokens: list[str] | tuple[str, ...]) -> str:
         """Token sequence as a string; unknown tokens get codes no pattern uses."""

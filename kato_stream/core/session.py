@@ -8,11 +8,12 @@ makes results depend on request interleaving).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kato_stream.core.config import SessionConfig
+from kato_stream.core.predictor.encoded import own
 
 MAX_STM_SIZE = 1000
 MAX_ACCUMULATOR_SIZE = 1000
@@ -31,7 +32,7 @@ class SessionState:
     time: int = 0
     config: SessionConfig = field(default_factory=SessionConfig)
     deferred_vectors: list[tuple[str, list[float]]] = field(default_factory=list)
-    predictions: list[dict[str, Any]] = field(default_factory=list)
+    predictions: Sequence[dict[str, Any]] = field(default_factory=list)
     predictions_id: str | None = None
     """Identity of ``predictions`` (None when empty): lets a store keep the bulky list
     outside the session value and check on reading that it holds this very list."""
@@ -70,7 +71,7 @@ class SessionState:
             time=self.time,
             config=self.config,
             deferred_vectors=[(n, list(v)) for n, v in self.deferred_vectors],
-            predictions=list(self.predictions),
+            predictions=own(self.predictions),
             predictions_id=self.predictions_id,
             future_potentials=list(self.future_potentials),
             future_potentials_id=self.future_potentials_id,
@@ -81,7 +82,8 @@ class SessionState:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types only (lists, dicts, str, numbers, bool, None)."""
+        """Plain JSON types only (lists, dicts, str, numbers, bool, None), and predictions
+        the kernel encoded (``EncodedPredictions``: stream/codecs.py writes their bytes)."""
         return {
             "session_id": self.session_id,
             "node_id": self.node_id,
@@ -91,7 +93,7 @@ class SessionState:
             "time": self.time,
             "config": self.config.to_dict(),
             "deferred_vectors": [[n, list(v)] for n, v in self.deferred_vectors],
-            "predictions": list(self.predictions),
+            "predictions": own(self.predictions),
             "predictions_id": self.predictions_id,
             "future_potentials": list(self.future_potentials),
             "future_potentials_id": self.future_potentials_id,
@@ -120,7 +122,7 @@ class SessionState:
             deferred_vectors=[
                 (str(n), [float(x) for x in v]) for n, v in d.get("deferred_vectors", [])
             ],
-            predictions=list(d.get("predictions", [])),
+            predictions=own(d.get("predictions", [])),
             predictions_id=None if pid is None else str(pid),
             future_potentials=list(d.get("future_potentials", [])),
             future_potentials_id=None if fid is None else str(fid),

@@ -117,8 +117,20 @@ class SessionTable(faust.Table):  # type: ignore[misc]
         self._unacked: set[Any] = set()
         self._failed: BaseException | None = None
 
-    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        fut = super().send_changelog(*args, **kwargs)
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> Any:
+        # Values in codecs.dumps's encoding (Faust would take its json codec from the value
+        # type, ignoring the schema): the same bytes as every other record, and predictions
+        # the kernel encoded are written as they are.
+        fut = super().send_changelog(
+            partition, key, value, key_serializer, value_serializer or "orjson"
+        )
         self._unacked.add(fut)
         fut.add_done_callback(self._settled)
         return fut

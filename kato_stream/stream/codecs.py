@@ -12,12 +12,22 @@ from typing import Any
 
 import orjson
 
+from kato_stream.core.predictor.encoded import EncodedPredictions
+
 _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _encoded(value: Any) -> orjson.Fragment:
+    """orjson's ``default``: predictions the kernel already wrote are spliced in as they are
+    (the same bytes this module writes for their dicts: tests/core/test_encoded.py)."""
+    if isinstance(value, EncodedPredictions):
+        return orjson.Fragment(value.json)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def dumps(value: Any) -> bytes:
     """Deterministic JSON bytes (sorted keys)."""
-    return orjson.dumps(value, option=_OPTS)
+    return orjson.dumps(value, default=_encoded, option=_OPTS)
 
 
 def dumps_sharing(record: Any, lists: Mapping[str, list[Any]]) -> tuple[bytes, dict[str, bytes]]:
@@ -29,15 +39,22 @@ def dumps_sharing(record: Any, lists: Mapping[str, list[Any]]) -> tuple[bytes, d
     the list's bytes are spliced into the record (``orjson.Fragment``): the same bytes as
     :func:`dumps` would write, since a nested value is encoded with the same options.
     """
-    encoded = {name: dumps(items) for name, items in lists.items()}
+    encoded = {
+        name: items.json if isinstance(items, EncodedPredictions) else dumps(items)
+        for name, items in lists.items()
+    }
     shared: dict[str, orjson.Fragment] = {}
     if isinstance(record, dict):
         for name, raw in encoded.items():
             mine, items = record.get(name), lists[name]
             if (
-                isinstance(mine, list)
-                and len(mine) == len(items)
-                and all(a is b for a, b in zip(mine, items, strict=True))
+                mine is items
+                and isinstance(items, EncodedPredictions)
+                or (
+                    isinstance(mine, list)
+                    and len(mine) == len(items)
+                    and all(a is b for a, b in zip(mine, items, strict=True))
+                )
             ):
                 shared[name] = orjson.Fragment(raw)
     return dumps({**record, **shared} if shared else record), encoded

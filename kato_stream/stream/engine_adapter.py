@@ -20,7 +20,7 @@ from kato_stream.core.config import EngineDefaults
 from kato_stream.core.engine import Command, CommandResult, Engine, Predictor
 from kato_stream.core.errors import PatternTooLarge
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
-from kato_stream.core.predictions import PredictionResult, PredictParams, predict
+from kato_stream.core.predictions import MatcherOptions, PredictionResult, PredictParams, predict
 from kato_stream.core.session import SessionState
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
@@ -35,14 +35,19 @@ def source_id(source: Source) -> str:
     return f"{source.topic}:{source.partition}:{source.offset}"
 
 
+#: The stream path's predictions: the process's matcher, and where the C kernel computes,
+#: the predictions as the JSON bytes the output record and the session lists carry.
+STREAM_MATCHER = MatcherOptions(encoded=True)
+
+
 def timed_predict(
     kb: KnowledgeBase, stm: Sequence[Sequence[str]], params: PredictParams
 ) -> PredictionResult:
     """``predict``, timed in ``kato_prediction_duration_seconds`` when the STM is not empty."""
     if not any(stm):
-        return predict(kb, stm, params)
+        return predict(kb, stm, params, STREAM_MATCHER)
     with metrics.timed(metrics.PREDICTION_DURATION):
-        return predict(kb, stm, params)
+        return predict(kb, stm, params, STREAM_MATCHER)
 
 
 def pattern_guard(limit: int) -> Callable[[LearnEvent], None]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -72,7 +72,7 @@ class Handled:
     stm_length: int
     time: int
     response: dict[str, Any]
-    predictions: list[dict[str, Any]]
+    predictions: Sequence[dict[str, Any]]
     future_potentials: list[dict[str, Any]]
     learned: list[LearnEvent]
     cleared: str | None

@@ -51,6 +51,7 @@ from kato_stream.core.predictor.candidates import passing
 from kato_stream.core.predictor.matching import build_candidate, pre_potential
 from kato_stream.core.prefilter import pattern_index
 from kato_stream.settings import Settings
+from kato_stream.stream import codecs
 
 #: The pure-Python matcher is wanted: a missing kernel skips its tests instead of failing them.
 PURE_PYTHON_WANTED = os.environ.get(kernel.PURE_PYTHON_ENV, "").strip().lower() in (
@@ -100,7 +101,13 @@ def dump(res: PredictionResult) -> bytes:
 def both_paths(
     kb: KnowledgeBase, stm: list[list[str]], params: PredictParams
 ) -> tuple[bytes, bytes]:
-    fast = dump(predict(kb, stm, params, MatcherOptions(c_kernel=True)))
+    """(kernel, pure Python) bytes; also checks the kernel's own JSON (``encoded``) against
+    the bytes the stream layer writes for the kernel's dicts."""
+    res = predict(kb, stm, params, MatcherOptions(c_kernel=True))
+    enc = predict(kb, stm, params, MatcherOptions(c_kernel=True, encoded=True))
+    assert codecs.dumps(enc.predictions) == codecs.dumps(res.predictions)
+    assert enc.future_potentials == res.future_potentials
+    fast = dump(res)
     slow = dump(predict(kb, stm, params, MatcherOptions(c_kernel=False)))
     return fast, slow
 

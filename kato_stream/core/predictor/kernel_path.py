@@ -11,16 +11,19 @@ tests/core/test_kernel.py checks the two byte for byte.
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from .. import kernel
 from ..knowledge import KnowledgeBase, PatternRecord, average_emotives
 from ..prefilter import PatternIndex, pattern_index
 from .candidates import kernel_select
+from .encoded import EncodedPredictions
 from .ensemble import bayesian, cosine_distances, tfidf
 from .params import MatcherOptions, PredictParams
 
@@ -57,11 +60,13 @@ def full_path_kernel(
     stm: list[list[str]],
     state: list[str],
     params: PredictParams,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    encoded: bool = False,
+) -> tuple[list[dict[str, Any]] | EncodedPredictions, list[dict[str, Any]]]:
     """``full_path`` (no affinity, no fuzzy, no filters) with the C kernel end to end.
 
     The per-candidate work runs in C and numpy over all ``3*max_predictions`` survivors,
-    and Python lists/dicts are built only for the ``max_predictions`` that are returned.
+    and Python lists/dicts are built only for the ``max_predictions`` that are returned;
+    with ``encoded``, not even those: the kernel writes their JSON (:func:`_encoded`).
     """
     threshold = float(params.recall_threshold)
     limit = params.max_predictions * 3
@@ -78,7 +83,21 @@ def full_path_kernel(
     freqs = [recs[i].frequency if recs[i].frequency else 1 for i in sel_l]
     cols, fps = _columns(kb, idx, sel, sel_l, sim_l, info, uflag, freqs, state)
     top = _top(cols.get(params.rank_sort_algo), len(sel_l), params.max_predictions)
-    built = kernel.lists(idx, sel[top], info[top], q, [len(e) for e in stm], state)
+    stm_lens = [len(e) for e in stm]
+    if encoded:
+        raw = kernel.predictions_json(
+            idx,
+            sel[top],
+            info[top],
+            q,
+            stm_lens,
+            [orjson.dumps(s) for s in state],
+            _table(recs, sel_l, top, cols),
+            len(_TABLE),
+            _LAYOUT,
+        )
+        return EncodedPredictions(raw, len(top)), fps
+    built = kernel.lists(idx, sel[top], info[top], q, stm_lens, state)
     return _assemble(recs, sel_l, top, built, cols), fps
 
 
@@ -362,3 +381,87 @@ def _assemble(
             }
         )
     return preds
+
+
+#: orjson options of every stored and sent record (stream/codecs.py): nested dicts sorted too.
+_JSON_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+#: Where each key of a kernel-path prediction (``_assemble``) comes from when the kernel
+#: writes the JSON: one of its lists, a column of the value table (``_table``: the columns of
+#: ``_columns``, names and emotives), or a constant.  Written in sorted key order, as orjson
+#: writes the dict.
+_LISTS = {
+    "extras": kernel.J_EXTRAS,
+    "future": kernel.J_FUTURE,
+    "matches": kernel.J_MATCHES,
+    "missing": kernel.J_MISSING,
+    "past": kernel.J_PAST,
+    "present": kernel.J_PRESENT,
+    "sequence": kernel.J_SEQUENCE,
+}
+_CONSTANTS = {
+    "anomalies": b"[]",
+    "type": b'"prototypical"',
+    "weighted_confidence": b"null",
+    "weighted_evidence": b"null",
+    "weighted_similarity": b"null",
+    "weighted_snr": b"null",
+}
+#: The value table's columns: names and emotives, then ``_columns``' output columns.
+_TABLE = (
+    "name",
+    "emotives",
+    "bayesian_likelihood",
+    "bayesian_posterior",
+    "bayesian_prior",
+    "confidence",
+    "confluence",
+    "entropy",
+    "evidence",
+    "fragmentation",
+    "frequency",
+    "global_normalized_entropy",
+    "itfdf_similarity",
+    "normalized_entropy",
+    "pattern_probability",
+    "potential",
+    "predictive_information",
+    "similarity",
+    "snr",
+    "tfidf_score",
+    "weighted_strength",
+)
+
+
+def _layout() -> list[kernel.JsonField]:
+    keys = sorted([*_LISTS, *_CONSTANTS, *_TABLE])
+    layout: list[kernel.JsonField] = []
+    for i, key in enumerate(keys):
+        prefix = (b"{" if i == 0 else b",") + orjson.dumps(key) + b":"
+        if key in _LISTS:
+            layout.append((prefix, _LISTS[key], None))
+        elif key in _CONSTANTS:
+            layout.append((prefix, kernel.J_CONST, _CONSTANTS[key]))
+        else:
+            layout.append((prefix, kernel.J_COLUMN, _TABLE.index(key)))
+    return layout
+
+
+_LAYOUT = _layout()
+_NO_EMOTIVES: dict[str, float] = {}
+
+
+def _table(
+    recs: list[PatternRecord], sel_l: list[int], top: list[int], cols: dict[str, list[Any]]
+) -> bytes:
+    """The ``top`` survivors' values of every ``_TABLE`` column, encoded by orjson at once."""
+    picked = [recs[sel_l[k]] for k in top]
+    pick = operator.itemgetter(*top) if len(top) > 1 else (lambda col: (col[top[0]],))
+    return orjson.dumps(
+        [
+            [r.name for r in picked],
+            [average_emotives(r.emotives) if r.emotives else _NO_EMOTIVES for r in picked],
+            *(pick(cols[key]) for key in _TABLE[2:]),
+        ],
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+    )

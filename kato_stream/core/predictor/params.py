@@ -9,6 +9,7 @@ predicted (every field is part of a prediction cache key); ``MatcherOptions`` is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ class PredictParams:
 
 @dataclass
 class PredictionResult:
-    predictions: list[dict[str, Any]]
+    predictions: Sequence[dict[str, Any]]
     future_potentials: list[dict[str, Any]] = field(default_factory=list)
     fast_path: bool = False
 
@@ -67,6 +68,9 @@ class MatcherOptions:
 
     c_kernel: bool | None = None
     exhaustive: bool = False
+    encoded: bool = False
+    """Where the C kernel computes, return the predictions as their JSON bytes
+    (:class:`~.encoded.EncodedPredictions`, the same bytes once encoded): the stream path."""
 
     def runs_kernel(self) -> bool:
         """Whether the C kernel computes (never when ``exhaustive``)."""
