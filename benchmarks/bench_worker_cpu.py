@@ -10,7 +10,10 @@ choices can be compared side by side on a noisy host:
   apart, as before (``codecs.dumps`` of the record, ``orjson.dumps`` of each list), against
   ``codecs.dumps_sharing`` (each list once, spliced into the record);
 * ``--edges``: the worker's edge checks (the changelog-size limit and the window of applied
-  command ids) against none.
+  command ids) against none;
+* ``--kernel-json``: the predictions as dicts encoded by orjson (before) against the C
+  kernel's own JSON (``MatcherOptions(encoded=True)``, the worker's path now), both at the
+  worker's GC threshold with ``dumps_sharing``.
 
 Per command: the Processor with the real engine (``external_lists`` on, as a worker runs
 it), then the encoding.  The knowledge base (``--patterns``, loadgen's Workload) is learned
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_stream import machine  # noqa: E402
 
+from kato_stream.core.predictions import PredictionResult, PredictParams, predict  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
 from kato_stream.stream import codecs  # noqa: E402
 from kato_stream.stream.engine_adapter import CoreEngineAdapter  # noqa: E402
@@ -116,6 +120,11 @@ class Runner:
         return o
 
 
+def dict_predict(kb: Any, stm: Any, params: PredictParams) -> PredictionResult:
+    """The predictor before the kernel wrote JSON: the process's matcher, dicts out."""
+    return predict(kb, stm, params)
+
+
 def envelope(op: str, sid: str, payload: dict[str, Any]) -> bytes:
     return codecs.dumps({"op": op, "session_id": sid, "node_id": "n", "payload": payload})
 
@@ -141,6 +150,12 @@ def main() -> None:
         action="store_true",
         help="compare the worker's edge checks (state-size limit, id window of "
         "KATO_STREAM_IDEMPOTENCY_WINDOW) with none, instead of the GC/encoding variants",
+    )
+    p.add_argument(
+        "--kernel-json",
+        action="store_true",
+        help="compare the predictions built as dicts and encoded by orjson with the kernel's "
+        "own JSON (the worker's path), instead of the GC/encoding variants",
     )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -174,6 +189,19 @@ def main() -> None:
             f"edge checks (window {s.idempotency_window})": Runner(
                 checked, args.gc_threshold, encode_shared
             ),
+        }
+    elif args.kernel_json:
+        dicts = Processor(
+            CoreEngineAdapter.from_settings(Settings(), predictor=dict_predict),
+            proc.ltm,
+            max_bytes=1 << 30,
+            external_lists=True,
+        )
+        variants = {
+            "predictions as dicts, orjson (before)": Runner(
+                dicts, args.gc_threshold, encode_shared
+            ),
+            "kernel JSON (now)": Runner(proc, args.gc_threshold, encode_shared),
         }
     else:
         variants = gc_variants(proc, args.gc_threshold)

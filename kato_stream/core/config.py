@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from functools import cached_property
 from typing import Any
 
 from kato_stream.core.errors import ConfigError
@@ -152,12 +153,17 @@ class SessionConfig:
     forward_to: str | None = None
     """Node that receives an observe of each pattern this session learns (docs/hierarchy.md)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """Every key, ``None`` included (the session-state form)."""
+    @cached_property
+    def _state_form(self) -> dict[str, Any]:
         d = asdict(self)
         if d["filter_pipeline"] is not None:
             d["filter_pipeline"] = list(d["filter_pipeline"])
         return d
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key, ``None`` included (the session-state form): a fresh copy of a dict built
+        once per config (it is frozen; ``asdict`` cost ~0.1 ms on every command's state)."""
+        return {k: list(v) if isinstance(v, list) else v for k, v in self._state_form.items()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SessionConfig:

@@ -75,9 +75,11 @@ def full_path_kernel(
         return [], []
     recs = idx.records
     # Ensemble order = name order, so every tie below (future groups, ranking) is by name.
-    pairs = sorted(zip(sel0.tolist(), sims0.tolist(), strict=True), key=lambda t: recs[t[0]].name)
-    sel_l = [t[0] for t in pairs]
-    sim_l = [t[1] for t in pairs]
+    sel0_l, sims0_l = sel0.tolist(), sims0.tolist()
+    names = [recs[i].name for i in sel0_l]
+    order = sorted(range(len(names)), key=names.__getitem__)  # stable, as sorting the pairs
+    sel_l = [sel0_l[k] for k in order]
+    sim_l = [sims0_l[k] for k in order]
     sel = np.asarray(sel_l, dtype=np.int64)
     info, uflag = kernel.survivors(idx, sel, q)
     freqs = [recs[i].frequency if recs[i].frequency else 1 for i in sel_l]
