@@ -70,7 +70,7 @@ Encoded = tuple[bytes, dict[str, bytes]]
 
 def encode_apart(o: Outcome) -> Encoded:
     """The encoding before dumps_sharing: the record, then each list on its own."""
-    lists = {name: orjson.dumps(items) for name, (_, items) in (o.observed or {}).items()}
+    lists = {name: codecs.dumps(items) for name, (_, items) in (o.observed or {}).items()}
     return codecs.dumps(o.record), lists
 
 

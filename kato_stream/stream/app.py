@@ -111,6 +111,11 @@ class SessionTable(faust.Table):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Values in codecs.dumps's encoding, in the store (rocksdb encodes every value) and on
+        # the changelog alike: Faust takes a table's value serializer from the value type
+        # (json for ``None``), ignoring the schema; predictions the kernel encoded are
+        # written as they are, and every stored value is the same bytes as on the wire.
+        self.value_serializer = "orjson"
         # Each record's future leaves the set when the broker answers (O(1) per write, and
         # nothing kept once acknowledged: an expiry sweep writes tens of thousands of
         # tombstones at once); a failure is kept until durable() reports it.
@@ -125,12 +130,7 @@ class SessionTable(faust.Table):  # type: ignore[misc]
         key_serializer: Any = None,
         value_serializer: Any = None,
     ) -> Any:
-        # Values in codecs.dumps's encoding (Faust would take its json codec from the value
-        # type, ignoring the schema): the same bytes as every other record, and predictions
-        # the kernel encoded are written as they are.
-        fut = super().send_changelog(
-            partition, key, value, key_serializer, value_serializer or "orjson"
-        )
+        fut = super().send_changelog(partition, key, value, key_serializer, value_serializer)
         self._unacked.add(fut)
         fut.add_done_callback(self._settled)
         return fut

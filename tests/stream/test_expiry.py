@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from kato_stream.settings import Settings
+from kato_stream.stream import codecs
 from kato_stream.stream.engine_adapter import CoreEngineAdapter
 from kato_stream.stream.expiry import TICK_KEY, ExpiryIndex, deadline, expired, is_tick
 from kato_stream.stream.ltm import LtmRegistry
@@ -43,7 +44,7 @@ class Node:
         if out.table_value is not None and out.session_id is not None:
             self.table[out.session_id] = out.table_value
         if out.record is not None:
-            self.outputs.append(orjson.dumps(out.record))
+            self.outputs.append(codecs.dumps(out.record))
         return out
 
 
