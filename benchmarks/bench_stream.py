@@ -242,6 +242,7 @@ def run_passthrough(settings: Settings) -> None:
     fetch_backoff.install(  # the same plumbing as the worker's
         settings.idle_fetch_backoff, settings.idle_fetch_backoff_max
     )
+    fetch_backoff.link(settings.topic("predictions"), settings.topic("observations"))
     app = faust.App(settings.app_id, **faust_app_options(settings))
 
     def raw(name: str) -> Any:
@@ -710,6 +711,16 @@ def markdown(report: dict[str, Any]) -> str:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     mach = machine()
+    if not args.client_spin:
+        # The measuring clients fetch as kato-stream's own clients do (the gateway, `kato-stream
+        # loadgen`): a pause after an empty fetch, ended by the client's own command (each
+        # LoadClient links its input topic to its output topic).  Without it, noida-db
+        # answering empty fetches at once, the four clients' consumers spun at ~0.75 of a core
+        # (py-spy: all in aiokafka's fetch routine), beside the targets on 2 cores.
+        from kato_stream import fetch_backoff
+
+        s = Settings()
+        fetch_backoff.install(s.idle_fetch_backoff, s.idle_fetch_backoff_max)
     rig = Rig(
         tmp,
         partitions=args.partitions,
@@ -750,6 +761,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "compression",
                 "kato_env",
                 "compare_env",
+                "client_spin",
             )
         },  # fmt: skip
         "results": result,
@@ -817,6 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preload-batch", type=int, default=100, help="patterns per command (autolearn)"
+    )
+    p.add_argument(
+        "--client-spin",
+        action="store_true",
+        help="measuring clients re-fetch at once after an empty fetch (before 2026-12-03)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     p.add_argument("--out", type=Path)

@@ -17,12 +17,16 @@ What it costs, and what keeps it small:
 * A record that arrives while a consumer sleeps waits for the rest of the pause: at most
   ``max_seconds`` after an idle spell (the first command after a pause, on the worker's input
   consumer), at most ``seconds`` in a stream of records.
-* A process that produces a record wakes every paused fetcher of the process and keeps them at
-  ``seconds`` for ``HOT_SECONDS`` (:func:`wake`, called by the patched
-  ``AIOKafkaProducer.send``): whoever sends something usually waits for what comes back.  The
-  gateway sends a command and reads its answer; the worker sends a pattern event and its own
-  ``kato.patterns`` followers (the LTM follower, the persister) read it back.  None of those
-  waits for ``max_seconds``.
+* A process that produces a record keeps every fetcher of the process at ``seconds`` for
+  ``HOT_SECONDS`` and ends the pause of the fetchers that read the topic it produced to, or a
+  topic :func:`link`-ed to it (:func:`wake`, called by the patched ``AIOKafkaProducer.send``):
+  whoever sends something usually waits for what comes back.  The worker sends a pattern
+  event and its own ``kato.patterns`` followers (the LTM follower, the persister) read it
+  back; the gateway sends a command and reads its answer on the output topic (linked); the
+  worker's answer is usually followed by its client's next command, so a send to the output
+  topic wakes its input consumer (linked).  None of those waits for ``max_seconds``.  Ending
+  every pause on every send made the worker's two followers fetch ``kato.patterns`` once per
+  output record as well.
 * A broker that held the empty fetch (it took at least half the consumer's
   ``fetch_max_wait_ms``, and at least ``HELD_SECONDS``) long-polls like Kafka: no pause.
   Otherwise a consumer's ``fetch_max_wait_ms`` no longer caps the pause: it did, and the
@@ -59,8 +63,11 @@ _state: dict[str, Any] = {
 }
 PAUSE_ATTR = "_kato_idle_pause"
 EMPTY_ATTR = "_kato_empty_fetches"
-# fetchers asleep in a pause: future -> its event loop (Faust's consumer has a loop of its own)
-_sleeping: dict[asyncio.Future[None], asyncio.AbstractEventLoop] = {}
+# fetchers asleep in a pause: future -> (its event loop, the topics it reads); Faust's
+# consumer has a loop of its own
+_sleeping: dict[asyncio.Future[None], tuple[asyncio.AbstractEventLoop, frozenset[str]]] = {}
+# sent topic -> further topics whose fetchers a send to it wakes (link())
+_links: dict[str, set[str]] = {}
 
 
 def set_pause(consumer: Any, seconds: float) -> None:
@@ -84,28 +91,40 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def wake() -> None:
-    """A record was produced: end every pause now and keep the pauses short for a while."""
+def link(sent: str, answered: str) -> None:
+    """A send to topic ``sent`` also ends the pauses of the fetchers of ``answered`` (a client
+    that sends commands to one topic and reads their answers on another)."""
+    _links.setdefault(sent, set()).add(answered)
+
+
+def wake(topic: str | None = None) -> None:
+    """A record was produced to ``topic``: keep every pause short for a while, and end now
+    the pauses of the fetchers that read ``topic`` or a topic linked to it (every fetcher's
+    when ``topic`` is None)."""
     _state["woken_at"] = time.monotonic()
     if not _sleeping:
         return
+    wanted = None if topic is None else {topic, *_links.get(topic, ())}
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    for fut, loop in _sleeping.copy().items():
+    for fut, (loop, topics) in _sleeping.copy().items():
+        if wanted is not None and wanted.isdisjoint(topics):
+            continue
         if loop is running:
             _resolve(fut)
         elif not loop.is_closed():
             loop.call_soon_threadsafe(_resolve, fut)
 
 
-async def _sleep(seconds: float) -> None:
-    """``asyncio.sleep`` that :func:`wake` ends early, from any thread."""
+async def _sleep(seconds: float, topics: frozenset[str] = frozenset()) -> None:
+    """``asyncio.sleep`` that :func:`wake` ends early, from any thread (a wake for one of
+    ``topics``, or for every topic)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
     handle = loop.call_later(seconds, _resolve, fut)
-    _sleeping[fut] = loop
+    _sleeping[fut] = (loop, topics)
     try:
         await fut
     finally:
@@ -147,8 +166,9 @@ def install(seconds: float, max_seconds: float) -> None:
         hot = now - _state["woken_at"] < HOT_SECONDS
         empty = 1 if hot else getattr(self, EMPTY_ATTR, 0) + 1
         setattr(self, EMPTY_ATTR, empty)
+        topics = frozenset(tp.topic for tp in assignment.tps)
         try:
-            await _sleep(pause_for(base, _state["max"], empty))
+            await _sleep(pause_for(base, _state["max"], empty), topics)
         except asyncio.CancelledError:  # close() or unassignment: nothing more to do
             return False
         return False
@@ -158,9 +178,9 @@ def install(seconds: float, max_seconds: float) -> None:
     send = _producer.AIOKafkaProducer.send
     _state["send"] = send
 
-    async def _send(self: Any, *args: Any, **kwargs: Any) -> Any:
-        fut = await send(self, *args, **kwargs)
-        wake()
+    async def _send(self: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
+        fut = await send(self, topic, *args, **kwargs)
+        wake(topic)
         return fut
 
     _producer.AIOKafkaProducer.send = _send
@@ -178,6 +198,7 @@ def uninstall() -> None:
     _state["seconds"] = 0.0
     _state["max"] = 0.0
     _state["woken_at"] = float("-inf")
+    _links.clear()
 
 
 def current() -> float:

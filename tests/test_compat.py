@@ -168,3 +168,21 @@ def test_faust_table_internals_the_checkpoint_and_the_expiry_sweep_use() -> None
     app = faust.App("compat-table", broker="kafka://127.0.0.1:1", autodiscover=False)
     table = app.Table("t", default=None)
     assert hasattr(table.data, "_key_partition")  # the in-memory store's recovered keys
+
+
+async def test_aiokafka_fetch_step_and_send_the_fetch_backoff_wraps() -> None:
+    """fetch_backoff.py wraps aiokafka's per-node fetch step and the producer's send: the step
+    is a coroutine ``(assignment, node_id, request) -> bool`` (records or not), an assignment
+    knows its partitions (``tps``, for the topics a paused fetcher reads) and whether it is
+    still current (``active``), and ``send`` takes the topic first."""
+    from aiokafka.consumer import fetcher
+    from aiokafka.consumer.subscription_state import Assignment
+    from aiokafka.producer.producer import AIOKafkaProducer
+
+    step = fetcher.Fetcher._proc_fetch_request  # noqa: SLF001
+    assert inspect.iscoroutinefunction(step)
+    assert list(inspect.signature(step).parameters) == ["self", "assignment", "node_id", "request"]
+    assignment = Assignment([TopicPartition("t", 0), TopicPartition("u", 1)])
+    assert {tp.topic for tp in assignment.tps} == {"t", "u"}
+    assert assignment.active is True
+    assert list(inspect.signature(AIOKafkaProducer.send).parameters)[:2] == ["self", "topic"]

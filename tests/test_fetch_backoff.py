@@ -3,7 +3,8 @@
 noida-db answers an empty fetch at once, so an idle consumer re-fetches in a tight loop;
 with the pause it fetches at most about once per pause, and records still arrive.  The pause
 grows while the consumer stays idle, and a record produced by the same process (whoever sends
-waits for an answer) wakes the paused fetchers, in any thread.
+waits for an answer) wakes the paused fetchers of that topic (or of a topic linked to it), in
+any thread.
 """
 
 from __future__ import annotations
@@ -181,7 +182,8 @@ async def test_a_send_wakes_paused_fetchers_in_another_thread(kafka_bootstrap: s
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
             assert any(
-                loop is not asyncio.get_running_loop() for loop in fetch_backoff._sleeping.values()
+                loop is not asyncio.get_running_loop()
+                for loop, _topics in fetch_backoff._sleeping.values()
             )
             sent = time.monotonic()
             await producer.send_and_wait(topic, f"w{i}".encode())
@@ -195,6 +197,57 @@ async def test_a_send_wakes_paused_fetchers_in_another_thread(kafka_bootstrap: s
         await producer.stop()
         await asyncio.to_thread(thread.join, 10)
         fetch_backoff.uninstall()
+
+
+async def test_a_send_wakes_only_the_fetchers_of_its_topic_or_a_linked_one(
+    kafka_bootstrap: str,
+) -> None:
+    """A worker sends an output record per command to a topic none of its own consumers reads:
+    its paused followers sleep on (they used to fetch once per output record).  A send to the
+    topic a fetcher reads ends its pause, and so does a send to a topic linked to it (the
+    gateway sends a command and reads the answer on the output topic)."""
+    mine, other = (f"fb-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    await create_topics(kafka_bootstrap, [TopicSpec(mine, 1, {}), TopicSpec(other, 1, {})])
+    fetch_backoff.install(0.005, max_seconds=3.0)
+    tp = TopicPartition(mine, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+
+    async def long_pause() -> None:  # 5 ms doubling: 0.64 s and longer from the 8th empty
+        fetch_backoff._state["woken_at"] = float("-inf")  # not hot: the pause grows
+        deadline = time.monotonic() + 15
+        while getattr(consumer._fetcher, fetch_backoff.EMPTY_ATTR, 0) < 9:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+
+    try:
+        await producer.start()
+        with counting_fetches() as counts:
+            await consumer.start()
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)
+            await long_pause()
+            before = sum(counts.values())
+            for _ in range(5):
+                await producer.send_and_wait(other, b"elsewhere")
+            await asyncio.sleep(0.1)
+            unrelated = sum(counts.values()) - before  # no pause ended by these sends
+            fetch_backoff.link(other, mine)
+            before = sum(counts.values())
+            await producer.send_and_wait(other, b"linked")
+            await asyncio.sleep(0.1)
+            linked = sum(counts.values()) - before
+            await long_pause()
+            await producer.send_and_wait(mine, b"mine")
+            msg = await asyncio.wait_for(consumer.getone(), 0.5)  # woken: read at once
+            assert msg.value == b"mine"
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        fetch_backoff.uninstall()
+    assert unrelated == 0, unrelated
+    assert linked >= 1, linked
 
 
 async def test_a_fetch_the_broker_held_is_not_paused() -> None:
@@ -212,7 +265,7 @@ async def test_a_fetch_the_broker_held_is_not_paused() -> None:
     try:
         fetch_backoff.install(0.2, max_seconds=0.2)
         me = SimpleNamespace(_fetch_max_wait_ms=100)
-        active = SimpleNamespace(active=True)
+        active = SimpleNamespace(active=True, tps=())
         for held, want in ((0.06, (0.06, 0.15)), (0.0, (0.19, 0.4))):
             delay[0] = held
             t = time.monotonic()

@@ -34,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from kato_stream import metrics
+from kato_stream import fetch_backoff, metrics
 from kato_stream.contracts import MSG_ID_HEADER, SOURCE_HEADER, STATUS_HEADER
 from kato_stream.stream.persisted import PATTERNS_HEADER, PersistWaiter, parse_marks
 
@@ -142,6 +142,8 @@ class StreamClient:
             await consumer.start()
             parts = await self._partitions(consumer)
             consumer.assign(parts)
+            # a command sent ends the idle-fetch pause of the consumer awaiting its answer
+            fetch_backoff.link(self.input_topic, self.output_topic)
             await consumer.seek_to_end(*parts)
             for tp in parts:  # resolve now: records produced after start() are all seen
                 await consumer.position(tp)

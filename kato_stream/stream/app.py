@@ -214,6 +214,9 @@ def build_worker(
     kernel.require(settings.pure_python, "worker")
     codecs.register_faust_codec()
     fetch_backoff.install(settings.idle_fetch_backoff, settings.idle_fetch_backoff_max)
+    # an answer sent is usually followed by its client's next command: the input consumer
+    # looks at once (the kato.patterns followers are woken only by pattern events)
+    fetch_backoff.link(settings.topic("predictions"), settings.topic("observations"))
     tune_gc(settings.gc_threshold)
     disable_gap_fill()  # the agent's continuity guard fills holes instead (continuity.py)
     adaptive = (

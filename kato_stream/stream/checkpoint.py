@@ -7,7 +7,8 @@ batch then makes its effects durable in the one order that survives a crash at a
 1. the batch's session lists go to Redis (one round trip), while the broker acknowledges;
 2. every output of the batch is acknowledged by the broker;
 3. the sessions' table values are written, in input order, to the changelog partition of
-   their input (with the latest records and the expiry index);
+   their input (with the latest records and the expiry index): each session's last value of
+   the batch only;
 4. those changelog records are acknowledged;
 5. the inputs become committable (filled holes and events acknowledged to Faust);
 6. the lists replaced by commands whose offsets are committed now are dropped.
@@ -22,6 +23,14 @@ the last commit: their outputs are published again, identical, and their forward
 same ids.  A learn's pattern event additionally waits for every earlier table write to be
 durable (agents.py), so that a redone command never meets an LTM that already holds it.
 
+Only each session's last value of a batch is written, and only the lists it can name are
+stored (a write cache, as Kafka Streams' record cache in front of a changelogged store): a
+value that a later command of the same batch replaced would be overwritten before anyone
+could read it, since the batch's inputs become committable together (step 5).  A crash in
+between leaves each session either at its value before the batch (redone) or at its last
+value (its commands skipped as applied: their outputs were acknowledged in step 2).  Under
+load a batch holds several commands per session, and each observe's lists are ~150 KB.
+
 Each step is a method, so a test can stop between any two (tests/stream/test_checkpoint.py).
 """
 
@@ -34,9 +43,10 @@ from typing import Any
 
 from kato_stream import compat, metrics
 from kato_stream.stream.batch import Batch
+from kato_stream.stream.processor import stored_outside
 from kato_stream.stream.session_lists import Retired, settle_put
 
-__all__ = ["DURABLE_TIMEOUT", "Checkpoint"]
+__all__ = ["DURABLE_TIMEOUT", "Checkpoint", "last_values", "newest_lists"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +79,10 @@ class Checkpoint:
 
     async def commit(self, batch: Batch) -> None:
         """Make the batch durable, steps 1 to 6 (module docstring), and clear it."""
-        put = self.store_lists(batch)  # 1
+        final = last_values(batch)
+        put = self.store_lists(batch, final)  # 1
         await self.outputs_acknowledged(batch)  # 2
-        await self.write_tables(batch, put)  # 3
+        await self.write_tables(batch, put, final)  # 3
         await self.tables_durable()  # 4
         await self.acknowledge_inputs(batch)  # 5
         batch.clear()
@@ -79,11 +90,17 @@ class Checkpoint:
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def store_lists(self, batch: Batch) -> asyncio.Future[None] | None:
-        """1. The batch's new session lists to Redis, in one round trip (not awaited here:
-        step 3 waits for it before the table values that name them)."""
-        staged = [(p.outcome.session_id or "", p.stored) for p in batch.pending if p.stored]
-        if not staged or self.lists is None:
+    def store_lists(
+        self, batch: Batch, final: dict[str, int] | None = None
+    ) -> asyncio.Future[None] | None:
+        """1. The batch's new session lists that its last values can name (each session's
+        newest list of each field) to Redis, in one round trip (not awaited here: step 3
+        waits for it before the table values that name them)."""
+        if self.lists is None:
+            return None
+        final = last_values(batch) if final is None else final
+        staged = list(newest_lists(batch, final).items())
+        if not staged:
             return None
         put: asyncio.Future[None] = asyncio.ensure_future(self.lists.put_many(staged))
         return put
@@ -93,25 +110,37 @@ class Checkpoint:
         the agent then takes the worker down before anything below happens)."""
         await asyncio.gather(*(f for p in batch.pending for f in p.futures))
 
-    async def write_tables(self, batch: Batch, put: asyncio.Future[None] | None) -> None:
-        """3. The table values, in input order, each to its input's changelog partition; the
-        latest records, retired lists and expiry deadlines they imply; the command metrics."""
+    async def write_tables(
+        self,
+        batch: Batch,
+        put: asyncio.Future[None] | None,
+        final: dict[str, int] | None = None,
+    ) -> None:
+        """3. Each session's last table value of the batch, in input order, to its input's
+        changelog partition; the latest records, retired lists and expiry deadlines they
+        imply; the command metrics (of every command)."""
+        final = last_values(batch) if final is None else final
+        stored = newest_lists(batch, final) if self.lists is not None else {}
         try:
-            for p in batch.pending:
+            for i, p in enumerate(batch.pending):
                 outcome = p.outcome
-                if put is not None and p.stored and outcome.table_value and outcome.observed:
-                    # Redis failed: the lists go into the table value (nothing is lost)
-                    await settle_put(put, outcome.table_value, outcome.observed)
-                if outcome.table_value is not None and outcome.session_id is not None:
-                    compat.faust_table_set(
-                        self.sessions, outcome.session_id, outcome.table_value, p.event
-                    )
+                sid = outcome.session_id
+                if sid is not None and outcome.table_value is not None and final.get(sid) == i:
+                    if put is not None and sid in stored:
+                        # Redis failed: the lists go into the table value (nothing is lost)
+                        mine = stored[sid]
+                        lists = {
+                            name: have
+                            for name, have in batch.lists_of(sid).items()
+                            if name in mine and mine[name][0] == have[0]
+                        }
+                        await settle_put(put, outcome.table_value, lists)
+                    compat.faust_table_set(self.sessions, sid, outcome.table_value, p.event)
                     if self.expirer is not None:
-                        self.expirer.written(
-                            p.event.message.partition, outcome.session_id, outcome.table_value
-                        )
-                for sid, name, ident in p.retire:
-                    self.retired.add(p.event.message.tp, p.offset, sid, name, ident)
+                        self.expirer.written(p.event.message.partition, sid, outcome.table_value)
+                for rsid, name, ident in p.retire:
+                    if (rsid, name, ident) not in batch.made or _stored(stored, rsid, name, ident):
+                        self.retired.add(p.event.message.tp, p.offset, rsid, name, ident)
                 if self.latest is not None and outcome.session_id is not None and outcome.record:
                     self.latest.put(outcome.session_id, p.out_value)
                 _observe(p)
@@ -141,6 +170,46 @@ class Checkpoint:
                 await self.lists.forget(due)
             except Exception as exc:  # left in Redis: harmless, only memory
                 log.warning("dropping %d retired session lists failed: %s", len(due), exc)
+
+
+def last_values(batch: Batch) -> dict[str, int]:
+    """session -> index in ``batch.pending`` of its last table value (the one step 3 writes)."""
+    final: dict[str, int] = {}
+    for i, p in enumerate(batch.pending):
+        o = p.outcome
+        if o.session_id is not None and o.table_value is not None:
+            final[o.session_id] = i
+    return final
+
+
+def newest_lists(batch: Batch, final: dict[str, int]) -> dict[str, dict[str, tuple[str, bytes]]]:
+    """session -> field -> (id, JSON) of the lists the batch made that its sessions' last
+    values name: the only ones to store.  A list replaced within the batch (or dropped, as a
+    clear leaves an empty list inline) is named by no value that is ever written."""
+    made: dict[tuple[str, str, str], bytes] = {}
+    for p in batch.pending:
+        sid = p.outcome.session_id
+        if p.stored and sid is not None and sid in final:
+            for name, (ident, raw) in p.stored.items():
+                made[(sid, name, ident)] = raw
+    out: dict[str, dict[str, tuple[str, bytes]]] = {}
+    if not made:
+        return out
+    for sid, i in final.items():
+        value = batch.pending[i].outcome.table_value
+        state = value.get("state") if value is not None else None
+        for name, ident in stored_outside(state).items():
+            found = made.get((sid, name, ident))
+            if found is not None:
+                out.setdefault(sid, {})[name] = (ident, found)
+    return out
+
+
+def _stored(
+    stored: dict[str, dict[str, tuple[str, bytes]]], sid: str, name: str, ident: str
+) -> bool:
+    got = stored.get(sid, {}).get(name)
+    return got is not None and got[0] == ident
 
 
 def _observe(p: Any) -> None:

@@ -244,7 +244,11 @@ class LoadClient:
     async def start(self) -> LoadClient:
         from aiokafka import AIOKafkaProducer
 
+        from kato_stream import fetch_backoff
+
         self._consumer = await _open_consumer(self.bootstrap, self.output_topic, self.kafka_options)
+        # a command sent wakes the paused fetch of its answer (fetch_backoff, if installed)
+        fetch_backoff.link(self.input_topic, self.output_topic)
         self._task = asyncio.create_task(_consume(self._consumer, self.tracker))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=1, acks=1, **self.kafka_options

@@ -77,7 +77,11 @@ def pending(
         key=sid.encode(),
         record={"op": "observe", "status": "ok", "error": None, "recall_threshold": None},
         session_id=sid,
-        table_value={"state": {"stm": [["a"]]}, "applied": {"offset": offset}},
+        # as the processor leaves it: a list stored outside is named by its id
+        table_value={
+            "state": {"stm": [["a"]], **({"predictions_id": "p" + str(offset)} if lists else {})},
+            "applied": {"offset": offset},
+        },
         observed=observed,
     )
     stored = {"predictions": ("p" + str(offset), b'[{"name":"x"}]')} if lists else None
@@ -234,3 +238,60 @@ async def test_replaced_lists_are_dropped_only_once_their_command_is_committed(
         assert not await store.client.hexists(store.key("s1", "predictions"), "old")
     finally:
         await store.stop()
+
+
+async def test_a_session_with_several_commands_in_a_batch_writes_only_its_last_value(
+    redis_url: str,
+) -> None:
+    """Under load a batch holds several commands per session.  Only the session's last value
+    is written to the changelog and only the list it names goes to Redis: the first
+    command's list is replaced in the same batch and no written value ever names it.  The
+    list the batch replaced from before it is retired as ever; both inputs are committed."""
+    loop = asyncio.get_running_loop()
+    s = dataclasses.replace(Settings(), redis_url=redis_url, app_id="cp-" + str(free_port()))
+    store = ListStore(s)
+    await store.start()
+    try:
+        cp, batch, table, stream, _ = setup(lists=store)
+        p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
+        p2, ack2 = pending(loop, "s2", 1, 11, lists=True)
+        p3, ack3 = pending(loop, "s1", 0, 12, lists=True)
+        p1.retire = [("s1", "predictions", "before")]
+        p3.retire = [("s1", "predictions", "p10")]
+        taken(batch, p1, p2, p3)
+        for ack in (ack1, ack2, ack3):
+            ack.set_result(None)
+        table.acked.set()
+        await cp.commit(batch)
+        assert table.changelog == [(1, "s2"), (0, "s1")]  # in the order of the last values
+        assert table["s1"]["applied"] == {"offset": 12}
+        key = store.key("s1", "predictions")
+        assert sorted(await store.client.hkeys(key)) == [b"p12"]
+        assert await store.client.hkeys(store.key("s2", "predictions")) == [b"p11"]
+        assert cp.retired.pending() == {("s1", "predictions", "before")}
+        assert stream.acked == [10, 11, 12]
+    finally:
+        await store.stop()
+
+
+async def test_when_redis_fails_the_last_value_holds_the_newest_lists() -> None:
+    loop = asyncio.get_running_loop()
+    dead = dataclasses.replace(
+        Settings(), redis_url=f"redis://127.0.0.1:{free_port()}/0", store_timeout=1.0
+    )
+    import redis.asyncio as aioredis
+
+    store = ListStore(dead, client=aioredis.Redis.from_url(dead.redis_url))
+    cp, batch, table, stream, _ = setup(lists=store)
+    p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
+    p2, ack2 = pending(loop, "s1", 0, 11, lists=True)
+    p2.outcome.observed = {"predictions": ("p11", [{"name": "y"}])}
+    taken(batch, p1, p2)
+    ack1.set_result(None)
+    ack2.set_result(None)
+    table.acked.set()
+    await cp.commit(batch)
+    assert table.changelog == [(0, "s1")]
+    assert table["s1"]["state"]["predictions"] == [{"name": "y"}]
+    assert stream.acked == [10, 11]
+    await store.client.aclose()
