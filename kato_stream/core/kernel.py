@@ -308,8 +308,19 @@ def lists(
     """Per selected pattern (matches, past, present, missing, extras, sequence, future), as
     ``predictor.matching.build_candidate`` builds them, from the blocks and ``survivors()`` rows."""
     assert _ext is not None
-    flat, offs, evlen, evoffs = idx.coded()
     out: list[Lists] = _ext.lists(
+        *_rows_args(idx, sel, info, state, stm_lens), idx.token_list, state_tokens
+    )
+    return out
+
+
+def _rows_args(
+    idx: PatternIndex, sel: I64, info: npt.NDArray[np.int32], state: I32, stm_lens: Sequence[int]
+) -> tuple[Any, ...]:
+    """The arguments :func:`lists` and :func:`predictions_json` share: the coded patterns,
+    the selected rows with their ``survivors()`` rows, the state and the STM's event sizes."""
+    flat, offs, evlen, evoffs = idx.coded()
+    return (
         flat,
         offs,
         evlen,
@@ -318,10 +329,7 @@ def lists(
         np.ascontiguousarray(info, dtype=np.int32),
         state,
         np.asarray(stm_lens, dtype=np.int32),
-        idx.token_list,
-        state_tokens,
     )
-    return out
 
 
 #: ``predictions_json`` field kinds: the seven lists of :func:`lists`, in its order, then a
@@ -358,16 +366,8 @@ def predictions_json(
     as ``state_json``), values of ``table`` (orjson bytes of ``ncol`` lists of one value per
     selected pattern: a value's text is copied, never re-formatted) or constants."""
     assert _ext is not None
-    flat, offs, evlen, evoffs = idx.coded()
     out: bytes = _ext.predictions_json(
-        flat,
-        offs,
-        evlen,
-        evoffs,
-        np.ascontiguousarray(sel, dtype=np.int64),
-        np.ascontiguousarray(info, dtype=np.int32),
-        state,
-        np.asarray(stm_lens, dtype=np.int32),
+        *_rows_args(idx, sel, info, state, stm_lens),
         idx.token_json(),
         state_json,
         table,

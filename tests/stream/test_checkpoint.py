@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -111,6 +112,26 @@ def taken(batch: Batch, *ps: Pending) -> None:
         batch.events.append(p.event)
 
 
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[ListStore]:
+    """A list store on the embedded stack's Redis, under an app id of its own."""
+    s = dataclasses.replace(Settings(), redis_url=redis_url, app_id="cp-" + str(free_port()))
+    lists = ListStore(s)
+    await lists.start()
+    yield lists
+    await lists.stop()
+
+
+def dead_list_store() -> ListStore:
+    """A list store whose Redis is down (nothing listens on its port)."""
+    import redis.asyncio as aioredis
+
+    dead = dataclasses.replace(
+        Settings(), redis_url=f"redis://127.0.0.1:{free_port()}/0", store_timeout=1.0
+    )
+    return ListStore(dead, client=aioredis.Redis.from_url(dead.redis_url))
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -174,124 +195,83 @@ async def test_a_changelog_write_that_fails_leaves_the_inputs_uncommitted() -> N
     assert stream.acked == [] and holes == []  # the inputs and the filled hole: uncommitted
 
 
-async def test_lists_go_to_redis_before_the_values_that_name_them(redis_url: str) -> None:
+async def test_lists_go_to_redis_before_the_values_that_name_them(store: ListStore) -> None:
     loop = asyncio.get_running_loop()
-    s = dataclasses.replace(Settings(), redis_url=redis_url, app_id="cp-" + str(free_port()))
-    store = ListStore(s)
-    await store.start()
-    try:
-        cp, batch, table, stream, _ = setup(lists=store)
-        p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
-        taken(batch, p1)
-        ack1.set_result(None)
-        table.acked.set()
-        await cp.commit(batch)
-        raw = await store.client.hget(store.key("s1", "predictions"), "p10")
-        assert decode(raw) == [{"name": "x"}]
-        assert "predictions" not in table["s1"]["state"]  # the value names it, holds it not
-    finally:
-        await store.stop()
-
-
-async def test_when_redis_fails_the_value_holds_its_lists() -> None:
-    """Step 1 failed (Redis down): nothing is lost, the table value carries the lists."""
-    loop = asyncio.get_running_loop()
-    dead = dataclasses.replace(
-        Settings(), redis_url=f"redis://127.0.0.1:{free_port()}/0", store_timeout=1.0
-    )
-    import redis.asyncio as aioredis
-
-    store = ListStore(dead, client=aioredis.Redis.from_url(dead.redis_url))
     cp, batch, table, stream, _ = setup(lists=store)
     p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
     taken(batch, p1)
     ack1.set_result(None)
     table.acked.set()
     await cp.commit(batch)
-    assert table["s1"]["state"]["predictions"] == [{"name": "x"}]
-    assert stream.acked == [10]
-    await store.client.aclose()
+    raw = await store.client.hget(store.key("s1", "predictions"), "p10")
+    assert decode(raw) == [{"name": "x"}]
+    assert "predictions" not in table["s1"]["state"]  # the value names it, holds it not
 
 
 async def test_replaced_lists_are_dropped_only_once_their_command_is_committed(
-    redis_url: str,
+    store: ListStore,
 ) -> None:
-    s = dataclasses.replace(Settings(), redis_url=redis_url, app_id="cp-" + str(free_port()))
-    store = ListStore(s)
-    await store.start()
-    try:
-        committed = {"offset": 0}
-        retired = Retired()
-        cp = Checkpoint(
-            sessions=Table(),
-            retired=retired,
-            ack_range=lambda *a: None,
-            committed=lambda tp: committed["offset"],
-            lists=store,
-        )
-        await store.put("s1", {"predictions": ("old", b"[]")})
-        retired.add("tp", 10, "s1", "predictions", "old")
-        await cp.drop_retired()  # step 6 with offset 10 not committed: kept
-        assert await store.client.hexists(store.key("s1", "predictions"), "old")
-        committed["offset"] = 11
-        await cp.drop_retired()
-        assert not await store.client.hexists(store.key("s1", "predictions"), "old")
-    finally:
-        await store.stop()
+    committed = {"offset": 0}
+    retired = Retired()
+    cp = Checkpoint(
+        sessions=Table(),
+        retired=retired,
+        ack_range=lambda *a: None,
+        committed=lambda tp: committed["offset"],
+        lists=store,
+    )
+    await store.put("s1", {"predictions": ("old", b"[]")})
+    retired.add("tp", 10, "s1", "predictions", "old")
+    await cp.drop_retired()  # step 6 with offset 10 not committed: kept
+    assert await store.client.hexists(store.key("s1", "predictions"), "old")
+    committed["offset"] = 11
+    await cp.drop_retired()
+    assert not await store.client.hexists(store.key("s1", "predictions"), "old")
 
 
 async def test_a_session_with_several_commands_in_a_batch_writes_only_its_last_value(
-    redis_url: str,
+    store: ListStore,
 ) -> None:
     """Under load a batch holds several commands per session.  Only the session's last value
     is written to the changelog and only the list it names goes to Redis: the first
     command's list is replaced in the same batch and no written value ever names it.  The
-    list the batch replaced from before it is retired as ever; both inputs are committed."""
+    list the batch replaced from before it is retired as ever; every input is committed."""
     loop = asyncio.get_running_loop()
-    s = dataclasses.replace(Settings(), redis_url=redis_url, app_id="cp-" + str(free_port()))
-    store = ListStore(s)
-    await store.start()
-    try:
-        cp, batch, table, stream, _ = setup(lists=store)
-        p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
-        p2, ack2 = pending(loop, "s2", 1, 11, lists=True)
-        p3, ack3 = pending(loop, "s1", 0, 12, lists=True)
-        p1.retire = [("s1", "predictions", "before")]
-        p3.retire = [("s1", "predictions", "p10")]
-        taken(batch, p1, p2, p3)
-        for ack in (ack1, ack2, ack3):
-            ack.set_result(None)
-        table.acked.set()
-        await cp.commit(batch)
-        assert table.changelog == [(1, "s2"), (0, "s1")]  # in the order of the last values
-        assert table["s1"]["applied"] == {"offset": 12}
-        key = store.key("s1", "predictions")
-        assert sorted(await store.client.hkeys(key)) == [b"p12"]
-        assert await store.client.hkeys(store.key("s2", "predictions")) == [b"p11"]
-        assert cp.retired.pending() == {("s1", "predictions", "before")}
-        assert stream.acked == [10, 11, 12]
-    finally:
-        await store.stop()
-
-
-async def test_when_redis_fails_the_last_value_holds_the_newest_lists() -> None:
-    loop = asyncio.get_running_loop()
-    dead = dataclasses.replace(
-        Settings(), redis_url=f"redis://127.0.0.1:{free_port()}/0", store_timeout=1.0
-    )
-    import redis.asyncio as aioredis
-
-    store = ListStore(dead, client=aioredis.Redis.from_url(dead.redis_url))
     cp, batch, table, stream, _ = setup(lists=store)
     p1, ack1 = pending(loop, "s1", 0, 10, lists=True)
-    p2, ack2 = pending(loop, "s1", 0, 11, lists=True)
-    p2.outcome.observed = {"predictions": ("p11", [{"name": "y"}])}
-    taken(batch, p1, p2)
-    ack1.set_result(None)
-    ack2.set_result(None)
+    p2, ack2 = pending(loop, "s2", 1, 11, lists=True)
+    p3, ack3 = pending(loop, "s1", 0, 12, lists=True)
+    p1.retire = [("s1", "predictions", "before")]
+    p3.retire = [("s1", "predictions", "p10")]
+    taken(batch, p1, p2, p3)
+    for ack in (ack1, ack2, ack3):
+        ack.set_result(None)
+    table.acked.set()
+    await cp.commit(batch)
+    assert table.changelog == [(1, "s2"), (0, "s1")]  # in the order of the last values
+    assert table["s1"]["applied"] == {"offset": 12}
+    key = store.key("s1", "predictions")
+    assert sorted(await store.client.hkeys(key)) == [b"p12"]
+    assert await store.client.hkeys(store.key("s2", "predictions")) == [b"p11"]
+    assert cp.retired.pending() == {("s1", "predictions", "before")}
+    assert stream.acked == [10, 11, 12]
+
+
+@pytest.mark.parametrize("commands", [1, 3])
+async def test_when_redis_fails_the_last_value_holds_the_newest_lists(commands: int) -> None:
+    """Step 1 failed (Redis down): nothing is lost, the session's last value of the batch
+    carries the lists it names (those of its newest command)."""
+    loop = asyncio.get_running_loop()
+    store = dead_list_store()
+    cp, batch, table, stream, _ = setup(lists=store)
+    made = [pending(loop, "s1", 0, 10 + i, lists=True) for i in range(commands)]
+    for i, (p, ack) in enumerate(made):
+        p.outcome.observed = {"predictions": (f"p{10 + i}", [{"name": f"v{i}"}])}
+        ack.set_result(None)
+    taken(batch, *(p for p, _ in made))
     table.acked.set()
     await cp.commit(batch)
     assert table.changelog == [(0, "s1")]
-    assert table["s1"]["state"]["predictions"] == [{"name": "y"}]
-    assert stream.acked == [10, 11]
+    assert table["s1"]["state"]["predictions"] == [{"name": f"v{commands - 1}"}]
+    assert stream.acked == [10 + i for i in range(commands)]
     await store.client.aclose()
