@@ -23,6 +23,7 @@ from kato_stream.gateway.models import (
     ObservationData,
     ObserveSequenceRequest,
 )
+from kato_stream.gateway.responses import BulkJSONResponse
 from kato_stream.gateway.service import Gateway, Reply
 from kato_stream.gateway.sessions import SessionRecord, iso_z, new_session_id
 
@@ -221,7 +222,7 @@ async def finalize_training(session_id: str, request: Request) -> JSONResponse:
 @router.get("/sessions/{session_id}/predictions")
 async def predictions(session_id: str, request: Request) -> JSONResponse:
     """Query parameters (``unique_id``) are ignored, as in KATO."""
-    return JSONResponse(await _run(request, "predict"))
+    return BulkJSONResponse(await _run(request, "predict"))
 
 
 @router.get("/sessions/{session_id}/percept-data")
@@ -254,6 +255,6 @@ async def cognition_data(session_id: str, request: Request) -> JSONResponse:
         "short_term_memory": stm,
         "time": state.get("time", 0),
     }
-    return JSONResponse(
+    return BulkJSONResponse(
         {"cognition_data": data, "session_id": session_id, "node_id": _session(request).node_id}
     )

@@ -142,3 +142,14 @@ def test_bench_learn_sync_smoke(tmp_path: Path) -> None:
     res = report["results"]
     assert res["wait_learn"]["n"] == 2 and res["nowait_observe"]["n"] == 4
     assert "learn_p50_added_ms" in res
+
+
+@pytest.mark.timeout(180)
+def test_bench_gateway_render_smoke(tmp_path: Path) -> None:
+    report, _ = _run(
+        "bench_gateway_render.py", tmp_path / "r.json",
+        "--patterns", "60", "--queries", "3", "--rounds", "2",
+    )  # fmt: skip
+    assert report["benchmark"] == "gateway_render" and report["answers"] == 3
+    assert report["body_bytes_mean"] > 0 and report["predictions_mean"] > 0
+    assert set(report["ms_p50"]) == {"starlette", "orjson"} and report["ratio_p50"] > 0
