@@ -233,16 +233,12 @@ def run_passthrough(settings: Settings) -> None:
     import faust
     import orjson
 
-    from kato_stream import fetch_backoff
     from kato_stream.stream import codecs
-    from kato_stream.stream.app import QuietWorker
+    from kato_stream.stream.app import QuietWorker, worker_fetch_backoff
 
     pad = int(os.environ.get(PAD_ENV, "0"))
     codecs.register_faust_codec()
-    fetch_backoff.install(  # the same plumbing as the worker's
-        settings.idle_fetch_backoff, settings.idle_fetch_backoff_max
-    )
-    fetch_backoff.link(settings.topic("predictions"), settings.topic("observations"))
+    worker_fetch_backoff(settings)  # the same plumbing as the worker's
     app = faust.App(settings.app_id, **faust_app_options(settings))
 
     def raw(name: str) -> Any:

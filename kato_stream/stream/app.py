@@ -186,6 +186,14 @@ def faust_app_options(settings: Settings) -> dict[str, Any]:
     )
 
 
+def worker_fetch_backoff(settings: Settings) -> None:
+    """The idle-fetch pause of a worker process (fetch_backoff.py): an answer sent is usually
+    followed by its client's next command, so it wakes the input consumer at once (the
+    kato.patterns followers are woken only by pattern events)."""
+    fetch_backoff.install(settings.idle_fetch_backoff, settings.idle_fetch_backoff_max)
+    fetch_backoff.link(settings.topic("predictions"), settings.topic("observations"))
+
+
 def tune_gc(threshold: int) -> None:
     """Run the cyclic GC's young generation every ``threshold`` allocations (0: leave it).
 
@@ -213,10 +221,7 @@ def build_worker(
     kernel is missing and ``KATO_STREAM_PURE_PYTHON`` does not allow the pure-Python matcher."""
     kernel.require(settings.pure_python, "worker")
     codecs.register_faust_codec()
-    fetch_backoff.install(settings.idle_fetch_backoff, settings.idle_fetch_backoff_max)
-    # an answer sent is usually followed by its client's next command: the input consumer
-    # looks at once (the kato.patterns followers are woken only by pattern events)
-    fetch_backoff.link(settings.topic("predictions"), settings.topic("observations"))
+    worker_fetch_backoff(settings)
     tune_gc(settings.gc_threshold)
     disable_gap_fill()  # the agent's continuity guard fills holes instead (continuity.py)
     adaptive = (

@@ -57,9 +57,6 @@ class Batch:
     holes: list[tuple[Any, int, int]] = field(default_factory=list)
     _values: dict[str, Any] = field(default_factory=dict)
     _lists: dict[str, dict[str, tuple[str, list[Any]]]] = field(default_factory=dict)
-    made: set[tuple[str, str, str]] = field(default_factory=set)
-    """(session, field, id) of every list a command of this batch made (stored or not:
-    checkpoint.newest_lists)."""
 
     def lookup(self, session_id: str) -> Any:
         """The session's table value as this batch left it."""
@@ -74,9 +71,6 @@ class Batch:
             self._values[o.session_id] = o.table_value
             if o.observed:
                 self._lists.setdefault(o.session_id, {}).update(o.observed)
-                self.made.update(
-                    (o.session_id, name, ident) for name, (ident, _) in o.observed.items()
-                )
 
     def lists_of(self, session_id: str) -> dict[str, tuple[str, list[Any]]]:
         """field -> (id, list) of the newest list of each field the batch made for the
@@ -105,4 +99,3 @@ class Batch:
         self.holes.clear()
         self._values.clear()
         self._lists.clear()
-        self.made.clear()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kato_stream import compat, metrics
@@ -46,7 +47,7 @@ from kato_stream.stream.batch import Batch
 from kato_stream.stream.processor import stored_outside
 from kato_stream.stream.session_lists import Retired, settle_put
 
-__all__ = ["DURABLE_TIMEOUT", "Checkpoint", "last_values", "newest_lists"]
+__all__ = ["DURABLE_TIMEOUT", "Checkpoint", "Plan"]
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,10 @@ class Checkpoint:
 
     async def commit(self, batch: Batch) -> None:
         """Make the batch durable, steps 1 to 6 (module docstring), and clear it."""
-        final = last_values(batch)
-        put = self.store_lists(batch, final)  # 1
+        plan = Plan.of(batch)
+        put = self.store_lists(plan)  # 1
         await self.outputs_acknowledged(batch)  # 2
-        await self.write_tables(batch, put, final)  # 3
+        await self.write_tables(batch, put, plan)  # 3
         await self.tables_durable()  # 4
         await self.acknowledge_inputs(batch)  # 5
         batch.clear()
@@ -90,18 +91,12 @@ class Checkpoint:
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def store_lists(
-        self, batch: Batch, final: dict[str, int] | None = None
-    ) -> asyncio.Future[None] | None:
-        """1. The batch's new session lists that its last values can name (each session's
-        newest list of each field) to Redis, in one round trip (not awaited here: step 3
-        waits for it before the table values that name them)."""
-        if self.lists is None:
+    def store_lists(self, plan: Plan) -> asyncio.Future[None] | None:
+        """1. The batch's new session lists that its last values name to Redis, in one round
+        trip (not awaited here: step 3 waits for it before the table values that name them)."""
+        if self.lists is None or not plan.stored:
             return None
-        final = last_values(batch) if final is None else final
-        staged = list(newest_lists(batch, final).items())
-        if not staged:
-            return None
+        staged = list(plan.stored.items())
         put: asyncio.Future[None] = asyncio.ensure_future(self.lists.put_many(staged))
         return put
 
@@ -111,24 +106,19 @@ class Checkpoint:
         await asyncio.gather(*(f for p in batch.pending for f in p.futures))
 
     async def write_tables(
-        self,
-        batch: Batch,
-        put: asyncio.Future[None] | None,
-        final: dict[str, int] | None = None,
+        self, batch: Batch, put: asyncio.Future[None] | None, plan: Plan
     ) -> None:
         """3. Each session's last table value of the batch, in input order, to its input's
         changelog partition; the latest records, retired lists and expiry deadlines they
         imply; the command metrics (of every command)."""
-        final = last_values(batch) if final is None else final
-        stored = newest_lists(batch, final) if self.lists is not None else {}
         try:
             for i, p in enumerate(batch.pending):
                 outcome = p.outcome
                 sid = outcome.session_id
-                if sid is not None and outcome.table_value is not None and final.get(sid) == i:
-                    if put is not None and sid in stored:
+                if sid is not None and outcome.table_value is not None and plan.final[sid] == i:
+                    if put is not None and sid in plan.stored:
                         # Redis failed: the lists go into the table value (nothing is lost)
-                        mine = stored[sid]
+                        mine = plan.stored[sid]
                         lists = {
                             name: have
                             for name, have in batch.lists_of(sid).items()
@@ -138,9 +128,9 @@ class Checkpoint:
                     compat.faust_table_set(self.sessions, sid, outcome.table_value, p.event)
                     if self.expirer is not None:
                         self.expirer.written(p.event.message.partition, sid, outcome.table_value)
-                for rsid, name, ident in p.retire:
-                    if (rsid, name, ident) not in batch.made or _stored(stored, rsid, name, ident):
-                        self.retired.add(p.event.message.tp, p.offset, rsid, name, ident)
+                for retired in p.retire:
+                    if retired not in plan.unstored:  # a list never stored needs no drop
+                        self.retired.add(p.event.message.tp, p.offset, *retired)
                 if self.latest is not None and outcome.session_id is not None and outcome.record:
                     self.latest.put(outcome.session_id, p.out_value)
                 _observe(p)
@@ -172,44 +162,40 @@ class Checkpoint:
                 log.warning("dropping %d retired session lists failed: %s", len(due), exc)
 
 
-def last_values(batch: Batch) -> dict[str, int]:
-    """session -> index in ``batch.pending`` of its last table value (the one step 3 writes)."""
-    final: dict[str, int] = {}
-    for i, p in enumerate(batch.pending):
-        o = p.outcome
-        if o.session_id is not None and o.table_value is not None:
-            final[o.session_id] = i
-    return final
+@dataclass(frozen=True)
+class Plan:
+    """What step 1 stores and step 3 writes of a batch, worked out once per commit."""
 
+    final: dict[str, int]
+    """session -> index in ``batch.pending`` of its last table value (the one written)."""
+    stored: dict[str, dict[str, tuple[str, bytes]]]
+    """session -> field -> (id, JSON) of the lists the batch made that those last values
+    name: the only ones to store."""
+    unstored: set[tuple[str, str, str]]
+    """(session, field, id) of the lists the batch made and does not store: replaced within
+    the batch (or dropped, as a clear leaves an empty list inline), named by no value that
+    is ever written."""
 
-def newest_lists(batch: Batch, final: dict[str, int]) -> dict[str, dict[str, tuple[str, bytes]]]:
-    """session -> field -> (id, JSON) of the lists the batch made that its sessions' last
-    values name: the only ones to store.  A list replaced within the batch (or dropped, as a
-    clear leaves an empty list inline) is named by no value that is ever written."""
-    made: dict[tuple[str, str, str], bytes] = {}
-    for p in batch.pending:
-        sid = p.outcome.session_id
-        if p.stored and sid is not None and sid in final:
-            for name, (ident, raw) in p.stored.items():
-                made[(sid, name, ident)] = raw
-    out: dict[str, dict[str, tuple[str, bytes]]] = {}
-    if not made:
-        return out
-    for sid, i in final.items():
-        value = batch.pending[i].outcome.table_value
-        state = value.get("state") if value is not None else None
-        for name, ident in stored_outside(state).items():
-            found = made.get((sid, name, ident))
-            if found is not None:
-                out.setdefault(sid, {})[name] = (ident, found)
-    return out
-
-
-def _stored(
-    stored: dict[str, dict[str, tuple[str, bytes]]], sid: str, name: str, ident: str
-) -> bool:
-    got = stored.get(sid, {}).get(name)
-    return got is not None and got[0] == ident
+    @classmethod
+    def of(cls, batch: Batch) -> Plan:
+        final: dict[str, int] = {}
+        made: dict[tuple[str, str, str], bytes] = {}
+        for i, p in enumerate(batch.pending):
+            sid = p.outcome.session_id
+            if sid is not None and p.outcome.table_value is not None:
+                final[sid] = i
+            for name, (ident, raw) in (p.stored or {}).items():
+                made[(sid or "", name, ident)] = raw
+        stored: dict[str, dict[str, tuple[str, bytes]]] = {}
+        if made:
+            for sid, i in final.items():
+                value = batch.pending[i].outcome.table_value
+                state = value.get("state") if value is not None else None
+                for name, ident in stored_outside(state).items():
+                    if (sid, name, ident) in made:
+                        raw = made.pop((sid, name, ident))
+                        stored.setdefault(sid, {})[name] = (ident, raw)
+        return cls(final, stored, set(made))
 
 
 def _observe(p: Any) -> None:
