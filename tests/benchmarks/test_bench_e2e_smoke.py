@@ -153,3 +153,20 @@ def test_bench_gateway_render_smoke(tmp_path: Path) -> None:
     assert report["benchmark"] == "gateway_render" and report["answers"] == 3
     assert report["body_bytes_mean"] > 0 and report["predictions_mean"] > 0
     assert set(report["ms_p50"]) == {"starlette", "orjson"} and report["ratio_p50"] > 0
+
+
+def test_pyspy_summary_reads_the_committed_worker_profile() -> None:
+    """The shares benchmarks/README.md quotes come from this command on the committed profile."""
+    r = subprocess.run(
+        [
+            sys.executable, "benchmarks/pyspy_summary.py",
+            "benchmarks/results/profiles/worker_saturated_1000_86b46f3.collapsed",
+            "--thread", "MainThread", "--top", "60",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "busy samples: 2165"
+    assert " 33.5% predict (predictions.py)" in lines
+    assert " 15.7% _columns (kernel_path.py)" in lines
