@@ -48,8 +48,8 @@ import asyncio
 import time
 from typing import Any
 
-from aiokafka.consumer import fetcher as _fetcher  # type: ignore[import-untyped]
-from aiokafka.producer import producer as _producer  # type: ignore[import-untyped]
+from aiokafka.consumer import fetcher as _fetcher
+from aiokafka.producer import producer as _producer
 
 HOT_SECONDS = 1.0  # after a send, paused fetchers of the process stay at the short pause
 HELD_SECONDS = 0.05  # an empty fetch that took this long (and half its wait) was long-polled

@@ -1,4 +1,5 @@
-"""Style is part of the build: ruff (lint + format) over the tree, mypy --strict over core/."""
+"""Style is part of the build: ruff (lint + format) over the tree, mypy --strict over the
+package."""
 
 from __future__ import annotations
 
@@ -25,6 +26,6 @@ def test_ruff_format() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_core_is_mypy_strict_clean() -> None:
-    r = _run("mypy")  # [tool.mypy] in pyproject.toml: strict, files = kato_stream/core
+def test_package_is_mypy_strict_clean() -> None:
+    r = _run("mypy")  # [tool.mypy] in pyproject.toml: strict, files = kato_stream
     assert r.returncode == 0, r.stdout + r.stderr

@@ -8,7 +8,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaClient
 
 from kato_stream.embedded.process import ManagedProcess
 

@@ -93,7 +93,7 @@ def create_app(gateway: Gateway | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
     )
-    app.add_middleware(metrics.MetricsMiddleware)  # type: ignore[arg-type]
+    app.add_middleware(metrics.MetricsMiddleware)
     return app
 
 

@@ -27,11 +27,11 @@ from fastapi.responses import JSONResponse, Response
 from kato_stream import __version__, metrics
 from kato_stream.gateway.patterns import pattern_body, read_affinities, read_symbol_stats
 from kato_stream.gateway.service import Gateway
-from kato_stream.gateway.sessions import ACTIVE_INDEX, KEY_PREFIX
 from kato_stream.gateway.stats import MAX_PROCESSORS, GatewayStats, NodeAccess
 from kato_stream.gateway.timeseries import disk_percent, memory_percent
 from kato_stream.redact import redact_url
 from kato_stream.stores.kb_id import kb_id
+from kato_stream.stores.keys import ACTIVE_INDEX, SESSION_PREFIX
 
 router = APIRouter()
 KATO_VERSION = "3.10.1"
@@ -268,7 +268,7 @@ async def _session_nodes(gw: Gateway, now: datetime) -> dict[str, NodeAccess]:
     service = gw.settings.service_name
     ids = [k.decode() if isinstance(k, bytes) else k async for k in redis.sscan_iter(ACTIVE_INDEX)]
     for i in range(0, len(ids), _MGET_CHUNK):
-        raws = await redis.mget([KEY_PREFIX + sid for sid in ids[i : i + _MGET_CHUNK]])
+        raws = await redis.mget([SESSION_PREFIX + sid for sid in ids[i : i + _MGET_CHUNK]])
         for raw in raws:
             if raw is None:
                 continue  # expired or deleted: the index is approximate

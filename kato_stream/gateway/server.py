@@ -71,7 +71,7 @@ def attach_to_worker(
     url = f"http://{host}:{port}"
 
     @worker.app.service
-    class GatewayService(mode.Service):  # type: ignore[misc]
+    class GatewayService(mode.Service):
         _task: asyncio.Task[None] | None = None
 
         async def on_started(self) -> None:

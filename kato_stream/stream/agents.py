@@ -358,7 +358,8 @@ class CommandAgent:
 
     # -- the timers ---------------------------------------------------------------------------
 
-    async def on_assigned(self, app: Any, assigned: Any, **_: Any) -> None:
+    async def on_assigned(self, app: Any, /, *_: Any, **__: Any) -> None:
+        # positional-only: mode's handler type is (sender, /, *args, signal=..., **kwargs)
         self.continuity.reset()  # the next record of each partition is checked against its commit
         self.sweep_due = True  # before the next batch (the table is recovered by then)
         self.rescan_due = True

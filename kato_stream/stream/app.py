@@ -18,6 +18,7 @@ import mode
 
 from kato_stream import fetch_backoff
 from kato_stream.compat import faust_member_id
+from kato_stream.contracts import TableValue
 from kato_stream.core import kernel
 from kato_stream.kafka import client_options, faust_credentials
 from kato_stream.settings import Settings
@@ -87,7 +88,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None) -> Any:
     )
 
 
-class QuietWorker(faust.Worker):  # type: ignore[misc]
+class QuietWorker(faust.Worker):
     """``faust.Worker`` without its terminal spinner.
 
     To spin on every log record, Faust sets the root logger to DEBUG whatever ``loglevel``
@@ -101,7 +102,7 @@ class QuietWorker(faust.Worker):  # type: ignore[misc]
         kernel.log_status("worker")  # once logging is set up, before the app connects
 
 
-class SessionTable(faust.Table):  # type: ignore[misc]
+class SessionTable(faust.Table[str, TableValue]):
     """The session table, holding on to its changelog records until the broker has them.
 
     Faust only buffers a write's changelog record, and ``producer.flush()`` can return while

@@ -179,7 +179,7 @@ async def evict_dead(
     return evicted
 
 
-class GroupWatchdog(mode.Service):  # type: ignore[misc]
+class GroupWatchdog(mode.Service):
     """Evicts provably dead members of the worker's groups every ``interval`` seconds, so a
     restarted or added worker is not held up by a crashed one on a broker that never
     expires members.  It must run before the worker's consumer joins (the join itself is

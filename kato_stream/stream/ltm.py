@@ -102,7 +102,7 @@ class LtmRegistry:
             self.nodes[node_id] = mem
         return mem
 
-    def apply_event(self, event: dict[str, Any]) -> bool:
+    def apply_event(self, event: Mapping[str, Any]) -> bool:
         """Fold one pattern-topic event in; ``False`` if it changed nothing (already applied)."""
         kind = event.get("type")
         mem = self.node(str(event["node_id"]))
@@ -315,6 +315,7 @@ class PatternFollower:
         for p in sorted(marks):
             for e in sorted(below[p], key=lambda e: (e.seq, e.learn is None, e.ident)):
                 await pacer.breathe()
+                event: contracts.PatternEvent
                 if e.learn is None:
                     event = clear_event_dict(e.node_id, e.ident)
                 else:

@@ -38,6 +38,7 @@ from kato_stream import fetch_backoff
 from kato_stream.core.knowledge import LearnEvent
 from kato_stream.kafka import client_options
 from kato_stream.settings import Settings
+from kato_stream.stores.keys import APPLIED_KEY, LATEST_KEY
 from kato_stream.stream import codecs
 from kato_stream.stream.persisted import mark_key
 from kato_stream.supervise import Supervisor
@@ -137,7 +138,11 @@ class PatternPersister:
     async def _open_stores(self) -> None:
         from kato_stream.stores import ClickHouseStore, QdrantStore, RedisStore
 
-        factories = {"clickhouse": ClickHouseStore, "redis": RedisStore, "qdrant": QdrantStore}
+        factories: dict[str, type[ClickHouseStore | RedisStore | QdrantStore]] = {
+            "clickhouse": ClickHouseStore,
+            "redis": RedisStore,
+            "qdrant": QdrantStore,
+        }
         for name, factory in factories.items():
             if getattr(self, name) is None:
                 store = factory(self.settings)
@@ -223,8 +228,6 @@ class PatternPersister:
         records the ids) last; a failure in between re-writes the same rows, same ``seq``.
         """
         from aiokafka.structs import OffsetAndMetadata
-
-        from kato_stream.stores.redis_store import APPLIED_KEY
 
         ch, rd, qd = self.clickhouse, self.redis, self.qdrant
         todo: list[tuple[str, dict[str, Any], int, int]] = []
@@ -379,8 +382,6 @@ class LatestWriter:
             await store.start()
             self.redis = store
         batch, self._pending = self._pending, {}
-        from kato_stream.stores.redis_store import LATEST_KEY
-
         try:
             async with self.redis.client.pipeline(transaction=False) as p:
                 for sid, value in batch.items():

@@ -266,7 +266,7 @@ class WorkerProbes:
         return verdict(checks)
 
 
-class ProbeService(mode.Service):  # type: ignore[misc]
+class ProbeService(mode.Service):
     """Runs the heartbeat: a boot service of the worker (started before the app, stopped
     after it)."""
 

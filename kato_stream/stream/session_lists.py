@@ -173,14 +173,13 @@ class Retired:
     def __init__(self) -> None:
         self._items: deque[tuple[Any, int, str, str, str]] = deque()
 
-    def add(
-        self, tp: Any, offset: int, session_id: str, name: str | None, ident: str | None
-    ) -> None:
+    def add(self, tp: Any, offset: int, session_id: str, name: str, ident: str) -> None:
         self._items.append((tp, offset, session_id, name, ident))
 
     def due(self, committed: Callable[[Any], int]) -> list[tuple[str, str, str]]:
         """Remove and return the entries whose command's offset is committed."""
-        out, keep = [], deque()
+        out: list[tuple[str, str, str]] = []
+        keep: deque[tuple[Any, int, str, str, str]] = deque()
         while self._items:
             tp, offset, sid, name, ident = self._items.popleft()
             if committed(tp) > offset:
@@ -195,7 +194,7 @@ class Retired:
 
     def pending(self) -> set[tuple[str, str, str]]:
         """(session, field, id) of every list still waiting for its commit."""
-        return {(sid, name or "", ident or "") for _tp, _o, sid, name, ident in self._items}
+        return {(sid, name, ident) for _tp, _o, sid, name, ident in self._items}
 
 
 async def settle_put(
