@@ -46,6 +46,39 @@ def git_state() -> dict[str, Any]:
     }
 
 
+def export_revision(rev: str, workdir: Path, part: str = "kato_stream") -> Path:
+    """``part`` of the tree at git revision ``rev``, exported under ``workdir`` (``git
+    archive``: the working tree is not touched) with its C kernel compiled in place, so
+    that ``PYTHONPATH=workdir`` (or a path import) runs that revision's code at full speed.
+
+    Returns the exported ``kato_stream/core`` directory.  Raises when the kernel does not
+    compile: a baseline on the pure-Python matcher would be ~100x slower and the comparison
+    meaningless."""
+    from setuptools import Distribution, Extension
+
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, part], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(workdir)], input=tar, check=True)
+    core = workdir / "kato_stream" / "core"
+    dist = Distribution(
+        {
+            "name": "kato_baseline",
+            "ext_modules": [
+                Extension("kato_stream.core._kernel", sources=[str(core / "_kernel.c")])
+            ],
+        }
+    )
+    cmd: Any = dist.get_command_obj("build_ext")
+    cmd.build_lib = str(workdir)
+    cmd.build_temp = str(workdir / "build")
+    cmd.ensure_finalized()
+    cmd.run()
+    if not list(core.glob("_kernel*.so")):
+        raise RuntimeError(f"baseline {rev}: the C kernel did not compile")
+    return core
+
+
 def emit(report: dict[str, Any], out: Path | None) -> None:
     """Print ``report`` as JSON and, with ``out``, write it there (directories created)."""
     text = json.dumps(report, indent=2)

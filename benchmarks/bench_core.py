@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -98,29 +97,9 @@ def load_baseline(rev: str, workdir: Path) -> tuple[ModuleType, ModuleType]:
     import importlib
     import importlib.util
 
-    from setuptools import Distribution, Extension
+    from benchmarks._common import export_revision
 
-    root = Path(__file__).resolve().parents[1]
-    tar = subprocess.run(
-        ["git", "-C", str(root), "archive", rev, "kato_stream/core"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(workdir)], input=tar, check=True)
-    core = workdir / "kato_stream" / "core"
-    dist = Distribution(
-        {
-            "name": "kato_baseline",
-            "ext_modules": [
-                Extension("kato_stream.core._kernel", sources=[str(core / "_kernel.c")])
-            ],
-        }
-    )
-    cmd: Any = dist.get_command_obj("build_ext")
-    cmd.build_lib = str(workdir)
-    cmd.build_temp = str(workdir / "build")
-    cmd.ensure_finalized()
-    cmd.run()
+    core = export_revision(rev, workdir, "kato_stream/core")
     spec = importlib.util.spec_from_file_location(
         "kato_baseline_core", core / "__init__.py", submodule_search_locations=[str(core)]
     )

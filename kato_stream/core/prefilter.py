@@ -41,6 +41,7 @@ class PatternIndex:
     def __init__(self, kb: KnowledgeBase) -> None:
         self.patterns_ref = kb.patterns
         self.records: list[PatternRecord] = []
+        self.names: list[str] = []  # records[i].name (immutable), for C-speed gathers
         self._lens: list[int] = []
         self.lens: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self._post: dict[str, tuple[list[int], list[int]]] = {}
@@ -112,6 +113,7 @@ class PatternIndex:
         for rec in islice(kb.patterns.values(), n, None):
             i = len(self.records)
             self.records.append(rec)
+            self.names.append(rec.name)
             self._lens.append(len(rec.flat))
             self._evlens.append([len(e) for e in rec.events])
             self.encoded.append("".join(self.code(t) for t in rec.flat))

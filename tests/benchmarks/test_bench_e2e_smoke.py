@@ -134,6 +134,38 @@ def test_bench_worker_cpu_smoke(tmp_path: Path) -> None:
         assert f"| {name} |" in stdout
 
 
+@pytest.mark.timeout(180)
+def test_bench_worker_cpu_baseline_runs_both_trees_on_the_same_commands(tmp_path: Path) -> None:
+    """``--baseline HEAD``: the committed tree (exported, its kernel compiled) and the working
+    tree, each in its own process, give byte-identical outputs on the same commands."""
+    report, stdout = _run(
+        "bench_worker_cpu.py", tmp_path / "b.json",
+        "--patterns", "40", "--block", "5", "--rounds", "2", "--baseline", "HEAD",
+    )  # fmt: skip
+    res = report["results"]
+    assert res["commands_per_variant"] == 10 and res["identical_output"] is True
+    rows = res["variants"]
+    assert list(rows) == ["baseline HEAD", "working tree"]
+    assert rows["baseline HEAD"]["vs_baseline"] == 1.0
+    assert len({r["bytes_encoded_per_command"] for r in rows.values()}) == 1
+    assert rows["working tree"]["bytes_encoded_per_command"] > 10_000  # with predictions
+    assert "outputs identical: True" in stdout
+    assert len(report["machine"]["rev"]) == 12
+
+
+def test_bench_worker_cpu_output_digest_sees_every_byte_and_the_order() -> None:
+    """What ``--baseline`` compares: a block's records and lists, in order."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_worker_cpu import digest
+
+    a = [(b'{"r":1}', {"predictions": b"[1]"}), (b'{"r":2}', {})]
+    assert digest(a) == digest([(b'{"r":1}', {"predictions": b"[1]"}), (b'{"r":2}', {})])
+    assert digest(a) != digest(a[::-1])
+    assert digest(a) != digest([(b'{"r":1}', {"predictions": b"[2]"}), (b'{"r":2}', {})])
+    assert digest(a) != digest([(b'{"r":1}', {"future_potentials": b"[1]"}), (b'{"r":2}', {})])
+    assert digest([(b"ab", {})]) != digest([(b"a", {"": b"b"})])
+
+
 @pytest.mark.stack
 @pytest.mark.timeout(180)
 def test_bench_learn_sync_smoke(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -126,6 +127,20 @@ def test_forward_to_is_a_node_id() -> None:
 def test_config_round_trip() -> None:
     cfg = SessionConfig(max_predictions=4, filter_pipeline=["length"], sort_symbols=False)
     assert SessionConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_state_form_has_every_field_in_order_with_lists_copied() -> None:
+    """The session-state form: every field (None included) in field order, as
+    ``dataclasses.asdict`` gives it, with the filter pipeline as a list of its own."""
+    pipeline = ["length", "jaccard"]
+    cfg = SessionConfig(max_predictions=4, filter_pipeline=pipeline, forward_to="L1")
+    d = cfg.to_dict()
+    assert list(d) == [f.name for f in dataclasses.fields(SessionConfig)]
+    assert d == dataclasses.asdict(cfg)
+    assert d["filter_pipeline"] == pipeline and d["filter_pipeline"] is not pipeline
+    d["filter_pipeline"].append("x")
+    assert cfg.filter_pipeline == ["length", "jaccard"]
+    assert SessionConfig().to_dict() == dict.fromkeys(d)
 
 
 def test_defaults_from_settings() -> None:

@@ -76,13 +76,13 @@ def full_path_kernel(
     recs = idx.records
     # Ensemble order = name order, so every tie below (future groups, ranking) is by name.
     sel0_l, sims0_l = sel0.tolist(), sims0.tolist()
-    names = [recs[i].name for i in sel0_l]
+    names = _gather(idx.names, sel0_l)
     order = sorted(range(len(names)), key=names.__getitem__)  # stable, as sorting the pairs
-    sel_l = [sel0_l[k] for k in order]
-    sim_l = [sims0_l[k] for k in order]
+    sel_l = _gather(sel0_l, order)
+    sim_l = _gather(sims0_l, order)
     sel = np.asarray(sel_l, dtype=np.int64)
     info, uflag = kernel.survivors(idx, sel, q)
-    freqs = [recs[i].frequency if recs[i].frequency else 1 for i in sel_l]
+    freqs = [r.frequency or 1 for r in _gather(recs, sel_l)]
     cols, fps = _columns(kb, idx, sel, sel_l, sim_l, info, uflag, freqs, state)
     top = _top(cols.get(params.rank_sort_algo), len(sel_l), params.max_predictions)
     stm_lens = [len(e) for e in stm]
@@ -101,6 +101,13 @@ def full_path_kernel(
         return EncodedPredictions(raw, len(top)), fps
     built = kernel.lists(idx, sel[top], info[top], q, stm_lens, state)
     return _assemble(recs, sel_l, top, built, cols), fps
+
+
+def _gather(items: list[Any], at: list[int]) -> list[Any]:
+    """``[items[i] for i in at]``, the loop in C (``operator.itemgetter``)."""
+    if len(at) > 1:
+        return list(operator.itemgetter(*at)(items))
+    return [items[at[0]]] if at else []
 
 
 def _symbol_axis(
