@@ -88,7 +88,7 @@ class OutputRecord(Ident):
     time: int
     learned_patterns: list[str]
     predictions: Sequence[dict[str, Any]]
-    future_potentials: list[dict[str, Any]]
+    future_potentials: Sequence[dict[str, Any]]
     recall_threshold: float | None
     session_expired: NotRequired[Literal[True]]
     """Present only when the command found its session expired (stream/expiry.py)."""

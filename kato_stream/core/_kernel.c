@@ -1734,6 +1734,54 @@ release:
     return out;
 }
 
+/* The 6 buffers of futures() and futures_json() (flat, offs, evlen, evoffs, sel, e2),
+   checked against each other.  0, or -1 with an error set (release v[0..*got) either way). */
+typedef struct {
+    const int32_t *flat, *evlen, *e2;
+    const int64_t *offs, *evoffs, *sel;
+    Py_ssize_t n;
+} Futs;
+
+static int futs_open(PyObject **o, Py_buffer *v, int *got, Futs *F, const char *fn) {
+    static const Py_ssize_t isz[6] = {4, 8, 4, 8, 8, 4};
+    static const char *names[6] = {"flat", "offs", "evlen", "evoffs", "sel", "e2"};
+    for (; *got < 6; (*got)++)
+        if (get_buf(o[*got], &v[*got], isz[*got], 0, names[*got]) < 0) return -1;
+    F->flat = v[0].buf;
+    F->offs = v[1].buf;
+    F->evlen = v[2].buf;
+    F->evoffs = v[3].buf;
+    F->sel = v[4].buf;
+    F->e2 = v[5].buf;
+    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
+    F->n = v[4].len / 8;
+    if (npat < 0 || v[3].len / 8 != npat + 1 || v[5].len / 4 < F->n) {
+        PyErr_Format(PyExc_ValueError, "%s: inconsistent buffer sizes", fn);
+        return -1;
+    }
+    for (Py_ssize_t q = 0; q < F->n; q++) {
+        int64_t p = F->sel[q];
+        if (p < 0 || p >= npat || F->offs[p] < 0 || F->offs[p + 1] < F->offs[p] ||
+            F->offs[p + 1] > nflat || F->evoffs[p] < 0 || F->evoffs[p + 1] < F->evoffs[p] ||
+            F->evoffs[p + 1] > nev_tot || F->e2[q] < 0 ||
+            F->e2[q] > F->evoffs[p + 1] - F->evoffs[p]) {
+            PyErr_Format(PyExc_IndexError, "%s: index out of range", fn);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The q-th pattern's events, their count and the flat position of event e2[q]. */
+static const int32_t *futs_row(const Futs *F, Py_ssize_t q, int *nev, int *pos) {
+    int64_t p = F->sel[q];
+    const int32_t *ev = F->evlen + F->evoffs[p];
+    *nev = (int)(F->evoffs[p + 1] - F->evoffs[p]);
+    *pos = 0;
+    for (int e = 0; e < F->e2[q]; e++) *pos += ev[e];
+    return ev;
+}
+
 /* futures(flat i32, offs i64, evlen i32, evoffs i64, sel i64, e2 i32, tokens list)
    -> [[tokens of event] for event in events[e2:]] per selected pattern */
 static PyObject *py_futures(PyObject *self, PyObject *args) {
@@ -1742,48 +1790,97 @@ static PyObject *py_futures(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOOOO!", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
                           &PyList_Type, &tokens))
         return NULL;
-    static const Py_ssize_t isz[6] = {4, 8, 4, 8, 8, 4};
-    static const char *names[6] = {"flat", "offs", "evlen", "evoffs", "sel", "e2"};
     Py_buffer v[6];
     int got = 0;
+    Futs F;
     PyObject *out = NULL;
-    for (; got < 6; got++)
-        if (get_buf(o[got], &v[got], isz[got], 0, names[got]) < 0) goto release;
-    const int32_t *flat = v[0].buf;
-    const int64_t *offs = v[1].buf;
-    const int32_t *evlen = v[2].buf;
-    const int64_t *evoffs = v[3].buf;
-    const int64_t *sel = v[4].buf;
-    const int32_t *e2a = v[5].buf;
-    Py_ssize_t npat = v[1].len / 8 - 1, nev_tot = v[2].len / 4, nflat = v[0].len / 4;
-    Py_ssize_t n = v[4].len / 8;
-    if (npat < 0 || v[3].len / 8 != npat + 1 || v[5].len / 4 < n) {
-        PyErr_SetString(PyExc_ValueError, "futures: inconsistent buffer sizes");
-        goto release;
-    }
-    for (Py_ssize_t q = 0; q < n; q++) {
-        int64_t p = sel[q];
-        if (p < 0 || p >= npat || offs[p] < 0 || offs[p + 1] < offs[p] || offs[p + 1] > nflat ||
-            evoffs[p] < 0 || evoffs[p + 1] < evoffs[p] || evoffs[p + 1] > nev_tot || e2a[q] < 0 ||
-            e2a[q] > evoffs[p + 1] - evoffs[p]) {
-            PyErr_SetString(PyExc_IndexError, "futures: index out of range");
-            goto release;
-        }
-    }
-    out = PyList_New(n);
+    if (futs_open(o, v, &got, &F, "futures") < 0) goto release;
+    out = PyList_New(F.n);
     if (!out) goto release;
-    for (Py_ssize_t q = 0; q < n; q++) {
-        int64_t p = sel[q];
-        const int32_t *ev = evlen + evoffs[p];
-        int nev = (int)(evoffs[p + 1] - evoffs[p]);
-        int pos = 0;
-        for (int e = 0; e < e2a[q]; e++) pos += ev[e];
-        PyObject *f = event_lists(flat + offs[p], ev, e2a[q], nev, pos, tokens, NULL, NULL);
+    for (Py_ssize_t q = 0; q < F.n; q++) {
+        int nev, pos;
+        const int32_t *ev = futs_row(&F, q, &nev, &pos);
+        int64_t p = F.sel[q];
+        PyObject *f = event_lists(F.flat + F.offs[p], ev, F.e2[q], nev, pos, tokens, NULL, NULL);
         if (!f) { Py_CLEAR(out); break; }
         PyList_SET_ITEM(out, q, f);
     }
 release:
     for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return out;
+}
+
+/* futures_json(flat, offs, evlen, evoffs, sel, e2, tokens_json, table, ncol, layout) -> bytes
+   The JSON array of one object per selected pattern, as predictions_json() writes them, from
+   a layout of futures (kind 6: the pattern's events[e2:], tokens as tokens_json[code]), table
+   values (kind 7) and constants (kind 8): future_potentials without building its dicts and
+   lists only to encode them. */
+static PyObject *py_futures_json(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[6], *tokens, *layout;
+    const char *table;
+    Py_ssize_t tlen, ncol;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!y#nO!", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &PyList_Type, &tokens, &table, &tlen, &ncol, &PyList_Type, &layout))
+        return NULL;
+    Py_buffer v[6];
+    int got = 0;
+    Futs F;
+    Buf b = {NULL, 0, 0};
+    PyObject *out = NULL;
+    size_t *tstart = NULL, *tsize = NULL;
+    Py_ssize_t nf = PyList_GET_SIZE(layout);
+    Field *fields = PyMem_Calloc(nf ? (size_t)nf : 1, sizeof(Field));
+    if (!fields) return PyErr_NoMemory();
+    if (futs_open(o, v, &got, &F, "futures_json") < 0) goto release;
+    if (ncol < 0 || fields_parse(layout, ncol, fields, nf) < 0) goto release;
+    for (Py_ssize_t k = 0; k < nf; k++)
+        if (fields[k].kind != K_FUTURE && fields[k].kind != K_COLUMN &&
+            fields[k].kind != K_CONST) {
+            PyErr_SetString(PyExc_ValueError,
+                            "futures_json: layout kinds are future, column or constant");
+            goto release;
+        }
+    if (all_bytes(tokens, 1, "tokens_json") < 0) goto release;
+    size_t cells = (size_t)(ncol * F.n) + 1;
+    tstart = PyMem_Malloc(cells * sizeof(size_t));
+    tsize = PyMem_Malloc(cells * sizeof(size_t));
+    if (!tstart || !tsize) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    if (table_spans(table, (size_t)tlen, ncol, F.n, tstart, tsize) < 0) goto release;
+    if (buf_reserve(&b, (size_t)tlen + 256 * (size_t)F.n + 2) < 0) goto release;
+    Py_ssize_t ntok = PyList_GET_SIZE(tokens);
+    PyObject **tenc = ((PyListObject *)tokens)->ob_item;
+    if (buf_ch(&b, '[') < 0) goto release;
+    for (Py_ssize_t q = 0; q < F.n; q++) {
+        int nev, pos;
+        const int32_t *ev = futs_row(&F, q, &nev, &pos);
+        const int32_t *pat = F.flat + F.offs[F.sel[q]];
+        if (q && buf_ch(&b, ',') < 0) goto release;
+        for (Py_ssize_t k = 0; k < nf; k++) {
+            const Field *f = &fields[k];
+            int rc;
+            if (buf_bytes(&b, f->prefix) < 0) goto release;
+            if (f->kind == K_FUTURE)
+                rc = json_events(&b, pat, ev, F.e2[q], nev, pos, ntok, tenc, NULL, NULL);
+            else if (f->kind == K_COLUMN)
+                rc = buf_put(&b, table + tstart[f->col * F.n + q], tsize[f->col * F.n + q]);
+            else
+                rc = buf_bytes(&b, f->arg);
+            if (rc < 0) goto release;
+        }
+        if (nf && buf_ch(&b, '}') < 0) goto release;
+    }
+    if (buf_ch(&b, ']') < 0) goto release;
+    out = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.n);
+release:
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    PyMem_Free(fields);
+    PyMem_Free(tstart);
+    PyMem_Free(tsize);
+    free(b.p);
     return out;
 }
 
@@ -1807,6 +1904,9 @@ static PyMethodDef methods[] = {
      "state_json, table, ncol, layout) -> bytes: the predictions' JSON array."},
     {"futures", py_futures, METH_VARARGS,
      "futures(flat, offs, evlen, evoffs, sel, e2, tokens): future event lists."},
+    {"futures_json", py_futures_json, METH_VARARGS,
+     "futures_json(flat, offs, evlen, evoffs, sel, e2, tokens_json, table, ncol, layout) -> "
+     "bytes: one JSON object per selected pattern (futures, table values, constants)."},
     {"survivors", py_survivors, METH_VARARGS,
      "survivors(flat, offs, evlen, evoffs, sel, state, out, uflag): blocks and event ranges."},
     {"ensemble", py_ensemble, METH_VARARGS,

@@ -38,7 +38,7 @@ from kato_stream.core.knowledge import (
 from kato_stream.core.naming import pattern_name, prefixed, sum_vectors, vector_name
 from kato_stream.core.observation import Observation, parse_observation
 from kato_stream.core.predictions import PredictionResult, PredictParams, predict
-from kato_stream.core.predictor.encoded import EncodedPredictions
+from kato_stream.core.predictor.encoded import EncodedPredictions, own
 from kato_stream.core.session import SessionState
 from kato_stream.core.vectors import VectorIndex
 
@@ -93,7 +93,7 @@ class CommandResult:
     state: SessionState | None
     response: dict[str, Any]
     predictions: Sequence[dict[str, Any]]
-    future_potentials: list[dict[str, Any]]
+    future_potentials: Sequence[dict[str, Any]]
     learned: list[LearnEvent]
     cleared: str | None
     recall_threshold: float
@@ -293,27 +293,27 @@ class Engine:
                 p.pop("_pre_potential", None)  # Deviation: never emitted.
         return res
 
-    def _fps(self, ctx: _Ctx, res: PredictionResult) -> list[dict[str, Any]]:
+    def _fps(self, ctx: _Ctx, res: PredictionResult) -> Sequence[dict[str, Any]]:
         """future_potentials for the output; remembers full-path values in the session.
 
         Deviation: the fast path returns this *session's* last full-path value (KATO
         returns whatever the node's shared processor last computed).
         """
         if res.fast_path:
-            return list(ctx.st.future_potentials)
+            return own(ctx.st.future_potentials)
         if ctx.st.stm and not res.future_potentials:
             ctx.st.future_potentials, ctx.st.future_potentials_id = [], None
         elif ctx.st.stm and res.future_potentials != ctx.st.future_potentials:
             # a new id only for a new list, so a read-only command stays read-only (a list
             # kept outside the table and not loaded reads [] here: it gets a new id too)
-            ctx.st.future_potentials = list(res.future_potentials)
+            ctx.st.future_potentials = own(res.future_potentials)
             ctx.fp_updates += 1
             ctx.st.future_potentials_id = f"{ctx.cmd.key}@{ctx.fp_updates}"
-        return list(res.future_potentials)
+        return own(res.future_potentials)
 
     def _result_predictions(
         self, ctx: _Ctx
-    ) -> tuple[Sequence[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]]]:
         """Predictions on the post-command STM with the session config honoured."""
         cached = ctx.cached
         if cached is not None and cached[0] == ctx.kb.version and cached[1] == ctx.st.stm:
@@ -596,7 +596,7 @@ class Engine:
     def _predict_cmd(self, ctx: _Ctx) -> dict[str, Any]:
         """Read-only (GET /predictions): the session state is returned unchanged."""
         res = self._run_predict(ctx, self.session_params(ctx.st.config))
-        saved = list(ctx.st.future_potentials), ctx.st.future_potentials_id
+        saved = own(ctx.st.future_potentials), ctx.st.future_potentials_id
         fps = self._fps(ctx, res)
         ctx.st.future_potentials, ctx.st.future_potentials_id = saved
         return {

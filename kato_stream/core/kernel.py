@@ -377,6 +377,29 @@ def predictions_json(
     return out
 
 
+def futures_json(
+    idx: PatternIndex, sel: I64, e2: I32, table: bytes, ncol: int, layout: list[JsonField]
+) -> bytes:
+    """The JSON array of one object per selected pattern, as :func:`predictions_json` writes
+    them, from a layout of ``J_FUTURE`` (``events[e2:]``, tokens as ``idx.token_json()``),
+    ``J_COLUMN`` (values of ``table``) and ``J_CONST`` fields only."""
+    assert _ext is not None
+    flat, offs, evlen, evoffs = idx.coded()
+    out: bytes = _ext.futures_json(
+        flat,
+        offs,
+        evlen,
+        evoffs,
+        np.ascontiguousarray(sel, dtype=np.int64),
+        np.ascontiguousarray(e2, dtype=np.int32),
+        idx.token_json(),
+        table,
+        ncol,
+        layout,
+    )
+    return out
+
+
 def futures(idx: PatternIndex, sel: I64, e2: I32) -> list[list[list[str]]]:
     """``[list(e) for e in events[e2:]]`` per selected pattern."""
     assert _ext is not None

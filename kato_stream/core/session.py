@@ -36,7 +36,7 @@ class SessionState:
     predictions_id: str | None = None
     """Identity of ``predictions`` (None when empty): lets a store keep the bulky list
     outside the session value and check on reading that it holds this very list."""
-    future_potentials: list[dict[str, Any]] = field(default_factory=list)
+    future_potentials: Sequence[dict[str, Any]] = field(default_factory=list)
     future_potentials_id: str | None = None
     """Identity of ``future_potentials`` (None when empty), as ``predictions_id``."""
     percept_data: dict[str, Any] = field(default_factory=dict)
@@ -73,7 +73,7 @@ class SessionState:
             deferred_vectors=[(n, list(v)) for n, v in self.deferred_vectors],
             predictions=own(self.predictions),
             predictions_id=self.predictions_id,
-            future_potentials=list(self.future_potentials),
+            future_potentials=own(self.future_potentials),
             future_potentials_id=self.future_potentials_id,
             percept_data=dict(self.percept_data),
             metadata=dict(self.metadata),
@@ -95,7 +95,7 @@ class SessionState:
             "deferred_vectors": [[n, list(v)] for n, v in self.deferred_vectors],
             "predictions": own(self.predictions),
             "predictions_id": self.predictions_id,
-            "future_potentials": list(self.future_potentials),
+            "future_potentials": own(self.future_potentials),
             "future_potentials_id": self.future_potentials_id,
             "percept_data": dict(self.percept_data),
             "metadata": dict(self.metadata),
@@ -124,7 +124,7 @@ class SessionState:
             ],
             predictions=own(d.get("predictions", [])),
             predictions_id=None if pid is None else str(pid),
-            future_potentials=list(d.get("future_potentials", [])),
+            future_potentials=own(d.get("future_potentials", [])),
             future_potentials_id=None if fid is None else str(fid),
             percept_data=dict(d.get("percept_data", {})),
             metadata=dict(d.get("metadata", {})),

@@ -73,7 +73,7 @@ class Handled:
     time: int
     response: dict[str, Any]
     predictions: Sequence[dict[str, Any]]
-    future_potentials: list[dict[str, Any]]
+    future_potentials: Sequence[dict[str, Any]]
     learned: list[LearnEvent]
     cleared: str | None
     recall_threshold: float

@@ -1,7 +1,9 @@
-"""The kernel's own JSON of the predictions (``MatcherOptions(encoded=True)``).
+"""The kernel's own JSON of the predictions and future potentials
+(``MatcherOptions(encoded=True)``).
 
-The stream path never builds the predictions' dicts: the C kernel writes their JSON
-(``kernel.predictions_json``) and the record carries those bytes.  What must hold:
+The stream path never builds the predictions' or the future potentials' dicts: the C kernel
+writes their JSON (``kernel.predictions_json``, ``kernel.futures_json``) and the record
+carries those bytes.  What must hold:
 
 * the bytes are exactly the stream layer's encoding (``codecs.dumps``: sorted keys) of the
   dicts the kernel path builds without the option, for any tokens (quotes, backslashes,
@@ -51,10 +53,13 @@ def learn(kb: KnowledgeBase, events: list[list[str]], emo: dict[str, float]) -> 
     kb.apply_learn(LearnEvent("n", f"l{len(kb.applied)}", name, ev, emotives=(emo,) if emo else ()))
 
 
-def both(kb: KnowledgeBase, stm: list[list[str]], params: PredictParams) -> tuple[object, object]:
-    dicts = predict(kb, stm, params, MatcherOptions(c_kernel=True)).predictions
-    enc = predict(kb, stm, params, MatcherOptions(c_kernel=True, encoded=True)).predictions
-    return dicts, enc
+def both(
+    kb: KnowledgeBase, stm: list[list[str]], params: PredictParams
+) -> tuple[object, object, object, object]:
+    """(predictions as dicts, encoded; future potentials as dicts, encoded)."""
+    dicts = predict(kb, stm, params, MatcherOptions(c_kernel=True))
+    enc = predict(kb, stm, params, MatcherOptions(c_kernel=True, encoded=True))
+    return dicts.predictions, enc.predictions, dicts.future_potentials, enc.future_potentials
 
 
 @settings(max_examples=200, deadline=None)
@@ -76,11 +81,14 @@ def test_kernel_json_is_the_stream_encoding_of_the_dicts(
     for p, emo in patterns:
         learn(kb, p, emo)
     params = PredictParams(recall_threshold=0.0, max_predictions=maxp, rank_sort_algo=algo)
-    dicts, enc = both(kb, stm, params)
+    dicts, enc, fps, fps_enc = both(kb, stm, params)
     assert codecs.dumps(enc) == codecs.dumps(dicts)
+    assert codecs.dumps(fps_enc) == codecs.dumps(fps)
     if sum(len(e) for e in stm) > 1 and dicts:
         assert isinstance(enc, EncodedPredictions)
         assert len(enc) == len(dicts)
+        assert isinstance(fps_enc, EncodedPredictions)
+        assert len(fps_enc) == len(fps)  # type: ignore[arg-type]
 
 
 def small_kb() -> KnowledgeBase:
@@ -93,9 +101,10 @@ def small_kb() -> KnowledgeBase:
 
 def test_encoded_predictions_read_like_their_list() -> None:
     kb = small_kb()
-    dicts, enc = both(kb, [["a", "b"], ["c"]], PredictParams(recall_threshold=0.0))
+    dicts, enc, *_ = both(kb, [["a", "b"], ["c"]], PredictParams(recall_threshold=0.0))
     assert isinstance(enc, EncodedPredictions) and isinstance(dicts, list)
     assert len(enc) == len(dicts) == 3 and enc._items is None  # length without decoding
+    assert enc != [] and enc != dicts[:2] and enc._items is None  # other length: not decoded
     assert enc == dicts and list(enc) == dicts and enc[0] == dicts[0] and enc[1:] == dicts[1:]
     assert enc.decoded() is enc.decoded()  # decoded once
     assert [p["name"] for p in enc] == [p["name"] for p in dicts]
@@ -114,21 +123,24 @@ def test_encoded_predictions_read_like_their_list() -> None:
 
 def test_a_session_state_shares_encoded_predictions() -> None:
     kb = small_kb()
-    _dicts, enc = both(kb, [["a", "b"], ["c"]], PredictParams(recall_threshold=0.0))
-    assert isinstance(enc, EncodedPredictions)
+    _dicts, enc, _fps, fps = both(kb, [["a", "b"], ["c"]], PredictParams(recall_threshold=0.0))
+    assert isinstance(enc, EncodedPredictions) and isinstance(fps, EncodedPredictions)
     assert own(enc) is enc
     plain = [{"x": 1}]
     assert own(plain) == plain and own(plain) is not plain
-    st_ = SessionState(session_id="s", node_id="n", predictions=enc, predictions_id="p")
-    assert st_.copy().predictions is enc
-    assert st_.to_dict()["predictions"] is enc
-    assert SessionState.from_dict(st_.to_dict()).predictions is enc
-    assert enc._items is None  # none of that decoded it
+    st_ = SessionState(
+        session_id="s", node_id="n", predictions=enc, predictions_id="p", future_potentials=fps
+    )
+    assert st_.copy().predictions is enc and st_.copy().future_potentials is fps
+    assert st_.to_dict()["predictions"] is enc and st_.to_dict()["future_potentials"] is fps
+    back = SessionState.from_dict(st_.to_dict())
+    assert back.predictions is enc and back.future_potentials is fps
+    assert enc._items is None and fps._items is None  # none of that decoded them
 
 
 def test_records_carry_the_same_bytes_and_share_one_encoding() -> None:
     kb = small_kb()
-    dicts, enc = both(kb, [["a", "b"], ["c"]], PredictParams(recall_threshold=0.0))
+    dicts, enc, *_ = both(kb, [["a", "b"], ["c"]], PredictParams(recall_threshold=0.0))
     record = {"op": "observe", "predictions": enc, "status": "okay"}
     assert codecs.dumps(record) == codecs.dumps({**record, "predictions": dicts})
     out, lists = codecs.dumps_sharing(record, {"predictions": enc})
@@ -183,3 +195,45 @@ def test_the_writer_refuses_a_bad_table_or_layout(
     assert len(sel) == 3  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=match):
         kernel.predictions_json(idx, sel, info, q, lens, sj, table, ncol, layout)  # type: ignore[arg-type]
+
+
+def test_the_futures_writer_writes_each_patterns_future_and_its_values() -> None:
+    """``futures_json``: events[e2:] of each selected pattern, tokens escaped as orjson
+    escapes them, beside table values and constants in layout order."""
+    idx, sel, info, _q, _lens, _sj = writer_inputs()
+    e2 = np.zeros(3, dtype=np.int32)  # every pattern's whole sequence is its "future"
+    e2[0] = 1
+    table = codecs.dumps([[0.5, 0.25, 1e-300], [1, 2, 3]])
+    layout = [
+        (b'{"f":', kernel.J_FUTURE, None),
+        (b',"k":', kernel.J_CONST, b"null"),
+        (b',"v":', kernel.J_COLUMN, 0),
+        (b',"w":', kernel.J_COLUMN, 1),
+    ]
+    raw = kernel.futures_json(idx, sel, e2, table, 2, layout)  # type: ignore[arg-type]
+    assert codecs.loads(raw) == [
+        {"f": [["c"], ['q"uote']], "k": None, "v": 0.5, "w": 1},
+        {"f": [["a"], ["b", "d"]], "k": None, "v": 0.25, "w": 2},
+        {"f": [["b"], ["c"], ["d"]], "k": None, "v": 1e-300, "w": 3},
+    ]
+    assert b'"q\\"uote"' in raw  # the token's orjson bytes, copied
+    assert codecs.loads(kernel.futures_json(idx, sel[:0], e2[:0], b"[[]]", 1, layout[:1])) == []  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("e2", "table", "layout", "error", "match"),
+    [
+        ([0, 0, 0], b"[[1,2,3]]", [(b'{"a":', kernel.J_MATCHES, None)], ValueError, "kinds"),
+        ([0, 0, 0], b"[[1,2,3]]", [(b'{"a":', kernel.J_COLUMN, 1)], ValueError, "layout"),
+        ([0, 0, 0], b"[[1,2]]", [(b'{"a":', kernel.J_COLUMN, 0)], ValueError, "table"),
+        ([0, 0, 9], b"[[1,2,3]]", [(b'{"a":', kernel.J_FUTURE, None)], IndexError, "range"),
+        ([0, 0, -1], b"[[1,2,3]]", [(b'{"a":', kernel.J_FUTURE, None)], IndexError, "range"),
+        ([0, 0], b"[[1,2,3]]", [(b'{"a":', kernel.J_FUTURE, None)], ValueError, "sizes"),
+    ],
+)
+def test_the_futures_writer_refuses_bad_input(
+    e2: list[int], table: bytes, layout: list[kernel.JsonField], error: type, match: str
+) -> None:
+    idx, sel, _info, _q, _lens, _sj = writer_inputs()
+    with pytest.raises(error, match=match):
+        kernel.futures_json(idx, sel, np.asarray(e2, dtype=np.int32), table, 1, layout)  # type: ignore[arg-type]

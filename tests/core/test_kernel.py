@@ -106,6 +106,7 @@ def both_paths(
     res = predict(kb, stm, params, MatcherOptions(c_kernel=True))
     enc = predict(kb, stm, params, MatcherOptions(c_kernel=True, encoded=True))
     assert codecs.dumps(enc.predictions) == codecs.dumps(res.predictions)
+    assert codecs.dumps(enc.future_potentials) == codecs.dumps(res.future_potentials)
     assert enc.future_potentials == res.future_potentials
     fast = dump(res)
     slow = dump(predict(kb, stm, params, MatcherOptions(c_kernel=False)))

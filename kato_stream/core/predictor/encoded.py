@@ -1,4 +1,5 @@
-"""Predictions kept as the JSON bytes every store and output writes (the C kernel's output).
+"""Predictions (and future potentials) kept as the JSON bytes every store and output writes
+(the C kernel's output).
 
 Why: at KATO's default 100 predictions, an observe's predictions are ~3,500 Python
 containers built only to be encoded (output record, session lists) and freed.  With
@@ -21,7 +22,8 @@ __all__ = ["EncodedPredictions", "own"]
 
 
 class EncodedPredictions(Sequence[dict[str, Any]]):
-    """A prediction list as its JSON bytes (``json``), decoded only when an item is read.
+    """A prediction list, or a future-potentials list, as its JSON bytes (``json``), decoded
+    only when an item is read.
 
     Immutable, so a session state and an output record can share one.  Equal to another
     one with the same bytes, and to a list equal to its decoded items.
@@ -61,8 +63,8 @@ class EncodedPredictions(Sequence[dict[str, Any]]):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, EncodedPredictions):
             return self.json == other.json
-        if isinstance(other, list):
-            return self.decoded() == other
+        if isinstance(other, list):  # different lengths: unequal without decoding
+            return len(other) == self._n and self.decoded() == other
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -61,12 +61,13 @@ def full_path_kernel(
     state: list[str],
     params: PredictParams,
     encoded: bool = False,
-) -> tuple[list[dict[str, Any]] | EncodedPredictions, list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]] | EncodedPredictions, list[dict[str, Any]] | EncodedPredictions]:
     """``full_path`` (no affinity, no fuzzy, no filters) with the C kernel end to end.
 
     The per-candidate work runs in C and numpy over all ``3*max_predictions`` survivors,
     and Python lists/dicts are built only for the ``max_predictions`` that are returned;
-    with ``encoded``, not even those: the kernel writes their JSON (:func:`_encoded`).
+    with ``encoded``, not even those: the kernel writes their JSON, and the future
+    potentials' too.
     """
     threshold = float(params.recall_threshold)
     limit = params.max_predictions * 3
@@ -83,9 +84,10 @@ def full_path_kernel(
     sel = np.asarray(sel_l, dtype=np.int64)
     info, uflag = kernel.survivors(idx, sel, q)
     freqs = [r.frequency or 1 for r in _gather(recs, sel_l)]
-    cols, fps = _columns(kb, idx, sel, sel_l, sim_l, info, uflag, freqs, state)
+    cols, groups = _columns(kb, idx, sel, sel_l, sim_l, info, uflag, freqs, state)
     top = _top(cols.get(params.rank_sort_algo), len(sel_l), params.max_predictions)
     stm_lens = [len(e) for e in stm]
+    e2_arr = info[:, kernel.SV_E2]
     if encoded:
         raw = kernel.predictions_json(
             idx,
@@ -98,9 +100,9 @@ def full_path_kernel(
             len(_TABLE),
             _LAYOUT,
         )
-        return EncodedPredictions(raw, len(top)), fps
+        return EncodedPredictions(raw, len(top)), _fps_encoded(idx, sel, e2_arr, groups)
     built = kernel.lists(idx, sel[top], info[top], q, stm_lens, state)
-    return _assemble(recs, sel_l, top, built, cols), fps
+    return _assemble(recs, sel_l, top, built, cols), _fps(idx, sel, e2_arr, groups)
 
 
 def _gather(items: list[Any], at: list[int]) -> list[Any]:
@@ -196,19 +198,30 @@ def _per_pattern(info: npt.NDArray[Any], length: npt.NDArray[Any], itfdf: F64) -
     }
 
 
+class _Groups(NamedTuple):
+    """The future groups of the survivors, best aggregate potential first: for each, its
+    first member (survivor position), aggregate potential, supporting patterns and total
+    weighted frequency (one ``future_potentials`` item)."""
+
+    first: npt.NDArray[Any]
+    aggregate: list[float]
+    supporting: list[int]
+    weight: list[float]
+
+
 def _predictive_information(
     idx: PatternIndex,
     sel: kernel.I64,
     e2_arr: npt.NDArray[Any],
     freqs: list[int],
     sim_l: list[float],
-) -> tuple[list[float], list[float], list[float], list[dict[str, Any]]]:
-    """(pattern_probability, weighted_strength, predictive_information, future_potentials)
+) -> tuple[list[float], list[float], list[float], _Groups]:
+    """(pattern_probability, weighted_strength, predictive_information, future groups)
     (§5.5 item 12), as ``ensemble.predictive_information``."""
     n = len(freqs)
     fsum = sum(freqs)
     if fsum == 0:
-        return [0.0] * n, [0.0] * n, [0.0] * n, []
+        return [0.0] * n, [0.0] * n, [0.0] * n, _NO_GROUPS
     freq_arr = np.asarray(freqs, dtype=np.int64)
     gid, w_g, count_g, first_g = kernel.future_groups(
         idx, sel, e2_arr, freq_arr, np.asarray(sim_l, dtype=np.float64)
@@ -225,18 +238,43 @@ def _predictive_information(
         pi_a = np.where(has & (agg_of > 0), ws_a / agg_of, 0.0)
     counts = count_g.tolist()
     gorder = sorted(range(len(w_l)), key=lambda g: -agg_l[g])
-    firsts = first_g[gorder] if gorder else first_g
-    futs = kernel.futures(idx, sel[firsts], e2_arr[firsts])
-    fps = [
+    groups = _Groups(
+        first_g[gorder] if gorder else first_g[:0],
+        _gather(agg_l, gorder),
+        _gather(counts, gorder),
+        _gather(w_l, gorder),
+    )
+    return pp_a.tolist(), ws_a.tolist(), pi_a.tolist(), groups
+
+
+_NO_GROUPS = _Groups(np.zeros(0, dtype=np.intp), [], [], [])
+
+
+def _fps(
+    idx: PatternIndex, sel: kernel.I64, e2_arr: npt.NDArray[Any], groups: _Groups
+) -> list[dict[str, Any]]:
+    """future_potentials as dicts (each group's future: its first member's)."""
+    futs = kernel.futures(idx, sel[groups.first], e2_arr[groups.first])
+    return [
         {
             "future": fut,
-            "aggregate_potential": agg_l[g],
-            "supporting_patterns": counts[g],
-            "total_weighted_frequency": w_l[g],
+            "aggregate_potential": agg,
+            "supporting_patterns": count,
+            "total_weighted_frequency": w,
         }
-        for g, fut in zip(gorder, futs, strict=True)
+        for fut, agg, count, w in zip(
+            futs, groups.aggregate, groups.supporting, groups.weight, strict=True
+        )
     ]
-    return pp_a.tolist(), ws_a.tolist(), pi_a.tolist(), fps
+
+
+def _fps_encoded(
+    idx: PatternIndex, sel: kernel.I64, e2_arr: npt.NDArray[Any], groups: _Groups
+) -> EncodedPredictions:
+    """:func:`_fps`'s JSON, written by the kernel (no dicts, no token lists)."""
+    table = orjson.dumps([groups.aggregate, groups.supporting, groups.weight], option=_JSON_OPTS)
+    raw = kernel.futures_json(idx, sel[groups.first], e2_arr[groups.first], table, 3, _FPS_LAYOUT)
+    return EncodedPredictions(raw, len(groups.supporting))
 
 
 def _bayesian_lists(fr: F64, sim_l: list[float]) -> tuple[list[float], list[float], list[float]]:
@@ -260,8 +298,8 @@ def _columns(
     uflag: npt.NDArray[Any],
     freqs: list[int],
     state: list[str],
-) -> tuple[dict[str, list[Any]], list[dict[str, Any]]]:
-    """Every output number of the survivors as a column by output key; future_potentials."""
+) -> tuple[dict[str, list[Any]], _Groups]:
+    """Every output number of the survivors as a column by output key; the future groups."""
     spc, spc_arr, col, colmap = _symbol_axis(kb, idx, uflag, state)
     U = kb.total_unique_patterns
     F = kb.total_pattern_frequencies
@@ -284,7 +322,7 @@ def _columns(
         kb, ens, idx.records, sel_l, spc
     )
     per = _per_pattern(info, idx.lens[sel], itfdf)
-    pp, ws, pi, fps = _predictive_information(idx, sel, info[:, kernel.SV_E2], freqs, sim_l)
+    pp, ws, pi, groups = _predictive_information(idx, sel, info[:, kernel.SV_E2], freqs, sim_l)
     post_l, prior_l, like_l = _bayesian_lists(fr, sim_l)
     cols: dict[str, list[Any]] = {
         "potential": per["potential"].tolist(),
@@ -307,7 +345,7 @@ def _columns(
         "pattern_probability": pp,
         "weighted_strength": ws,
     }
-    return cols, fps
+    return cols, groups
 
 
 def _top(vals: list[Any] | None, n: int, max_predictions: int) -> list[int]:
@@ -457,6 +495,14 @@ def _layout() -> list[kernel.JsonField]:
 
 
 _LAYOUT = _layout()
+
+#: future_potentials items' keys in sorted order: the table's 3 columns and the future.
+_FPS_LAYOUT: list[kernel.JsonField] = [
+    (b'{"aggregate_potential":', kernel.J_COLUMN, 0),
+    (b',"future":', kernel.J_FUTURE, None),
+    (b',"supporting_patterns":', kernel.J_COLUMN, 1),
+    (b',"total_weighted_frequency":', kernel.J_COLUMN, 2),
+]
 _NO_EMOTIVES: dict[str, float] = {}
 
 

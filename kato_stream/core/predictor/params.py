@@ -51,7 +51,7 @@ class PredictParams:
 @dataclass
 class PredictionResult:
     predictions: Sequence[dict[str, Any]]
-    future_potentials: list[dict[str, Any]] = field(default_factory=list)
+    future_potentials: Sequence[dict[str, Any]] = field(default_factory=list)
     fast_path: bool = False
 
 
