@@ -10,7 +10,10 @@ each of ``--queries`` queries (2-4 observations, then predictions, then clear-st
 * ``topic``: the same ``observe`` / ``predict`` envelopes published to ``<prefix>.observations``
   and awaited on ``<prefix>.predictions`` (the gateway's own stream client, in this process).
 
-The difference is the gateway's cost: HTTP + validation + the Redis session check.
+The difference is the gateway's cost: HTTP + validation + the Redis session check.  The
+report also gives, from the gateway's own ``/metrics``, its mean time per route and, per
+command, the stream stages inside it (``gateway_time_mean_ms``: the broker's acknowledgement
+of the input, then the wait for the answer).
 
     python benchmarks/bench_gateway.py --patterns 1000 --queries 200 \
         --out benchmarks/results/gateway.json
@@ -79,6 +82,32 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
+def gateway_breakdown(exposition: str) -> dict[str, dict[str, float]]:
+    """Where the gateway's requests spent their time, from its own /metrics (means in ms):
+    per route the whole request (``kato_request_duration_seconds``), per command op its
+    stages on the stream (``kato_gateway_exchange_seconds``: publish = until the broker
+    acknowledged the input, answer = from then until the output record was read)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[tuple[str, str], list[float]] = {}
+    for fam in text_string_to_metric_families(exposition):
+        if fam.name not in ("kato_request_duration_seconds", "kato_gateway_exchange_seconds"):
+            continue
+        for smp in fam.samples:
+            if smp.name.endswith("_sum") or smp.name.endswith("_count"):
+                if fam.name == "kato_request_duration_seconds":
+                    key = ("request " + smp.labels["method"], smp.labels["route"])
+                else:
+                    key = ("exchange " + smp.labels["op"], smp.labels["stage"])
+                acc = sums.setdefault(key, [0.0, 0.0])
+                acc[0 if smp.name.endswith("_sum") else 1] += smp.value
+    out: dict[str, dict[str, float]] = {}
+    for (what, part), (total, n) in sorted(sums.items()):
+        if n:
+            out.setdefault(what, {})[part] = round(1000 * total / n, 3)
+    return out
+
+
 async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str, Any]:
     rng = random.Random(42)
     patterns = make_patterns(rng, args.patterns)
@@ -130,9 +159,11 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
                 assert r.json()["count"] == rec["response"]["count"]
                 await http.post(f"/sessions/{sid}/clear-stm")
                 await client.request("clear_stm", direct, node)
+            where = gateway_breakdown((await http.get("/metrics/prometheus")).text)
     finally:
         await client.stop()
     out: dict[str, Any] = {k: summary(v) for k, v in times.items()}
+    out["gateway_time_mean_ms"] = where
     for op in ("observe", "predictions"):
         out[f"gateway_overhead_{op}_p50_ms"] = round(
             out[f"http_{op}"]["p50_ms"] - out[f"topic_{op}"]["p50_ms"], 3

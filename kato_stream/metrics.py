@@ -210,6 +210,15 @@ REQUEST_DURATION = Histogram(
     buckets=REQUEST_BUCKETS,
     registry=REGISTRY,
 )
+GATEWAY_EXCHANGE = Histogram(
+    "kato_gateway_exchange_seconds",
+    "A gateway command's time on the stream, by command op and stage: publish (until the "
+    "broker acknowledged its input record) and answer (from then until its output record was "
+    "read and decoded).",
+    ["op", "stage"],
+    buckets=REQUEST_BUCKETS,
+    registry=REGISTRY,
+)
 PERSIST_WAIT = Histogram(
     "kato_gateway_persist_wait_seconds",
     "Time the gateway waited for a learn's patterns to reach the stores before answering.",
@@ -294,6 +303,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         "kato_prediction_duration_seconds",
         "kato_learn_duration_seconds",
         "kato_request_duration_seconds",
+        "kato_gateway_exchange_seconds",
         "kato_gateway_persist_wait_seconds",
         "kato_patterns_total",
         "kato_consumer_lag",
@@ -412,6 +422,13 @@ def observe_observations(node_id: str, count: int = 1) -> None:
 def observe_dlq(count: int = 1) -> None:
     """Count records sent to the dead-letter topic."""
     DLQ.inc(count)
+
+
+def observe_exchange(op: str, publish: float, answer: float) -> None:
+    """Record a gateway command's two stages on the stream: what of a request's time is the
+    broker's acknowledgement, and what the worker's answer (with the fetch that reads it)."""
+    GATEWAY_EXCHANGE.labels(op=op, stage="publish").observe(publish)
+    GATEWAY_EXCHANGE.labels(op=op, stage="answer").observe(answer)
 
 
 def observe_persist_wait(seconds: float) -> None:

@@ -341,13 +341,16 @@ class StreamClient:
         where: tuple[int, int] | None = None
         self._inflight += 1
         try:
+            t0 = time.monotonic()
             meta = await self._producer.send_and_wait(self.input_topic, value, key=key)
+            acked = time.monotonic()
             where = (meta.partition, meta.offset)
             early = self._orphans.pop(where, None)
             if early is not None and not fut.done():
                 fut.set_result(early)
             self._by_source[where] = fut
             out = await asyncio.wait_for(fut, limit)
+            metrics.observe_exchange(op, acked - t0, time.monotonic() - acked)
         except TimeoutError:
             raise StreamTimeout(f"no record for {op} {msg_id or where} within {limit}s") from None
         finally:

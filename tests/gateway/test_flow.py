@@ -196,3 +196,38 @@ async def test_pattern_read_after_each_learn_sees_it(http: httpx.AsyncClient) ->
         body = (await http.get(f"/pattern/{name}", params={"node_id": nid})).json()["pattern"]
         assert body["status"] == "okay", body
         assert body["pattern"]["frequency"] == i
+
+
+async def test_metrics_split_a_command_into_its_stages_on_the_stream(
+    http: httpx.AsyncClient,
+) -> None:
+    """An observe through the gateway is counted once per stage: the broker's acknowledgement
+    of its input record, then the wait for its answer; with benchmarks/bench_gateway.py's
+    breakdown reading them back as means per op and stage."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from benchmarks.bench_gateway import gateway_breakdown
+
+    def counts(text: str) -> dict[str, float]:
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("kato_gateway_exchange_seconds_count{") and 'op="observe"' in line:
+                stage = line.split('stage="')[1].split('"')[0]
+                out[stage] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    before = counts((await http.get("/metrics/prometheus")).text)
+    sid = (await http.post("/sessions", json={"node_id": node()})).json()["session_id"]
+    for ev in (["a", "b"], ["c"]):
+        r = await http.post(f"/sessions/{sid}/observe", json={"strings": ev})
+        assert r.status_code == 200, r.text
+    text = (await http.get("/metrics/prometheus")).text
+    after = counts(text)
+    for stage in ("publish", "answer"):
+        assert after[stage] - before.get(stage, 0.0) == 2, (stage, before, after)
+    means = gateway_breakdown(text)
+    assert set(means["exchange observe"]) == {"publish", "answer"}
+    assert all(v > 0 for v in means["exchange observe"].values())
+    assert means["request POST"]["/sessions/{session_id}/observe"] > 0
