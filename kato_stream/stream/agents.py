@@ -42,7 +42,7 @@ from kato_stream.stream.envelope import FORWARDED_HEADER
 from kato_stream.stream.expirer import SessionExpirer, applied_partition
 from kato_stream.stream.expiry import is_tick
 from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
-from kato_stream.stream.processor import Processor, Source, stored_outside
+from kato_stream.stream.processor import Outcome, Processor, Source, stored_outside
 from kato_stream.stream.session_lists import Retired, retired_lists, sweep
 
 if TYPE_CHECKING:
@@ -280,24 +280,44 @@ class CommandAgent:
             if batch.pending:
                 await self.checkpoint.commit(batch)
             await self.sessions.durable()
-        # The session's new lists (for Redis) and the output record hold the same
-        # predictions: encode them once (codecs.dumps_sharing).
-        observed = outcome.observed if w.lists is not None and outcome.session_id else None
-        out_value, encoded = codecs.dumps_sharing(
-            outcome.record, {name: items for name, (_, items) in (observed or {}).items()}
-        )
-        stored = None
-        if observed:  # written to Redis with the whole batch's (checkpoint step 1)
-            stored = {name: (ident, encoded[name]) for name, (ident, _) in observed.items()}
-        futures = [
-            await w.patterns_topic.send(key=node_id.encode("utf-8"), value=raw)
-            for node_id, raw in outcome.pattern_events
-        ]
+        out_value, stored = self._encode(outcome)
         headers = [
             (PROCESSING_HEADER, f"{elapsed:.6f}".encode()),
             (RECEIVED_HEADER, f"{received:.6f}".encode()),
             (WORKER_HEADER, self.worker_id),
             *reply_headers(outcome.record, partition, offset),
+        ]
+        futures = await self._send(outcome, key, out_value, headers)
+        pending = Pending(outcome, futures, stored, out_value, elapsed, event, offset)
+        if w.lists is not None:
+            pending.retire = retired_lists(batch.lookup(outcome.session_id or ""), outcome)
+        batch.add(pending)
+        return elapsed
+
+    def _encode(self, outcome: Outcome) -> tuple[bytes, dict[str, tuple[str, bytes]] | None]:
+        """(the output record's bytes, the session's new lists for Redis as (id, bytes)).
+
+        The lists and the output record hold the same predictions: encoded once
+        (codecs.dumps_sharing).  The lists are written to Redis with the whole batch's
+        (checkpoint step 1)."""
+        observed = outcome.observed if self.w.lists is not None and outcome.session_id else None
+        out_value, encoded = codecs.dumps_sharing(
+            outcome.record, {name: items for name, (_, items) in (observed or {}).items()}
+        )
+        if not observed:
+            return out_value, None
+        return out_value, {name: (ident, encoded[name]) for name, (ident, _) in observed.items()}
+
+    async def _send(
+        self, outcome: Outcome, key: bytes | None, out_value: bytes, headers: list[Any]
+    ) -> list[Any]:
+        """Send a command's records, in order: its pattern events, its dead letter, its output
+        record (``headers``), its forwards up the node chain.  Returns their delivery futures
+        (acknowledged by the checkpoint)."""
+        w = self.w
+        futures = [
+            await w.patterns_topic.send(key=node_id.encode("utf-8"), value=raw)
+            for node_id, raw in outcome.pattern_events
         ]
         if futures:
             # the learn's answer only once its event is on kato.patterns: whoever reads the
@@ -321,11 +341,7 @@ class CommandAgent:
                     key=fw.key, value=fw.value, headers=[(FORWARDED_HEADER, link)]
                 )
             )
-        pending = Pending(outcome, futures, stored, out_value, elapsed, event, offset)
-        if w.lists is not None:
-            pending.retire = retired_lists(batch.lookup(outcome.session_id or ""), outcome)
-        batch.add(pending)
-        return elapsed
+        return futures
 
     async def fill_hole(self, batch: Batch, event: Any, tp: Any, start: int, end: int) -> None:
         """Process the records of ``[start, end)`` that the consumer skipped (continuity.py);

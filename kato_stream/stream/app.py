@@ -264,11 +264,30 @@ def build_worker(
         latest=LatestWriter(settings) if settings.persist else None,
         lists=lists,
     )
+    probes = _install_probes(worker)
+    _add_ltm_service(worker, probes)
+    if settings.evict_dead_members:
+        probes.watchdog = _add_group_watchdog(worker)
+    _add_persist_service(worker, probes)
+
+    from kato_stream.stream.agents import register_agents
+
+    register_agents(worker)
+    return worker
+
+
+def _install_probes(worker: Worker) -> WorkerProbes:
+    """The worker's readiness and liveness probes, beating first among its boot services."""
+    settings, app = worker.settings, worker.app
     tasks: dict[str, Callable[[], bool]] = {}
     if worker.persister is not None and worker.latest is not None:
         tasks = {"persister": worker.persister.alive, "latest_writer": worker.latest.alive}
     probes = WorkerProbes(
-        app, settings.topic("observations"), follower, tasks=tasks, persister=worker.persister
+        app,
+        settings.topic("observations"),
+        worker.follower,
+        tasks=tasks,
+        persister=worker.persister,
     )
     worker.probes = probes
     worker.boot_services.append(ProbeService(probes))  # first: beats until the app stopped
@@ -276,9 +295,17 @@ def build_worker(
         from kato_stream.metrics import install_probes
 
         install_probes(app, probes.ready, probes.live)
+    return probes
 
-    @app.service
-    class LtmService(mode.Service):  # starts/stops the pattern follower with the app
+
+def _add_ltm_service(worker: Worker, probes: WorkerProbes) -> None:
+    """A Faust service that starts the pattern follower with the app (after Redis's memory
+    policy, the prediction cache and the session-list store: the agent waits for them)."""
+    settings, follower = worker.settings, worker.follower
+    cache, lists = worker.prediction_cache, worker.lists
+
+    @worker.app.service
+    class LtmService(mode.Service):
         async def on_start(self) -> None:
             if settings.redis_maxmemory or settings.redis_maxmemory_policy:
                 from kato_stream.stores.connect import redis_sync_client
@@ -303,46 +330,47 @@ def build_worker(
             if cache is not None:
                 cache.stop()
 
-    if settings.evict_dead_members:
-        groups = [settings.app_id] + ([worker.persister.group_id] if worker.persister else [])
-        persister_ = worker.persister
 
-        def own() -> dict[str, str]:
-            """This process's consumers: client id -> the member id each holds now."""
-            out = {}
-            if (mid := faust_member_id(app)) is not None:
-                out[client_id("worker")] = mid
-            if persister_ is not None and (mid := persister_.member_id()) is not None:
-                out[client_id("persist")] = mid
-            return out
+def _add_group_watchdog(worker: Worker) -> GroupWatchdog:
+    """The watchdog that evicts provably dead members of this worker's consumer groups."""
+    settings, app, persister = worker.settings, worker.app, worker.persister
+    groups = [settings.app_id] + ([persister.group_id] if persister else [])
 
-        watchdog = GroupWatchdog(
-            settings.kafka_bootstrap,
-            groups,
-            interval=max(1.0, settings.session_timeout / 3),
-            own=own,
-            kafka_options=client_options(settings),
-        )
+    def own() -> dict[str, str]:
+        """This process's consumers: client id -> the member id each holds now."""
+        out = {}
+        if (mid := faust_member_id(app)) is not None:
+            out[client_id("worker")] = mid
+        if persister is not None and (mid := persister.member_id()) is not None:
+            out[client_id("persist")] = mid
+        return out
 
-        worker.boot_services.append(watchdog)
-        probes.watchdog = watchdog
+    watchdog = GroupWatchdog(
+        settings.kafka_bootstrap,
+        groups,
+        interval=max(1.0, settings.session_timeout / 3),
+        own=own,
+        kafka_options=client_options(settings),
+    )
+    worker.boot_services.append(watchdog)
+    return watchdog
 
-    if worker.persister is not None and worker.latest is not None:
-        persister, latest = worker.persister, worker.latest
 
-        @app.service
-        class PersistService(mode.Service):  # kato.patterns -> stores (persist.py)
-            async def on_start(self) -> None:
-                await persister.start()
-                await latest.start()
-                probes.started("persister", "latest_writer")
+def _add_persist_service(worker: Worker, probes: WorkerProbes) -> None:
+    """A Faust service running the persister and the latest-record writer (kato.patterns ->
+    stores, persist.py), when the worker persists."""
+    if worker.persister is None or worker.latest is None:
+        return
+    persister, latest = worker.persister, worker.latest
 
-            async def on_stop(self) -> None:
-                probes.stopped("persister", "latest_writer")
-                await latest.stop()
-                await persister.stop()
+    @worker.app.service
+    class PersistService(mode.Service):
+        async def on_start(self) -> None:
+            await persister.start()
+            await latest.start()
+            probes.started("persister", "latest_writer")
 
-    from kato_stream.stream.agents import register_agents
-
-    register_agents(worker)
-    return worker
+        async def on_stop(self) -> None:
+            probes.stopped("persister", "latest_writer")
+            await latest.stop()
+            await persister.stop()

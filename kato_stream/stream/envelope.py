@@ -81,8 +81,46 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
     ``key`` must be the UTF-8 session id: a missing or mismatched key would put the
     session's commands on partitions other than the one its other commands use, breaking
     their order.  Ids and the key are bounded (``MAX_ID``, ``MAX_KEY``): each is copied into
-    outputs that must fit the broker.
+    outputs that must fit the broker.  The checks run in a fixed order (sizes, JSON, the
+    required ids, unknown fields, the optional fields, the op, the key), so a record breaking
+    several rules always gets the same error.
     """
+    doc = _document(raw, key, max_bytes)
+    partial = {
+        "session_id": _str_or_none(doc.get("session_id")),
+        "node_id": _str_or_none(doc.get("node_id")),
+        "msg_id": _str_or_none(doc.get("msg_id")),
+        "op": _str_or_none(doc.get("op")),
+    }
+    for name in ("op", "session_id", "node_id"):
+        _check_id(doc, name, partial)
+    extra = sorted(set(doc) - _FIELDS)
+    if extra:
+        raise EnvelopeError(
+            "UNKNOWN_FIELD",
+            f"unknown envelope field(s): {', '.join(extra)}",
+            {"fields": extra},
+            partial,
+        )
+    msg_id, origin, payload = _optional_fields(doc, partial)
+    op = doc["op"]
+    if op not in OPS:
+        raise EnvelopeError(
+            "UNKNOWN_OP", f"unknown op {op!r}", {"op": op, "known": sorted(OPS)}, partial
+        )
+    _check_key(key, doc["session_id"], partial)
+    return Envelope(
+        op=op,
+        session_id=doc["session_id"],
+        node_id=doc["node_id"],
+        msg_id=msg_id,
+        payload=payload,
+        origin=origin,
+    )
+
+
+def _document(raw: bytes | None, key: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """The record's value as a JSON object, after the size checks of the key and value."""
     if key is not None and len(key) > MAX_KEY:
         raise EnvelopeError(
             "OVERSIZED",
@@ -105,42 +143,37 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
         raise EnvelopeError(
             "NOT_AN_OBJECT", f"envelope must be a JSON object, got {type(doc).__name__}"
         )
-    partial = {
-        "session_id": _str_or_none(doc.get("session_id")),
-        "node_id": _str_or_none(doc.get("node_id")),
-        "msg_id": _str_or_none(doc.get("msg_id")),
-        "op": _str_or_none(doc.get("op")),
-    }
-    for name in ("op", "session_id", "node_id"):
-        if name not in doc:
-            raise EnvelopeError("MISSING_FIELD", f"'{name}' is required", {"field": name}, partial)
-        v = doc[name]
-        if not isinstance(v, str):
-            raise EnvelopeError(
-                "WRONG_TYPE",
-                f"'{name}' must be a string, got {type(v).__name__}",
-                {"field": name},
-                partial,
-            )
-        if not v:
-            raise EnvelopeError(
-                "WRONG_TYPE", f"'{name}' must not be empty", {"field": name}, partial
-            )
-        if len(v) > MAX_ID:
-            raise EnvelopeError(
-                "OVERSIZED",
-                f"'{name}' is {len(v)} characters, limit is {MAX_ID}",
-                {"field": name, "size": len(v), "limit": MAX_ID},
-                partial,
-            )
-    extra = sorted(set(doc) - _FIELDS)
-    if extra:
+    return doc
+
+
+def _check_id(doc: dict[str, Any], name: str, partial: dict[str, Any]) -> None:
+    """A required id (``op``, ``session_id``, ``node_id``): a non-empty bounded string."""
+    if name not in doc:
+        raise EnvelopeError("MISSING_FIELD", f"'{name}' is required", {"field": name}, partial)
+    v = doc[name]
+    if not isinstance(v, str):
         raise EnvelopeError(
-            "UNKNOWN_FIELD",
-            f"unknown envelope field(s): {', '.join(extra)}",
-            {"fields": extra},
+            "WRONG_TYPE",
+            f"'{name}' must be a string, got {type(v).__name__}",
+            {"field": name},
             partial,
         )
+    if not v:
+        raise EnvelopeError("WRONG_TYPE", f"'{name}' must not be empty", {"field": name}, partial)
+    if len(v) > MAX_ID:
+        raise EnvelopeError(
+            "OVERSIZED",
+            f"'{name}' is {len(v)} characters, limit is {MAX_ID}",
+            {"field": name, "size": len(v), "limit": MAX_ID},
+            partial,
+        )
+
+
+def _optional_fields(
+    doc: dict[str, Any], partial: dict[str, Any]
+) -> tuple[str | None, str | None, dict[str, Any]]:
+    """(msg_id, origin, payload), each checked: a bounded string or null, a non-empty
+    bounded string or null, an object (null or absent: ``{}``)."""
     msg_id = doc.get("msg_id")
     if msg_id is not None and not isinstance(msg_id, str):
         raise EnvelopeError(
@@ -174,11 +207,11 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
             {"field": "payload"},
             partial,
         )
-    op = doc["op"]
-    if op not in OPS:
-        raise EnvelopeError(
-            "UNKNOWN_OP", f"unknown op {op!r}", {"op": op, "known": sorted(OPS)}, partial
-        )
+    return msg_id, origin, payload
+
+
+def _check_key(key: bytes | None, session_id: str, partial: dict[str, Any]) -> None:
+    """The record key must be the UTF-8 session id (it decides the session's partition)."""
     if key is None:
         raise EnvelopeError(
             "KEY_MISMATCH",
@@ -187,18 +220,10 @@ def parse_envelope(raw: bytes | None, key: bytes | None, *, max_bytes: int) -> E
             {"key": None},
             partial,
         )
-    if key != doc["session_id"].encode("utf-8"):
+    if key != session_id.encode("utf-8"):
         raise EnvelopeError(
             "KEY_MISMATCH",
             "record key must be the UTF-8 session_id (it decides the session's partition)",
             {"key": key.decode("utf-8", "replace")},
             partial,
         )
-    return Envelope(
-        op=op,
-        session_id=doc["session_id"],
-        node_id=doc["node_id"],
-        msg_id=msg_id,
-        payload=payload,
-        origin=origin,
-    )

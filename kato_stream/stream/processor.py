@@ -279,6 +279,26 @@ def stored_outside(state: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
+def _ok_record(ident: Ident, source: Source, h: Handled) -> OutputRecord:
+    """The output record of a command the engine applied."""
+    return {
+        "session_id": ident["session_id"],
+        "node_id": ident["node_id"],
+        "msg_id": ident["msg_id"],
+        "op": ident["op"],
+        "source": source.to_dict(),
+        "status": "ok",
+        "error": None,
+        "response": h.response,
+        "stm_length": h.stm_length,
+        "time": h.time,
+        "learned_patterns": ["PTRN|" + ev.name for ev in h.learned],
+        "predictions": h.predictions,
+        "future_potentials": h.future_potentials,
+        "recall_threshold": h.recall_threshold,
+    }
+
+
 class Processor:
     """Turns input records into outcomes; owns no I/O."""
 
@@ -420,22 +440,7 @@ class Processor:
             h = self.engine.handle(env, source, state, self.ltm.node(env.node_id))
         except KatoError as exc:
             return self._reject(key, value, source, as_error(exc.to_dict()), ident, stored)
-        record: OutputRecord = {
-            "session_id": ident["session_id"],
-            "node_id": ident["node_id"],
-            "msg_id": ident["msg_id"],
-            "op": ident["op"],
-            "source": source.to_dict(),
-            "status": "ok",
-            "error": None,
-            "response": h.response,
-            "stm_length": h.stm_length,
-            "time": h.time,
-            "learned_patterns": ["PTRN|" + ev.name for ev in h.learned],
-            "predictions": h.predictions,
-            "future_potentials": h.future_potentials,
-            "recall_threshold": h.recall_threshold,
-        }
+        record = _ok_record(ident, source, h)
         docs: list[PatternEvent] = [learn_event_dict(ev) for ev in h.learned]
         if h.cleared is not None:
             docs.append(clear_event_dict(env.node_id, h.cleared))
@@ -444,18 +449,7 @@ class Processor:
         events = [(env.node_id, codecs.dumps(doc)) for doc in docs]
         up = ((h.state or {}).get("config") or {}).get("forward_to") if h.learned else None
         new_state, observed = self._split_lists(state, h.state, external)
-        table_value: TableValue = {
-            "node_id": env.node_id if h.state is not None else None,
-            "state": new_state,
-            "applied": source.to_dict(),
-        }
-        seen = stored.get("seen") if stored else ts
-        if seen is not None:
-            table_value["seen"] = seen
-        if cid is not None:
-            table_value["ids"] = remember(
-                stored.get("ids") if stored else None, cid, self.idempotency_window
-            )
+        table_value = self._table_value(env, source, stored, new_state, ts, cid)
         size = self.state_size(env.session_id, table_value)
         if size > self.max_output_bytes:
             rejected = self._too_large(
@@ -475,6 +469,31 @@ class Processor:
             observed=observed,
             forwards=forwards(env, source, up, [ev.name for ev in h.learned]) if up else [],
         )
+
+    def _table_value(
+        self,
+        env: Envelope,
+        source: Source,
+        stored: TableValue | None,
+        new_state: dict[str, Any] | None,
+        ts: int | None,
+        cid: str | None,
+    ) -> TableValue:
+        """The session's new table value: its state (None: closed), the command applied, the
+        newest timestamp seen (kept from the stored value) and the window of applied ids."""
+        table_value: TableValue = {
+            "node_id": env.node_id if new_state is not None else None,
+            "state": new_state,
+            "applied": source.to_dict(),
+        }
+        seen = stored.get("seen") if stored else ts
+        if seen is not None:
+            table_value["seen"] = seen
+        if cid is not None:
+            table_value["ids"] = remember(
+                stored.get("ids") if stored else None, cid, self.idempotency_window
+            )
+        return table_value
 
     def _known_kb(self, node_id: str) -> KnowledgeBase:
         """The node's knowledge base, without creating a node for an unknown id."""

@@ -343,36 +343,9 @@ async def preload_patterns(
     t_pre = time.perf_counter()
     prefix = f"lg-{client.run}-pre-{node}"
     if mode == "autolearn":
-        by_len: dict[int, list[list[list[str]]]] = {}
-        for pat in patterns:
-            by_len.setdefault(len(pat), []).append(pat)
-        for length, group in sorted(by_len.items()):
-            session = f"{prefix}-L{length}"
-            cfg = {**(config or {}), "max_pattern_length": length, "stm_mode": "CLEAR"}
-            await client.send("open", session, node, {"config": cfg})
-            for i in range(0, len(group), max(1, batch)):
-                obs = [{"strings": ev} for pat in group[i : i + batch] for ev in pat]
-                await client.send("observe_sequence", session, node, {"observations": obs})
-                await asyncio.sleep(0)
+        await _preload_autolearn(client, node, patterns, prefix, config, batch)
     else:
-        n_pre = max(1, min(sessions, len(patterns)))
-        names = [f"{prefix}-{i}" for i in range(n_pre)]
-        if config is not None and patterns:
-            for name in names:
-                await client.send("open", name, node, {"config": config})
-        for i, pat in enumerate(patterns):
-            session = names[i % n_pre]
-            if mode == "sequence":
-                obs = [{"strings": event} for event in pat]
-                await client.send(
-                    "observe_sequence", session, node, {"observations": obs, "learn_at_end": True}
-                )
-            else:
-                for event in pat:
-                    await client.send("observe", session, node, {"strings": event})
-                await client.send("learn", session, node, {})
-            if i % 256 == 255:
-                await asyncio.sleep(0)  # let the consumer task run while publishing
+        await _preload_each(client, node, patterns, prefix, config, sessions, mode)
     await client.wait_all(timeout)
     report = {
         "patterns": len(patterns),
@@ -389,6 +362,60 @@ async def preload_patterns(
         )
     tr.reset()
     return report
+
+
+async def _preload_autolearn(
+    client: LoadClient,
+    node: str,
+    patterns: list[list[list[str]]],
+    prefix: str,
+    config: dict[str, Any] | None,
+    batch: int,
+) -> None:
+    """Preload by auto-learn: one session per pattern length L (``max_pattern_length`` L,
+    ``stm_mode`` CLEAR), ``batch`` patterns of that length per ``observe_sequence``."""
+    by_len: dict[int, list[list[list[str]]]] = {}
+    for pat in patterns:
+        by_len.setdefault(len(pat), []).append(pat)
+    for length, group in sorted(by_len.items()):
+        session = f"{prefix}-L{length}"
+        cfg = {**(config or {}), "max_pattern_length": length, "stm_mode": "CLEAR"}
+        await client.send("open", session, node, {"config": cfg})
+        for i in range(0, len(group), max(1, batch)):
+            obs = [{"strings": ev} for pat in group[i : i + batch] for ev in pat]
+            await client.send("observe_sequence", session, node, {"observations": obs})
+            await asyncio.sleep(0)
+
+
+async def _preload_each(
+    client: LoadClient,
+    node: str,
+    patterns: list[list[list[str]]],
+    prefix: str,
+    config: dict[str, Any] | None,
+    sessions: int,
+    mode: str,
+) -> None:
+    """Preload pattern by pattern over ``sessions`` sessions: an ``observe_sequence`` with
+    ``learn_at_end`` ("sequence") or one ``observe`` per event and a ``learn`` ("observe")."""
+    n_pre = max(1, min(sessions, len(patterns)))
+    names = [f"{prefix}-{i}" for i in range(n_pre)]
+    if config is not None and patterns:
+        for name in names:
+            await client.send("open", name, node, {"config": config})
+    for i, pat in enumerate(patterns):
+        session = names[i % n_pre]
+        if mode == "sequence":
+            obs = [{"strings": event} for event in pat]
+            await client.send(
+                "observe_sequence", session, node, {"observations": obs, "learn_at_end": True}
+            )
+        else:
+            for event in pat:
+                await client.send("observe", session, node, {"strings": event})
+            await client.send("learn", session, node, {})
+        if i % 256 == 255:
+            await asyncio.sleep(0)  # let the consumer task run while publishing
 
 
 async def measure(
@@ -426,6 +453,27 @@ async def measure(
         tr.reset()
     streams = [workload.observations(patterns, s) for s in range(sessions)]
     t0 = time.perf_counter()
+    await _send_loop(client, node, names, streams, t0, rate=rate, duration=duration, window=window)
+    send_seconds = time.perf_counter() - t0
+    await client.wait_all(drain_timeout)
+    return {**_phase_report(tr, t0, send_seconds, sessions, rate, window), **extra}
+
+
+async def _send_loop(
+    client: LoadClient,
+    node: str,
+    names: list[str],
+    streams: list[Iterator[list[str] | None]],
+    t0: float,
+    *,
+    rate: float,
+    duration: float,
+    window: int,
+) -> None:
+    """Send the sessions' commands in turn until ``duration`` is over: paced at ``rate``
+    (0: as fast as possible), at most ``window`` in flight (0: no cap)."""
+    tr = client.tracker
+    sessions = len(names)
     end = t0 + duration
     i = 0
     while True:
@@ -451,8 +499,13 @@ async def measure(
         i += 1
         if rate <= 0 and i % 256 == 0:
             await asyncio.sleep(0)  # let the consumer task run while flooding
-    send_seconds = time.perf_counter() - t0
-    await client.wait_all(drain_timeout)
+
+
+def _phase_report(
+    tr: _Tracker, t0: float, send_seconds: float, sessions: int, rate: float, window: int
+) -> dict[str, Any]:
+    """A measured phase's report: counts, rates, latency and processing percentiles, record
+    sizes and the SLA tiers met."""
     lat = sorted(v * 1000.0 for v in tr.latency.values())
     received = len(lat)
     span = (tr.last_recv - t0) if received else 0.0
@@ -502,7 +555,6 @@ async def measure(
             }
             for name, limit in SLA_TIERS
         },
-        **extra,
     }
 
 
