@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kato_stream import compat
 from kato_stream.kafka import client_options, known_options
 from kato_stream.settings import Settings, SettingsError, settings_table
 
@@ -180,7 +181,7 @@ async def consume_records(
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await compat.refresh_metadata(consumer)
             parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
             raise SystemExit(f"topic {topic} does not exist")

@@ -13,10 +13,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 __all__ = [
+    "FetchStep",
     "admin_request",
     "after_faust_perform_seek",
     "aiokafka_member_id",
     "faust_committed_offset",
+    "faust_replace_gap_fill",
     "faust_forget_read_offset",
     "faust_member_id",
     "faust_noack_take",
@@ -24,9 +26,69 @@ __all__ = [
     "faust_table_delete",
     "faust_table_set",
     "faust_table_set_done",
+    "fetch_assignment",
+    "fetcher_of",
+    "fetcher_max_wait",
+    "refresh_metadata",
+    "wrap_aiokafka_fetch_step",
+    "wrap_aiokafka_send",
 ]
 
 log = logging.getLogger(__name__)
+
+#: aiokafka's per-node fetch step: ``(fetcher, assignment, node_id, request) -> has_data``.
+FetchStep = Callable[[Any, Any, int, Any], Awaitable[bool]]
+
+
+def wrap_aiokafka_fetch_step(wrap: Callable[[FetchStep], FetchStep]) -> Callable[[], None]:
+    """Replace aiokafka's per-node fetch step with ``wrap(original)``; returns the undo.
+
+    aiokafka has no hook between two fetches of a consumer: ``Fetcher._proc_fetch_request``
+    sends one fetch to one broker and says whether it brought records, and the fetch
+    routine calls it again at once (fetch_backoff.py pauses there)."""
+    from aiokafka.consumer import fetcher
+
+    original = fetcher.Fetcher._proc_fetch_request  # noqa: SLF001
+    fetcher.Fetcher._proc_fetch_request = wrap(original)  # noqa: SLF001
+
+    def undo() -> None:
+        fetcher.Fetcher._proc_fetch_request = original  # noqa: SLF001
+
+    return undo
+
+
+def wrap_aiokafka_send(
+    wrap: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
+) -> Callable[[], None]:
+    """Replace ``AIOKafkaProducer.send`` (public, ``(self, topic, ...)``) for every producer
+    of the process with ``wrap(original)``; returns the undo.  Patching the class is what
+    reaches Faust's producer too, which kato-stream does not construct."""
+    from aiokafka.producer import producer
+
+    original = producer.AIOKafkaProducer.send
+    producer.AIOKafkaProducer.send = wrap(original)
+
+    def undo() -> None:
+        producer.AIOKafkaProducer.send = original
+
+    return undo
+
+
+def fetch_assignment(assignment: Any) -> tuple[bool, frozenset[str]]:
+    """(still current, topics read) of the partition assignment a fetch step was given
+    (aiokafka's ``Assignment.active`` and ``.tps``)."""
+    return bool(assignment.active), frozenset(tp.topic for tp in assignment.tps)
+
+
+def fetcher_of(consumer: Any) -> Any:
+    """An ``AIOKafkaConsumer``'s fetcher (``_fetcher``: no public accessor), where
+    fetch_backoff.py keeps a consumer's own pause."""
+    return consumer._fetcher  # noqa: SLF001
+
+
+def fetcher_max_wait(fetcher: Any) -> float:
+    """The ``fetch_max_wait_ms`` a fetcher asks the broker for, in seconds (500 ms unknown)."""
+    return float(getattr(fetcher, "_fetch_max_wait_ms", 500)) / 1000.0
 
 
 def aiokafka_member_id(consumer: Any) -> str | None:
@@ -97,6 +159,24 @@ def faust_table_delete(table: Any, key: Any, partition: int) -> Any:
     if key_partition is not None:
         key_partition.pop(key, None)
     return fut
+
+
+async def refresh_metadata(client_owner: Any) -> None:
+    """Fetch the cluster's metadata now, through an aiokafka consumer, producer or admin
+    client's own connection (``_client.force_metadata_update``): aiokafka has no public call,
+    and a client that just created a topic or was just assigned one must see it."""
+    await client_owner._client.force_metadata_update()  # noqa: SLF001
+
+
+def faust_replace_gap_fill(
+    replacement: Callable[[Any, Any, int, int], Awaitable[None]],
+) -> None:
+    """Make Faust's consumer call ``replacement(consumer, tp, offset_from, offset_to)`` where
+    it would record an offset gap (``Consumer._add_gap``), for every consumer of the process
+    (continuity.py: its guard fills holes instead)."""
+    from faust.transport.consumer import Consumer
+
+    Consumer._add_gap = replacement  # type: ignore[method-assign,assignment]  # noqa: SLF001
 
 
 def faust_committed_offset(consumer: Any, tp: Any) -> int | None:

@@ -32,6 +32,9 @@ What it costs, and what keeps it small:
   Otherwise a consumer's ``fetch_max_wait_ms`` no longer caps the pause: it did, and the
   gateway's consumer (5 ms) then fetched 200 times a second whatever the setting.
 
+The two aiokafka places it wraps (the per-node fetch step, the producer's send) are reached
+through :mod:`kato_stream.compat`, with the rest of the library internals kato-stream uses.
+
 ``seconds = 0`` restores aiokafka's own behaviour.  The patch is process-wide (every aiokafka
 consumer, Faust's included, which runs in a thread of its own) and idempotent;
 :func:`set_pause` gives one consumer its own starting pause.  The worker's two consumers that
@@ -48,8 +51,7 @@ import asyncio
 import time
 from typing import Any
 
-from aiokafka.consumer import fetcher as _fetcher
-from aiokafka.producer import producer as _producer
+from kato_stream import compat
 
 HOT_SECONDS = 1.0  # after a send, paused fetchers of the process stay at the short pause
 HELD_SECONDS = 0.05  # an empty fetch that took this long (and half its wait) was long-polled
@@ -57,8 +59,9 @@ HELD_SECONDS = 0.05  # an empty fetch that took this long (and half its wait) wa
 _state: dict[str, Any] = {
     "seconds": 0.0,
     "max": 0.0,
-    "original": None,
-    "send": None,
+    "undo_fetch": None,
+    "undo_send": None,
+    "send": None,  # aiokafka's own send while installed (it wakes nothing)
     "woken_at": float("-inf"),
 }
 PAUSE_ATTR = "_kato_idle_pause"
@@ -76,7 +79,7 @@ def set_pause(consumer: Any, seconds: float) -> None:
     to the larger of ``seconds`` and the global ``max_seconds``."""
     if seconds < 0:
         raise ValueError(f"idle fetch backoff must be >= 0, got {seconds}")
-    setattr(consumer._fetcher, PAUSE_ATTR, float(seconds))
+    setattr(compat.fetcher_of(consumer), PAUSE_ATTR, float(seconds))
 
 
 def pause_for(base: float, top: float, empty: int) -> float:
@@ -142,10 +145,14 @@ def install(seconds: float, max_seconds: float) -> None:
         raise ValueError(f"idle fetch backoff maximum must be >= 0, got {max_seconds}")
     _state["seconds"] = float(seconds)
     _state["max"] = float(max(max_seconds, seconds))
-    if _state["original"] is not None:
+    if _state["undo_fetch"] is not None:
         return
-    original = _fetcher.Fetcher._proc_fetch_request
-    _state["original"] = original
+    _state["undo_fetch"] = compat.wrap_aiokafka_fetch_step(_paused_step)
+    _state["undo_send"] = compat.wrap_aiokafka_send(_waking_send)
+
+
+def _paused_step(original: compat.FetchStep) -> compat.FetchStep:
+    """aiokafka's fetch step, then the pause when the fetch came back empty."""
 
     async def _proc_fetch_request(self: Any, assignment: Any, node_id: int, request: Any) -> bool:
         started = time.monotonic()
@@ -155,27 +162,28 @@ def install(seconds: float, max_seconds: float) -> None:
             return True
         own = getattr(self, PAUSE_ATTR, None)
         base = _state["seconds"] if own is None else own
-        if base <= 0 or not assignment.active:
+        active, topics = compat.fetch_assignment(assignment)
+        if base <= 0 or not active:
             return False
         now = time.monotonic()
-        wait = getattr(self, "_fetch_max_wait_ms", 500) / 1000.0
-        if now - started >= max(HELD_SECONDS, wait / 2):
+        if now - started >= max(HELD_SECONDS, compat.fetcher_max_wait(self) / 2):
             setattr(self, EMPTY_ATTR, 0)  # the broker held the fetch: it long-polls
             return False
         # just after this process produced, an answer may be on its way: the short pause
         hot = now - _state["woken_at"] < HOT_SECONDS
         empty = 1 if hot else getattr(self, EMPTY_ATTR, 0) + 1
         setattr(self, EMPTY_ATTR, empty)
-        topics = frozenset(tp.topic for tp in assignment.tps)
         try:
             await _sleep(pause_for(base, _state["max"], empty), topics)
         except asyncio.CancelledError:  # close() or unassignment: nothing more to do
             return False
         return False
 
-    _fetcher.Fetcher._proc_fetch_request = _proc_fetch_request
+    return _proc_fetch_request
 
-    send = _producer.AIOKafkaProducer.send
+
+def _waking_send(send: Any) -> Any:
+    """The producer's send, then :func:`wake` for the topic it sent to."""
     _state["send"] = send
 
     async def _send(self: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
@@ -183,18 +191,17 @@ def install(seconds: float, max_seconds: float) -> None:
         wake(topic)
         return fut
 
-    _producer.AIOKafkaProducer.send = _send
+    return _send
 
 
 def uninstall() -> None:
     """Put aiokafka's own fetch and send back (tests)."""
-    original = _state["original"]
-    if original is not None:
-        _fetcher.Fetcher._proc_fetch_request = original
-        _state["original"] = None
-    if _state["send"] is not None:
-        _producer.AIOKafkaProducer.send = _state["send"]
-        _state["send"] = None
+    for name in ("undo_fetch", "undo_send"):
+        undo = _state[name]
+        if undo is not None:
+            undo()
+            _state[name] = None
+    _state["send"] = None
     _state["seconds"] = 0.0
     _state["max"] = 0.0
     _state["woken_at"] = float("-inf")
@@ -203,9 +210,9 @@ def uninstall() -> None:
 
 def current() -> float:
     """The starting pause in force (0 when not installed)."""
-    return float(_state["seconds"]) if _state["original"] is not None else 0.0
+    return float(_state["seconds"]) if _state["undo_fetch"] is not None else 0.0
 
 
 def current_max() -> float:
     """The longest pause in force (0 when not installed)."""
-    return float(_state["max"]) if _state["original"] is not None else 0.0
+    return float(_state["max"]) if _state["undo_fetch"] is not None else 0.0

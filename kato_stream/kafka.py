@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from kato_stream import compat
 from kato_stream.settings import Settings, SettingsError
 
 __all__ = [
@@ -263,7 +264,7 @@ def _consumer(
 async def _partitions(c: Any, topic: str) -> list[int]:
     parts = c.partitions_for_topic(topic)
     if not parts:
-        await c._client.force_metadata_update()  # noqa: SLF001
+        await compat.refresh_metadata(c)
         parts = c.partitions_for_topic(topic)
     if not parts:
         raise ValueError(f"topic {topic!r} does not exist (or has no partitions)")

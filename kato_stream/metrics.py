@@ -42,6 +42,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from kato_stream import __version__
+from kato_stream.compat import faust_committed_offset
 
 if TYPE_CHECKING:
     from kato_stream.settings import Settings
@@ -653,7 +654,6 @@ class FaustSampler:
             assigned = consumer.assignment()
         except Exception:  # consumer not started / rebalancing
             return
-        committed = getattr(consumer, "_committed_offset", {})
         now: set[tuple[str, int]] = set()
         for tp in assigned:
             if not self._reported(tp.topic):
@@ -664,7 +664,7 @@ class FaustSampler:
                 continue
             if high is None:
                 continue
-            done = committed.get(tp)
+            done = faust_committed_offset(consumer, tp)
             set_consumer_lag(tp.topic, tp.partition, int(high) - int(done or 0))
             now.add((tp.topic, tp.partition))
         for topic, partition in self._partitions - now:

@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from kato_stream import compat
 from kato_stream.kafka import known_options
 from kato_stream.settings import Settings
 
@@ -164,7 +165,7 @@ async def describe_partitions(
         for n in names:
             parts = consumer.partitions_for_topic(n)
             if parts is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - refresh once
+                await compat.refresh_metadata(consumer)
                 parts = consumer.partitions_for_topic(n)
             if parts:
                 out[n] = len(parts)

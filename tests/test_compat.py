@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from typing import Any
 
 import faust
 import pytest
@@ -13,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
+from kato_stream import compat
 from kato_stream.compat import (
     after_faust_perform_seek,
     aiokafka_member_id,
@@ -186,3 +188,50 @@ async def test_aiokafka_fetch_step_and_send_the_fetch_backoff_wraps() -> None:
     assert {tp.topic for tp in assignment.tps} == {"t", "u"}
     assert assignment.active is True
     assert list(inspect.signature(AIOKafkaProducer.send).parameters)[:2] == ["self", "topic"]
+    assert compat.fetch_assignment(assignment) == (True, frozenset({"t", "u"}))
+
+
+def test_the_fetch_step_and_send_wrappers_wrap_and_undo() -> None:
+    """compat's wrappers put ``wrap(original)`` in place for every fetcher and producer, and
+    their undo puts the original back (fetch_backoff.uninstall relies on it)."""
+    from aiokafka.consumer import fetcher
+    from aiokafka.producer.producer import AIOKafkaProducer
+
+    step, send = fetcher.Fetcher._proc_fetch_request, AIOKafkaProducer.send  # noqa: SLF001
+    seen: list[object] = []
+
+    def wrap(original: Any) -> Any:
+        seen.append(original)
+
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+            return await original(*args, **kwargs)
+
+        return wrapped
+
+    undo_step = compat.wrap_aiokafka_fetch_step(wrap)
+    undo_send = compat.wrap_aiokafka_send(wrap)
+    try:
+        assert seen == [step, send]
+        assert fetcher.Fetcher._proc_fetch_request is not step  # noqa: SLF001
+        assert AIOKafkaProducer.send is not send
+    finally:
+        undo_step()
+        undo_send()
+    assert fetcher.Fetcher._proc_fetch_request is step  # noqa: SLF001
+    assert AIOKafkaProducer.send is send
+
+
+async def test_metadata_refresh_and_gap_fill_internals_are_there(kafka_bootstrap: str) -> None:
+    """compat.refresh_metadata reaches a client's ``_client.force_metadata_update`` (a real
+    consumer against the broker), and Faust's consumer still records gaps through
+    ``_add_gap(self, tp, offset_from, offset_to)``, which continuity.py replaces."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await consumer.start()
+    try:
+        await compat.refresh_metadata(consumer)
+        assert consumer._client.cluster.brokers()  # noqa: SLF001  (the refresh found the broker)
+    finally:
+        await consumer.stop()
+    params = list(inspect.signature(Consumer._add_gap).parameters)  # noqa: SLF001
+    assert params == ["self", "tp", "offset_from", "offset_to"]
+    assert inspect.iscoroutinefunction(Consumer._add_gap)  # noqa: SLF001

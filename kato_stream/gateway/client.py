@@ -34,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from kato_stream import fetch_backoff, metrics
+from kato_stream import compat, fetch_backoff, metrics
 from kato_stream.contracts import MSG_ID_HEADER, SOURCE_HEADER, STATUS_HEADER
 from kato_stream.stream.persisted import PATTERNS_HEADER, PersistWaiter, parse_marks
 
@@ -162,7 +162,7 @@ class StreamClient:
                 return [TopicPartition(self.output_topic, p) for p in sorted(ids)]
             if time.monotonic() > deadline:
                 raise StreamUnavailable(f"topic {self.output_topic} not found")
-            await consumer._client.force_metadata_update()  # noqa: SLF001 (aiokafka has no public call)
+            await compat.refresh_metadata(consumer)
             await asyncio.sleep(0.2)
 
     @property

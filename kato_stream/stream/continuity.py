@@ -53,6 +53,7 @@ from kato_stream.compat import (
     after_faust_perform_seek,
     faust_committed_offset,
     faust_forget_read_offset,
+    faust_replace_gap_fill,
     faust_seek_to_beginning,
 )
 from kato_stream.kafka import PartitionRange, RangeSpec, SourceRecord, read_range
@@ -240,13 +241,12 @@ def disable_gap_fill() -> None:
     global _PATCHED
     if _PATCHED:
         return
-    from faust.transport.consumer import Consumer
 
     async def _no_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
         log.info("offset jump on %s: %s..%s (guard fills it)", tp, offset_from, offset_to)
         await asyncio.sleep(0)
 
-    Consumer._add_gap = _no_gap  # type: ignore[method-assign]
+    faust_replace_gap_fill(_no_gap)
     _PATCHED = True
 
 

@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from kato_stream import contracts, fetch_backoff, metrics
+from kato_stream import compat, contracts, fetch_backoff, metrics
 from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.kafka import client_options, known_options
 from kato_stream.settings import Settings
@@ -225,7 +225,7 @@ class PatternFollower:
             fetch_backoff.set_pause(self._consumer, self.settings.tail_fetch_backoff)
         parts = self._consumer.partitions_for_topic(self.topic)
         if not parts:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001
+            await compat.refresh_metadata(self._consumer)
             parts = self._consumer.partitions_for_topic(self.topic) or set()
         if not parts:
             raise RuntimeError(

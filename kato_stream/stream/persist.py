@@ -34,7 +34,7 @@ import logging
 import time
 from typing import Any
 
-from kato_stream import fetch_backoff
+from kato_stream import compat, fetch_backoff
 from kato_stream.core.knowledge import LearnEvent
 from kato_stream.kafka import client_options
 from kato_stream.settings import Settings
@@ -306,7 +306,7 @@ class PatternPersister:
             for _ in range(100):  # a just-created topic may be missing from the metadata
                 if parts:
                     break
-                await probe._client.force_metadata_update()  # noqa: SLF001
+                await compat.refresh_metadata(probe)
                 parts = probe.partitions_for_topic(self.topic)
                 if not parts:
                     await asyncio.sleep(0.1)

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from kato_stream import compat
 from kato_stream.kafka import client_options, known_options
 
 SLA_TIERS: tuple[tuple[str, float], ...] = (
@@ -186,7 +187,7 @@ async def _open_consumer(bootstrap: str, topic: str, kafka_options: Mapping[str,
     await consumer.start()
     parts = consumer.partitions_for_topic(topic)
     if not parts:
-        await consumer._client.force_metadata_update()  # noqa: SLF001
+        await compat.refresh_metadata(consumer)
         parts = consumer.partitions_for_topic(topic)
     if not parts:
         await consumer.stop()
