@@ -187,18 +187,46 @@ def test_bench_gateway_render_smoke(tmp_path: Path) -> None:
     assert set(report["ms_p50"]) == {"starlette", "orjson"} and report["ratio_p50"] > 0
 
 
-def test_pyspy_summary_reads_the_committed_worker_profile() -> None:
+@pytest.mark.parametrize(
+    ("profile", "thread", "busy", "shares"),
+    [
+        (
+            "worker_saturated_1000_86b46f3",
+            "MainThread",
+            2165,
+            [" 33.5% predict (predictions.py)", " 15.7% _columns (kernel_path.py)"],
+        ),
+        (  # the samples of the thread holding the GIL (py-spy --gil): CPU, not GIL waits
+            "worker_saturated_1000_gil_bb12dea",
+            "",
+            1621,
+            [" 54.6% predict (predictions.py)", " 26.3% _columns (kernel_path.py)"],
+        ),
+        (
+            "worker_saturated_1000_bb12dea",
+            "MainThread",
+            3131,
+            [
+                " 41.1% predict (predictions.py)",
+                " 14.1% _SelectorSocketTransport.write (selector_events.py)",
+            ],
+        ),
+    ],
+)
+def test_pyspy_summary_reads_the_committed_worker_profile(
+    profile: str, thread: str, busy: int, shares: list[str]
+) -> None:
     """The shares benchmarks/README.md quotes come from this command on the committed profile."""
     r = subprocess.run(
         [
             sys.executable, "benchmarks/pyspy_summary.py",
-            "benchmarks/results/profiles/worker_saturated_1000_86b46f3.collapsed",
-            "--thread", "MainThread", "--top", "60",
+            f"benchmarks/results/profiles/{profile}.collapsed",
+            "--thread", thread, "--top", "60",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "busy samples: 2165"
-    assert " 33.5% predict (predictions.py)" in lines
-    assert " 15.7% _columns (kernel_path.py)" in lines
+    assert lines[0] == f"busy samples: {busy}"
+    for share in shares:
+        assert share in lines
