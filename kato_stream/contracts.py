@@ -10,7 +10,7 @@ contract               topic / place               built by
 =====================  ==========================  =====================================
 :class:`OutputRecord`  ``kato.predictions``        stream/processor.py
 :class:`TableValue`    the ``sessions`` table      stream/processor.py
-:class:`LearnEvent`,   ``kato.patterns``           stream/ltm.py (from core LearnEvent)
+:class:`LearnEvent`,   ``kato.patterns``           stream/ltm/events.py (core LearnEvent)
 :class:`ClearEvent`
 :class:`DeadLetter`    ``kato.dlq``                stream/processor.py
 =====================  ==========================  =====================================

@@ -12,7 +12,7 @@ Two views of the same learns, both written from :class:`LearnEvent`:
   metadata, symbol statistics and affinities included.  Each row also records
   ``topic_partition`` (the kato.patterns partition of ``seq``), so :meth:`load_log` lets a
   starting worker take every event below the persister's committed offsets from here and
-  read only the rest of the topic (``stream/ltm.py``).
+  read only the rest of the topic (``stream/ltm/follower.py``).
 
 Both are ReplacingMergeTree tables and every query dedupes by key, so a replayed or
 redelivered insert changes nothing.
@@ -327,7 +327,7 @@ class ClickHouseStore(ThreadedStore[Client]):
         """Every learn and clear-all of this service's nodes, each once (its least ``seq``),
         with the kato.patterns partition it was read from; unordered.
 
-        This is what a starting worker folds instead of the topic's head (``stream/ltm.py``):
+        This is what a starting worker folds instead of the topic's head (``stream/ltm/follower.py``):
         the caller keeps the entries below the persister's committed offset of each partition
         and applies them in (partition, seq) order.  Cost is linear in the stored log.
         """

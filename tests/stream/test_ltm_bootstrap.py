@@ -1,4 +1,4 @@
-"""LTM bootstrap from the durable stores (``KATO_STREAM_LTM_BOOTSTRAP=stores``, stream/ltm.py).
+"""LTM bootstrap from the durable stores (``KATO_STREAM_LTM_BOOTSTRAP=stores``, stream/ltm/follower.py).
 
 A worker with persistence learns in several nodes (with a clear-all and re-learns) and is
 stopped; another worker learns more without persisting (the topic tail).  A worker started

@@ -218,7 +218,7 @@ async def test_ready_and_live_through_start_serve_and_sigterm(
     assert waiting_for_ltm, ready_runs
     assert all(b["checks"]["ltm"]["events_applied"] < PATTERNS for b in waiting_for_ltm)
     assert {f for b in waiting_for_ltm for f in b["failing"]} <= {"ltm", "ltm_follower"}
-    # the fold gives the event loop turns as it goes (ltm.py, YIELD_SECONDS): the probes are
+    # the fold gives the event loop turns as it goes (ltm/follower.py, YIELD_SECONDS): the probes are
     # answered during it and see it progress, not only before and after
     progress = {
         b["checks"]["ltm"]["events_applied"]

@@ -1,38 +1,5 @@
-"""Long-term memory shared by every worker: one KnowledgeBase (+ vector index) per node.
-
-Why a private follower rather than a Faust GlobalTable: a GlobalTable has a record of
-diverging across workers, and the LTM is not a key/value map anyway but a fold over learn
-and clear events.  So every worker keeps its own in-memory registry and folds the whole
-``kato.patterns`` topic into it with a *group-less* consumer assigned to every partition:
-
-* local learns are applied at once by ``Engine.handle`` (read-your-writes for the learning
-  session) and then published; their echo from the topic is a no-op because
-  ``KnowledgeBase.apply_learn`` is idempotent by ``learn_id``;
-* other workers' learns arrive through the topic within one poll (the measured delay is in
-  ``benchmarks/README.md``);
-* a worker that starts empty (first start, crash, new worker) rebuilds its LTM *before* its
-  agents process their first command (``ready``), so replayed commands see the same LTM
-  they saw first.  How (``KATO_STREAM_LTM_BOOTSTRAP``):
-
-  - ``stream`` (default): read the topic from the beginning up to the end offsets seen at
-    start;
-  - ``stores``: read the persister group's committed offset ``W_p`` of every partition
-    (the persister commits only after ClickHouse acknowledged, so every event below ``W_p``
-    is in ClickHouse), load from ClickHouse every learn and clear-all whose
-    ``(topic_partition, seq)`` is below ``W_p`` (``ClickHouseStore.load_log``), apply them
-    in (partition, offset) order - exactly as the fold would, a node's events being in one
-    partition because the topic is keyed by node id - then read the topic from ``W_p``.
-    Knowledge bases and vector indexes are rebuilt by the same ``LtmRegistry.apply_event``
-    as the fold, so the result is the same.  A partition is folded from offset 0 instead
-    when ``W_p`` is unknown (no commit, or beyond the topic's end), when ClickHouse holds no
-    event of it below ``W_p``, or when the event at ``W_p - 1`` is missing from ClickHouse
-    (a different or restored database).  The whole snapshot is dropped (full fold) when
-    ClickHouse is unreachable, empty, or holds rows without a partition (written before
-    the column existed).  One log line says which bootstrap ran and how many events came
-    from ClickHouse and from the topic (``bootstrap_report``).
-
-The pattern topic keeps everything (``retention.ms=-1``); it is the replication log.
-ClickHouse is the durable, queryable copy written by :mod:`kato_stream.stream.persist`.
+"""The Kafka follower that folds ``kato.patterns`` into the registry (group-less, every
+partition), and rebuilds the LTM before the agents start (``ready``).
 """
 
 from __future__ import annotations
@@ -41,18 +8,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 from kato_stream import compat, contracts, fetch_backoff, metrics
-from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.kafka import client_options, known_options
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
+from kato_stream.stream.ltm.bootstrap import BootstrapReport, Fallback, persisted_offsets
+from kato_stream.stream.ltm.events import clear_event_dict, learn_event_dict
+from kato_stream.stream.ltm.registry import LtmRegistry
 from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
+
+__all__ = ["YIELD_SECONDS", "PatternFollower"]
+
 
 YIELD_SECONDS = 0.01
 """Longest the follower applies events without giving the event loop a turn: a rebuild of a
@@ -71,104 +42,6 @@ class _Pacer:
         if time.monotonic() - self._since >= YIELD_SECONDS:
             await asyncio.sleep(0)
             self._since = time.monotonic()
-
-
-def _memory_index() -> Any:
-    from kato_stream.core.vectors import MemoryVectorIndex
-
-    return MemoryVectorIndex()
-
-
-@dataclass
-class NodeMemory:
-    """One node's long-term memory: its knowledge base and its vector index."""
-
-    kb: KnowledgeBase
-    vectors: Any
-
-
-@dataclass
-class LtmRegistry:
-    """Every node's memory on this worker, created on first use."""
-
-    vector_factory: Callable[[], Any] = _memory_index
-    nodes: dict[str, NodeMemory] = field(default_factory=dict)
-    applied_events: int = 0
-
-    def node(self, node_id: str) -> NodeMemory:
-        mem = self.nodes.get(node_id)
-        if mem is None:
-            mem = NodeMemory(KnowledgeBase(node_id=node_id), self.vector_factory())
-            self.nodes[node_id] = mem
-        return mem
-
-    def apply_event(self, event: Mapping[str, Any]) -> bool:
-        """Fold one pattern-topic event in; ``False`` if it changed nothing (already applied)."""
-        kind = event.get("type")
-        mem = self.node(str(event["node_id"]))
-        if kind == "learn":
-            ev = LearnEvent.from_dict(event)
-            if not mem.kb.apply_learn(ev):
-                return False
-            for name, values in ev.vectors:
-                mem.vectors.add(name, list(values))
-        elif kind == "clear":
-            if not mem.kb.clear(str(event["clear_id"])):
-                return False
-            mem.vectors.clear()
-        else:
-            raise ValueError(f"unknown pattern event type {kind!r}")
-        self.applied_events += 1
-        return True
-
-
-def learn_event_dict(ev: LearnEvent) -> contracts.LearnEvent:
-    """The ``kato.patterns`` value of a learn (kato_stream/contracts.py)."""
-    return cast(contracts.LearnEvent, {"type": "learn", **ev.to_dict()})
-
-
-def clear_event_dict(node_id: str, clear_id: str) -> contracts.ClearEvent:
-    """The ``kato.patterns`` value of a clear-all."""
-    return {"type": "clear", "node_id": node_id, "clear_id": clear_id}
-
-
-@dataclass
-class BootstrapReport:
-    """How this worker's LTM was rebuilt (logged once ``ready`` is set)."""
-
-    mode: str = "stream"  # the setting asked for
-    ran: str = "stream"  # "stores" when any partition started from the snapshot
-    reason: str = ""  # why partitions (or all) fell back to the topic fold
-    store_events: int = 0  # log entries loaded from ClickHouse and applied
-    stream_events: int = 0  # topic records read before ``ready``
-    start_offsets: dict[int, int] = field(default_factory=dict)  # partition -> first offset read
-
-
-class _Fallback(Exception):
-    """The snapshot cannot be used: fold the whole topic."""
-
-
-async def persisted_offsets(
-    bootstrap: str,
-    group: str,
-    tps: list[Any],
-    *,
-    kafka_options: Mapping[str, Any] | None = None,
-) -> dict[int, int]:
-    """The ``group``'s committed offset of each partition in ``tps`` (those it has one of).
-    ``kafka_options``: :func:`kato_stream.kafka.client_options` (None = those known for
-    ``bootstrap``)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    if kafka_options is None:
-        kafka_options = known_options(bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options)
-    await admin.start()
-    try:
-        got = await admin.list_consumer_group_offsets(group, partitions=tps)
-    finally:
-        await admin.close()
-    return {tp.partition: int(om.offset) for tp, om in got.items() if om.offset >= 0}
 
 
 class PatternFollower:
@@ -239,7 +112,7 @@ class PatternFollower:
             try:
                 starts = await self._load_from_stores(tps, end)
             except Exception as exc:
-                reason = str(exc) if isinstance(exc, _Fallback) else f"{type(exc).__name__}: {exc}"
+                reason = str(exc) if isinstance(exc, Fallback) else f"{type(exc).__name__}: {exc}"
                 self.bootstrap_report.reason = reason
                 log.warning(
                     "LTM bootstrap from the stores not possible (%s): folding %s",
@@ -265,7 +138,7 @@ class PatternFollower:
 
     async def _load_from_stores(self, tps: list[Any], end: dict[Any, int]) -> dict[int, int]:
         """Apply ClickHouse's log below the persister's committed offsets; returns the
-        partitions' start offsets (absent: fold from 0).  Raises ``_Fallback``/store errors
+        partitions' start offsets (absent: fold from 0).  Raises ``Fallback``/store errors
         before touching the registry when the snapshot cannot be used."""
         from kato_stream.stores import ClickHouseStore
         from kato_stream.stream.persist import persist_group
@@ -282,7 +155,7 @@ class PatternFollower:
         if beyond:
             notes.append(f"committed offsets beyond the topic end ignored: {beyond}")
         if not marks:
-            raise _Fallback(f"the persister group {group} has no committed offset on {self.topic}")
+            raise Fallback(f"the persister group {group} has no committed offset on {self.topic}")
         tail = await self._records_at({p: w - 1 for p, w in marks.items()})
         store = ClickHouseStore(self.settings)
         await store.start()
@@ -291,10 +164,10 @@ class PatternFollower:
         finally:
             await store.stop()
         if not entries:
-            raise _Fallback("ClickHouse holds no learns or clears")
+            raise Fallback("ClickHouse holds no learns or clears")
         unplaced = sum(1 for e in entries if e.partition < 0)
         if unplaced:
-            raise _Fallback(f"{unplaced} ClickHouse rows have no kato.patterns partition")
+            raise Fallback(f"{unplaced} ClickHouse rows have no kato.patterns partition")
         below: dict[int, list[Any]] = {p: [] for p in marks}
         for e in entries:
             if e.partition in marks and e.seq < marks[e.partition]:
@@ -308,7 +181,7 @@ class PatternFollower:
                 notes.append(f"partition {p}: event at {marks[p] - 1} missing from ClickHouse")
                 del marks[p]
         if not marks:
-            raise _Fallback("; ".join(notes))
+            raise Fallback("; ".join(notes))
         staged = LtmRegistry(vector_factory=self.registry.vector_factory)
         applied = 0
         pacer = _Pacer()
@@ -352,7 +225,7 @@ class PatternFollower:
             deadline = time.monotonic() + 30
             while len(out) < len(tps):
                 if time.monotonic() > deadline:
-                    raise _Fallback(f"could not read {self.topic} at {offsets} in 30s")
+                    raise Fallback(f"could not read {self.topic} at {offsets} in 30s")
                 batches = await consumer.getmany(timeout_ms=200, max_records=100)
                 for tp, msgs in batches.items():
                     if not msgs or tp.partition in out:
