@@ -8,8 +8,6 @@ environment) just works, and a worker process can hand in its own connections in
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,6 +31,7 @@ from kato_stream.gateway.service import Gateway, Reply
 from kato_stream.gateway.stats import GatewayStats
 from kato_stream.gateway.timeseries import MetricHistory
 from kato_stream.settings import Settings
+from kato_stream.supervise import Supervisor
 
 
 def create_app(gateway: Gateway | None = None) -> FastAPI:
@@ -50,13 +49,12 @@ def create_app(gateway: Gateway | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.start()
-        sampler = asyncio.create_task(history.run(), name="gateway-metric-sampler")
+        sampler = Supervisor("gateway-metric-sampler", history.run)
+        sampler.start()
         try:
             yield
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await sampler.stop()
             await gw.stop()
 
     app = FastAPI(title="KATO API (kato-stream gateway)", version="3.10.1", lifespan=lifespan)

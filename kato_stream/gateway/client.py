@@ -21,7 +21,6 @@ so no record of a request sent after start can be missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -37,6 +36,7 @@ from aiokafka.structs import TopicPartition
 from kato_stream import compat, fetch_backoff, metrics
 from kato_stream.contracts import MSG_ID_HEADER, SOURCE_HEADER, STATUS_HEADER
 from kato_stream.stream.persisted import PATTERNS_HEADER, PersistWaiter, parse_marks
+from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ class StreamClient:
     """Largest output record the worker publishes (``Settings.max_output_bytes``)."""
     _producer: AIOKafkaProducer | None = field(default=None, init=False, repr=False)
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False, repr=False)
-    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _reader: Supervisor | None = field(default=None, init=False, repr=False)
+    """The read loop, supervised: a failure in it is logged, counted and the loop restarted
+    (a dead reader would time every request out, silently)."""
     _pending: dict[str, asyncio.Future[dict[str, Any]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -152,7 +154,8 @@ class StreamClient:
             await consumer.stop()
             raise
         self._producer, self._consumer = producer, consumer
-        self._task = asyncio.create_task(self._read_loop(), name="gateway-stream-reader")
+        self._reader = Supervisor("gateway-stream-reader", self._read_loop)
+        self._reader.start()
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         deadline = time.monotonic() + 30
@@ -167,7 +170,7 @@ class StreamClient:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._reader is not None and self._reader.alive()
 
     def info(self) -> dict[str, Any]:
         """Connection state for ``GET /connection-pools``."""
@@ -185,11 +188,9 @@ class StreamClient:
 
     async def stop(self) -> None:
         """Stop reading, fail every waiting request, close both connections."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
         for fut in [*self._pending.values(), *self._by_source.values()]:
             if not fut.done():
                 fut.set_exception(StreamUnavailable("gateway stream client stopped"))

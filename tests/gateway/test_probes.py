@@ -102,9 +102,10 @@ async def test_each_failure_turns_the_probes_503(http: httpx.AsyncClient, gatewa
     assert status == 503 and body["failing"] == ["ltm"]
     assert body["checks"]["ltm"]["state"] == "follower not running"
 
-    # the stream client's reader ends
-    assert stream._task is not None
-    stream._task.cancel()
+    # the stream client's reader ends (its supervising task, as the follower's above)
+    task = stream._reader.task  # type: ignore[union-attr]
+    assert task is not None
+    task.cancel()
     body = await _until(http, "/live", 503, ["stream_reader", "ltm_follower"], timeout=10)
     assert body["checks"]["stream_reader"] == {"ok": False, "state": "ended"}
     status, body = await _probe(http, "/ready")
