@@ -157,6 +157,26 @@ def gc_variants(proc: Processor, threshold: int) -> dict[str, Runner]:
     }
 
 
+def emit(
+    report: dict[str, Any],
+    rows: dict[str, dict[str, Any]],
+    heads: tuple[str, str],
+    out: Path | None,
+) -> None:
+    """Print ``rows`` as a markdown table (``heads``: the name column's and the ratio
+    column's titles) and write ``report`` to ``out``."""
+    ratio = "vs_baseline" if heads[1] == "vs baseline" else "vs_first"
+    print(f"| {heads[0]} | CPU ms/command | {heads[1]} | bytes encoded/command |")
+    print("|---|---:|---:|---:|")
+    for name, row in rows.items():
+        print(
+            f"| {name} | {row['cpu_ms_per_command']} | {row[ratio]} | "
+            f"{row['bytes_encoded_per_command']:,} |"
+        )
+    if out:
+        out.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def setup(args: argparse.Namespace) -> tuple[Processor, list[Command]]:
     """The worker's processor with ``--patterns`` learned, and the measured commands."""
     proc = Processor(
@@ -291,15 +311,7 @@ def compare_with_baseline(args: argparse.Namespace) -> None:
         },
     }
     print(f"{commands} commands per side, {args.patterns} patterns; outputs identical: {identical}")
-    print("| side | CPU ms/command | vs baseline | bytes encoded/command |")
-    print("|---|---:|---:|---:|")
-    for name, row in rows.items():
-        print(
-            f"| {name} | {row['cpu_ms_per_command']} | {row['vs_baseline']} | "
-            f"{row['bytes_encoded_per_command']:,} |"
-        )
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report, rows, ("side", "vs baseline"), args.out)
     if not identical:
         sys.exit("the two trees' outputs differ: not a like-for-like comparison")
 
@@ -389,15 +401,7 @@ def main() -> None:
         "results": {"commands_per_variant": base.commands, "variants": rows},
     }
     print(f"{base.commands} commands per variant, {args.patterns} patterns")
-    print("| variant | CPU ms/command | vs first | bytes encoded/command |")
-    print("|---|---:|---:|---:|")
-    for name, r in rows.items():
-        print(
-            f"| {name} | {r['cpu_ms_per_command']} | {r['vs_first']} | "
-            f"{r['bytes_encoded_per_command']:,} |"
-        )
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report, rows, ("variant", "vs first"), args.out)
 
 
 if __name__ == "__main__":

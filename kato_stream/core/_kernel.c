@@ -1543,6 +1543,20 @@ bad:
     return -1;
 }
 
+/* table_spans() into freshly allocated start/size arrays (PyMem_Free both, also on error).
+   0, or -1 with an error set. */
+static int table_open(const char *table, Py_ssize_t tlen, Py_ssize_t ncol, Py_ssize_t n,
+                      size_t **start, size_t **size) {
+    size_t cells = (size_t)(ncol * n) + 1;
+    *start = PyMem_Malloc(cells * sizeof(size_t));
+    *size = PyMem_Malloc(cells * sizeof(size_t));
+    if (!*start || !*size) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return table_spans(table, (size_t)tlen, ncol, n, *start, *size);
+}
+
 /* [[enc[code] for code in event] for event in events[e_lo:e_hi]], as event_lists(). */
 static int json_events(Buf *b, const int32_t *pat, const int32_t *ev, int e_lo, int e_hi,
                        int pos, Py_ssize_t ntok, PyObject **enc, int (*keep)(void *, int32_t),
@@ -1660,6 +1674,21 @@ bad:
     return -1;
 }
 
+/* The parsed layout (PyMem_Free it), or NULL with an error set. */
+static Field *fields_open(PyObject *layout, Py_ssize_t ncol, Py_ssize_t *nf) {
+    *nf = PyList_GET_SIZE(layout);
+    Field *fields = PyMem_Calloc(*nf ? (size_t)*nf : 1, sizeof(Field));
+    if (!fields) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (ncol < 0 || fields_parse(layout, ncol, fields, *nf) < 0) {
+        PyMem_Free(fields);
+        return NULL;
+    }
+    return fields;
+}
+
 static int all_bytes(PyObject *list, int none_ok, const char *what) {
     for (Py_ssize_t j = 0; j < PyList_GET_SIZE(list); j++) {
         PyObject *x = PyList_GET_ITEM(list, j);
@@ -1693,21 +1722,13 @@ static PyObject *py_predictions_json(PyObject *self, PyObject *args) {
     Buf b = {NULL, 0, 0};
     PyObject *out = NULL;
     size_t *tstart = NULL, *tsize = NULL;
-    Py_ssize_t nf = PyList_GET_SIZE(layout);
-    Field *fields = PyMem_Calloc(nf ? (size_t)nf : 1, sizeof(Field));
-    if (!fields) return PyErr_NoMemory();
+    Py_ssize_t nf;
+    Field *fields = fields_open(layout, ncol, &nf);
+    if (!fields) return NULL;
     if (lists_open(&L, o, PyList_GET_SIZE(stoks), "predictions_json") < 0) goto release;
-    if (ncol < 0 || fields_parse(layout, ncol, fields, nf) < 0) goto release;
     if (all_bytes(stoks, 0, "state_json") < 0 || all_bytes(tokens, 1, "tokens_json") < 0)
         goto release;
-    size_t cells = (size_t)(ncol * L.n) + 1;
-    tstart = PyMem_Malloc(cells * sizeof(size_t));
-    tsize = PyMem_Malloc(cells * sizeof(size_t));
-    if (!tstart || !tsize) {
-        PyErr_NoMemory();
-        goto release;
-    }
-    if (table_spans(table, (size_t)tlen, ncol, L.n, tstart, tsize) < 0) goto release;
+    if (table_open(table, tlen, ncol, L.n, &tstart, &tsize) < 0) goto release;
     if (buf_reserve(&b, (size_t)tlen + 2048 * (size_t)L.n + 2) < 0) goto release;
     Row r = {&L, NULL, 0, PyList_GET_SIZE(tokens), ((PyListObject *)tokens)->ob_item,
              ((PyListObject *)stoks)->ob_item, table, tstart, tsize};
@@ -1829,11 +1850,10 @@ static PyObject *py_futures_json(PyObject *self, PyObject *args) {
     Buf b = {NULL, 0, 0};
     PyObject *out = NULL;
     size_t *tstart = NULL, *tsize = NULL;
-    Py_ssize_t nf = PyList_GET_SIZE(layout);
-    Field *fields = PyMem_Calloc(nf ? (size_t)nf : 1, sizeof(Field));
-    if (!fields) return PyErr_NoMemory();
+    Py_ssize_t nf;
+    Field *fields = fields_open(layout, ncol, &nf);
+    if (!fields) return NULL;
     if (futs_open(o, v, &got, &F, "futures_json") < 0) goto release;
-    if (ncol < 0 || fields_parse(layout, ncol, fields, nf) < 0) goto release;
     for (Py_ssize_t k = 0; k < nf; k++)
         if (fields[k].kind != K_FUTURE && fields[k].kind != K_COLUMN &&
             fields[k].kind != K_CONST) {
@@ -1842,14 +1862,7 @@ static PyObject *py_futures_json(PyObject *self, PyObject *args) {
             goto release;
         }
     if (all_bytes(tokens, 1, "tokens_json") < 0) goto release;
-    size_t cells = (size_t)(ncol * F.n) + 1;
-    tstart = PyMem_Malloc(cells * sizeof(size_t));
-    tsize = PyMem_Malloc(cells * sizeof(size_t));
-    if (!tstart || !tsize) {
-        PyErr_NoMemory();
-        goto release;
-    }
-    if (table_spans(table, (size_t)tlen, ncol, F.n, tstart, tsize) < 0) goto release;
+    if (table_open(table, tlen, ncol, F.n, &tstart, &tsize) < 0) goto release;
     if (buf_reserve(&b, (size_t)tlen + 256 * (size_t)F.n + 2) < 0) goto release;
     Py_ssize_t ntok = PyList_GET_SIZE(tokens);
     PyObject **tenc = ((PyListObject *)tokens)->ob_item;

@@ -384,33 +384,28 @@ def futures_json(
     them, from a layout of ``J_FUTURE`` (``events[e2:]``, tokens as ``idx.token_json()``),
     ``J_COLUMN`` (values of ``table``) and ``J_CONST`` fields only."""
     assert _ext is not None
-    flat, offs, evlen, evoffs = idx.coded()
     out: bytes = _ext.futures_json(
+        *_futures_args(idx, sel, e2), idx.token_json(), table, ncol, layout
+    )
+    return out
+
+
+def _futures_args(idx: PatternIndex, sel: I64, e2: I32) -> tuple[Any, ...]:
+    """The pattern buffers, ``sel`` and ``e2`` as :func:`futures` and :func:`futures_json`
+    pass them to the kernel."""
+    flat, offs, evlen, evoffs = idx.coded()
+    return (
         flat,
         offs,
         evlen,
         evoffs,
         np.ascontiguousarray(sel, dtype=np.int64),
         np.ascontiguousarray(e2, dtype=np.int32),
-        idx.token_json(),
-        table,
-        ncol,
-        layout,
     )
-    return out
 
 
 def futures(idx: PatternIndex, sel: I64, e2: I32) -> list[list[list[str]]]:
     """``[list(e) for e in events[e2:]]`` per selected pattern."""
     assert _ext is not None
-    flat, offs, evlen, evoffs = idx.coded()
-    out: list[list[list[str]]] = _ext.futures(
-        flat,
-        offs,
-        evlen,
-        evoffs,
-        np.ascontiguousarray(sel, dtype=np.int64),
-        np.ascontiguousarray(e2, dtype=np.int32),
-        idx.token_list,
-    )
+    out: list[list[list[str]]] = _ext.futures(*_futures_args(idx, sel, e2), idx.token_list)
     return out
