@@ -1589,20 +1589,21 @@ typedef struct {
 } Field;
 
 typedef struct {
-    const Lists *L;
+    const Lists *L; /* NULL for futures_json(): only futures, columns and constants */
     const Split *s;
     Py_ssize_t q, ntok;
     PyObject **tenc, **senc;
     const char *table;
     const size_t *tstart, *tsize;
+    Py_ssize_t n; /* rows of the table (one column's length) */
 } Row;
 
-/* One field of one prediction (the text after its prefix). */
+/* One field of one object (the text after its prefix).  Futures, columns and constants read
+   only r->s's pattern and event split and the table, never r->L. */
 static int json_field(Buf *b, const Field *f, const Row *r) {
     const Lists *L = r->L;
     const Split *s = r->s;
-    const Ctx *c = &L->c;
-    KeepCtx kc = {c, L->matched};
+    const Ctx *c = L ? &L->c : NULL;
     switch (f->kind) {
     case K_MATCHES: {
         int w = 0;
@@ -1617,9 +1618,11 @@ static int json_field(Buf *b, const Field *f, const Row *r) {
     case K_PRESENT:
         return json_events(b, s->pat, s->ev, s->start, s->e2, s->pos0, r->ntok, r->tenc, NULL,
                            NULL);
-    case K_MISSING:
+    case K_MISSING: {
+        KeepCtx kc = {c, L->matched};
         return json_events(b, s->pat, s->ev, s->start, s->e2, s->pos0, r->ntok, r->tenc,
                            keep_missing, &kc);
+    }
     case K_SEQUENCE:
         return json_events(b, s->pat, s->ev, 0, s->nev, 0, r->ntok, r->tenc, NULL, NULL);
     case K_FUTURE:
@@ -1640,12 +1643,19 @@ static int json_field(Buf *b, const Field *f, const Row *r) {
         return buf_ch(b, ']');
     }
     case K_COLUMN: {
-        Py_ssize_t n = L->n, at = f->col * n + r->q;
+        Py_ssize_t at = f->col * r->n + r->q;
         return buf_put(b, r->table + r->tstart[at], r->tsize[at]);
     }
     default: /* K_CONST */
         return buf_bytes(b, f->arg);
     }
+}
+
+/* One object: each field's prefix and value in layout order, then "}". */
+static int json_object(Buf *b, const Field *fields, Py_ssize_t nf, const Row *r) {
+    for (Py_ssize_t k = 0; k < nf; k++)
+        if (buf_bytes(b, fields[k].prefix) < 0 || json_field(b, &fields[k], r) < 0) return -1;
+    return nf ? buf_ch(b, '}') : 0;
 }
 
 /* Check the layout, [(prefix bytes, kind, column index or constant bytes)], against a
@@ -1731,18 +1741,14 @@ static PyObject *py_predictions_json(PyObject *self, PyObject *args) {
     if (table_open(table, tlen, ncol, L.n, &tstart, &tsize) < 0) goto release;
     if (buf_reserve(&b, (size_t)tlen + 2048 * (size_t)L.n + 2) < 0) goto release;
     Row r = {&L, NULL, 0, PyList_GET_SIZE(tokens), ((PyListObject *)tokens)->ob_item,
-             ((PyListObject *)stoks)->ob_item, table, tstart, tsize};
+             ((PyListObject *)stoks)->ob_item, table, tstart, tsize, L.n};
     if (buf_ch(&b, '[') < 0) goto release;
     for (Py_ssize_t q = 0; q < L.n; q++) {
         Split s;
         lists_split(&L, q, &s);
         r.s = &s;
         r.q = q;
-        if (q && buf_ch(&b, ',') < 0) goto release;
-        for (Py_ssize_t k = 0; k < nf; k++)
-            if (buf_bytes(&b, fields[k].prefix) < 0 || json_field(&b, &fields[k], &r) < 0)
-                goto release;
-        if (nf && buf_ch(&b, '}') < 0) goto release;
+        if ((q && buf_ch(&b, ',') < 0) || json_object(&b, fields, nf, &r) < 0) goto release;
     }
     if (buf_ch(&b, ']') < 0) goto release;
     out = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.n);
@@ -1864,27 +1870,17 @@ static PyObject *py_futures_json(PyObject *self, PyObject *args) {
     if (all_bytes(tokens, 1, "tokens_json") < 0) goto release;
     if (table_open(table, tlen, ncol, F.n, &tstart, &tsize) < 0) goto release;
     if (buf_reserve(&b, (size_t)tlen + 256 * (size_t)F.n + 2) < 0) goto release;
-    Py_ssize_t ntok = PyList_GET_SIZE(tokens);
-    PyObject **tenc = ((PyListObject *)tokens)->ob_item;
+    Row r = {NULL, NULL, 0, PyList_GET_SIZE(tokens), ((PyListObject *)tokens)->ob_item, NULL,
+             table, tstart, tsize, F.n};
     if (buf_ch(&b, '[') < 0) goto release;
     for (Py_ssize_t q = 0; q < F.n; q++) {
-        int nev, pos;
-        const int32_t *ev = futs_row(&F, q, &nev, &pos);
-        const int32_t *pat = F.flat + F.offs[F.sel[q]];
-        if (q && buf_ch(&b, ',') < 0) goto release;
-        for (Py_ssize_t k = 0; k < nf; k++) {
-            const Field *f = &fields[k];
-            int rc;
-            if (buf_bytes(&b, f->prefix) < 0) goto release;
-            if (f->kind == K_FUTURE)
-                rc = json_events(&b, pat, ev, F.e2[q], nev, pos, ntok, tenc, NULL, NULL);
-            else if (f->kind == K_COLUMN)
-                rc = buf_put(&b, table + tstart[f->col * F.n + q], tsize[f->col * F.n + q]);
-            else
-                rc = buf_bytes(&b, f->arg);
-            if (rc < 0) goto release;
-        }
-        if (nf && buf_ch(&b, '}') < 0) goto release;
+        Split s = {0};
+        s.ev = futs_row(&F, q, &s.nev, &s.pos1);
+        s.pat = F.flat + F.offs[F.sel[q]];
+        s.e2 = F.e2[q];
+        r.s = &s;
+        r.q = q;
+        if ((q && buf_ch(&b, ',') < 0) || json_object(&b, fields, nf, &r) < 0) goto release;
     }
     if (buf_ch(&b, ']') < 0) goto release;
     out = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.n);
