@@ -230,3 +230,19 @@ def test_pyspy_summary_reads_the_committed_worker_profile(
     assert lines[0] == f"busy samples: {busy}"
     for share in shares:
         assert share in lines
+
+
+def test_strace_summary_reads_the_committed_worker_trace() -> None:
+    """The sendto figures benchmarks/README.md quotes come from this command on the trace."""
+    r = subprocess.run(
+        [
+            sys.executable, "benchmarks/strace_summary.py",
+            "benchmarks/results/profiles/worker_saturated_1000_sendto_bb12dea.strace",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "total: 1325 calls, 0.415 s"
+    assert "| 17145 | 10 | 329 | 0.157 | 129 | 201150 |" in lines  # produce requests
+    assert "| 17180 | 9 | 299 | 0.155 | 113 | 473 |" in lines  # the consumer thread's fetches
