@@ -61,6 +61,27 @@ def stop_all(grace: float = 10.0) -> None:
     reap()
 
 
+def cmdline(pid: int) -> str:
+    """The process's command line (its first 160 characters), or "?" when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:160] or "?"
+
+
+def exited(pid: int) -> bool:
+    """Whether ``pid`` has exited and only waits to be collected (a zombie), or is gone.
+
+    Orphans that exited after their parent are reparented here as zombies: collected, not
+    leftovers."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2 :].startswith(("Z", "X"))
+
+
 def reap() -> None:
     while True:
         try:
@@ -81,9 +102,12 @@ def main() -> int:
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         code = proc.wait()
-    left = descendants(os.getpid())
+    reap()  # orphans that already exited
+    left = [pid for pid in descendants(os.getpid()) if not exited(pid)]
     if left:
         print(f"reap: stopping {len(left)} process(es) the command left running", file=sys.stderr)
+        for pid in left:  # which ones: a leftover is a test or a command that did not clean up
+            print(f"reap:   {pid} {cmdline(pid)}", file=sys.stderr)
     stop_all()
     return code
 

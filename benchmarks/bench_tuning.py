@@ -11,6 +11,7 @@ noisy); cache latencies are wall time, since they are Redis round trips.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import platform
@@ -68,10 +69,10 @@ def run(
 
 
 def cache_run(kb: KnowledgeBase, queries: list[list[list[str]]], url: str) -> dict[str, Any]:
-    from kato_stream.stream.prediction_cache import PredictionCache
+    from kato_stream.stores.prediction_cache import PredictionCache
 
     cache = PredictionCache(url, ttl=120, timeout=1.0)
-    cache.start()
+    asyncio.run(cache.start())  # a blocking client: no event loop needed after
     # a fresh fingerprint per run, so the first pass always misses
     kb.fingerprint = hashlib.sha1(f"{time.time_ns()}".encode()).hexdigest()
     out: dict[str, Any] = {}
@@ -88,7 +89,7 @@ def cache_run(kb: KnowledgeBase, queries: list[list[list[str]]], url: str) -> di
             }
         out["hits"], out["misses"], out["errors"] = cache.hits, cache.misses, cache.errors
     finally:
-        cache.stop()
+        asyncio.run(cache.stop())
     return out
 
 

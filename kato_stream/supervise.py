@@ -61,11 +61,25 @@ async def supervised(
 
 
 class Supervisor:
-    """One supervised task of a component."""
+    """One supervised task of a component (a :class:`~kato_stream.service.Service` owns its
+    supervisors and stops them with it).
 
-    def __init__(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+    ``drain`` and ``grace``: for a body that must finish its work in hand, :meth:`stop`
+    calls ``drain()`` (which asks the body to return) and waits up to ``grace`` seconds
+    for it before cancelling."""
+
+    def __init__(
+        self,
+        name: str,
+        body: Callable[[], Awaitable[None]],
+        *,
+        drain: Callable[[], None] | None = None,
+        grace: float = 0.0,
+    ) -> None:
         self.name = name
         self.body = body
+        self.drain = drain
+        self.grace = grace
         self.failures = 0
         self.last_error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
@@ -90,7 +104,18 @@ class Supervisor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        if self.drain is not None and not task.done():
+            self.drain()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.grace)
+                return
+            except TimeoutError:
+                log.warning("task %s did not finish in %.1f s: cancelled", self.name, self.grace)
+            except Exception:  # the body failed while draining: supervised() logged it
+                pass
+        if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -42,3 +42,20 @@ def test_reap_stops_the_commands_leftovers_only(tmp_path: Path) -> None:
         bystander.kill()
         bystander.wait(5)
     assert os.path.exists(ROOT / ".ci" / "run")
+
+
+def test_reap_collects_orphans_that_exited_without_calling_them_leftovers() -> None:
+    """A child that exited after its parent ends up here as a zombie: collected silently."""
+    script = (
+        "import subprocess, time\n"
+        "subprocess.Popen(['true'])\n"  # exits at once; never waited for by its parent
+        "time.sleep(0.5)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "reap.py"), sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0
+    assert "stopping" not in r.stderr, r.stderr

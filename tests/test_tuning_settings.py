@@ -16,9 +16,9 @@ from kato_stream.core.knowledge import KnowledgeBase, LearnEvent
 from kato_stream.core.vectors import MemoryVectorIndex
 from kato_stream.settings import Settings, SettingsError
 from kato_stream.stores import ClickHouseStore, QdrantStore
+from kato_stream.stores.prediction_cache import apply_redis_memory
 from kato_stream.stores.qdrant import collection_tuning
 from kato_stream.stream.engine_adapter import CoreEngineAdapter
-from kato_stream.stream.prediction_cache import apply_redis_memory
 
 
 @pytest.fixture(autouse=True)

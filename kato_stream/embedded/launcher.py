@@ -21,6 +21,7 @@ from kato_stream.embedded.ports import free_port, port_open
 from kato_stream.embedded.process import ManagedProcess
 from kato_stream.embedded.redis import redis_process, redis_server_binary, wait_redis
 from kato_stream.redact import redact_url
+from kato_stream.service import Service
 from kato_stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class EmbeddedStackError(RuntimeError):
     """The embedded stack could not start (the message carries the component's log tail)."""
 
 
-class EmbeddedStack:
+class EmbeddedStack(Service):
     """Start/stop noida-db (+ redis-server) on given or free ports under ``data_dir``.
 
     ``kafka_port``/``redis_port`` 0 = a free port chosen at start (retried on a port race).
@@ -47,6 +48,7 @@ class EmbeddedStack:
         use_redis_server: bool | None = None,
         timeout: float = 30.0,
     ) -> None:
+        super().__init__()
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.timeout = timeout
@@ -131,7 +133,7 @@ class EmbeddedStack:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> EmbeddedStack:
+    async def on_start(self) -> None:
         """Start every process and wait until Kafka answers metadata and Redis PINGs.
 
         Call from the thread that owns the event loop (children die with that thread).
@@ -149,13 +151,12 @@ class EmbeddedStack:
                     self.kafka_bootstrap, redact_url(self.redis_url), self.redis_backend,
                     self.data_dir,
                 )  # fmt: skip
-                return self
+                return
             except EmbeddedStackError:
-                await self.stop()
+                await self.on_stop()
                 if attempt == attempts:
                     raise
                 log.warning("embedded stack start failed (attempt %d), retrying", attempt)
-        raise AssertionError("unreachable")
 
     async def _start_once(self) -> None:
         self.kafka_port = self._want_kafka or free_port(self.host)
@@ -190,17 +191,11 @@ class EmbeddedStack:
             tails = "\n".join(f"--- {p.name} log ---\n{p.log_tail()}" for p in self.processes)
             raise EmbeddedStackError(f"embedded stack did not start: {exc}\n{tails}") from exc
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         """SIGTERM every process (then SIGKILL after 10 s); leaves no process behind."""
         procs, self.processes = self.processes, []
         if procs:
             await asyncio.gather(*(asyncio.to_thread(p.stop) for p in reversed(procs)))
-
-    async def __aenter__(self) -> EmbeddedStack:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 async def run_forever(settings: Settings) -> None:

@@ -31,7 +31,6 @@ from kato_stream.gateway.service import Gateway, Reply
 from kato_stream.gateway.stats import GatewayStats
 from kato_stream.gateway.timeseries import MetricHistory
 from kato_stream.settings import Settings
-from kato_stream.supervise import Supervisor
 
 
 def create_app(gateway: Gateway | None = None) -> FastAPI:
@@ -49,12 +48,11 @@ def create_app(gateway: Gateway | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.start()
-        sampler = Supervisor("gateway-metric-sampler", history.run)
-        sampler.start()
+        await history.start()
         try:
             yield
         finally:
-            await sampler.stop()
+            await history.stop()
             await gw.stop()
 
     app = FastAPI(title="KATO API (kato-stream gateway)", version="3.10.1", lifespan=lifespan)

@@ -35,8 +35,8 @@ from aiokafka.structs import TopicPartition
 
 from kato_stream import compat, fetch_backoff, metrics
 from kato_stream.contracts import MSG_ID_HEADER, SOURCE_HEADER, STATUS_HEADER
+from kato_stream.service import Service
 from kato_stream.stream.persisted import PATTERNS_HEADER, PersistWaiter, parse_marks
-from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def new_msg_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-@dataclass
-class StreamClient:
+@dataclass(eq=False)
+class StreamClient(Service):
     """Publishes command envelopes and awaits their output records (a service: start/stop)."""
 
     bootstrap: str
@@ -94,9 +94,6 @@ class StreamClient:
     """Largest output record the worker publishes (``Settings.max_output_bytes``)."""
     _producer: AIOKafkaProducer | None = field(default=None, init=False, repr=False)
     _consumer: AIOKafkaConsumer | None = field(default=None, init=False, repr=False)
-    _reader: Supervisor | None = field(default=None, init=False, repr=False)
-    """The read loop, supervised: a failure in it is logged, counted and the loop restarted
-    (a dead reader would time every request out, silently)."""
     _pending: dict[str, asyncio.Future[dict[str, Any]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -120,7 +117,10 @@ class StreamClient:
     """Security options of both clients (:func:`kato_stream.kafka.client_options`; they may
     hold the SASL password: kept out of ``repr``)."""
 
-    async def start(self) -> None:
+    def __post_init__(self) -> None:
+        Service.__init__(self)
+
+    async def on_start(self) -> None:
         """Connect, assign every output partition at its end, then start reading."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
@@ -154,8 +154,9 @@ class StreamClient:
             await consumer.stop()
             raise
         self._producer, self._consumer = producer, consumer
-        self._reader = Supervisor("gateway-stream-reader", self._read_loop)
-        self._reader.start()
+        # supervised: a failure in it is logged, counted and the loop restarted (a dead
+        # reader would time every request out, silently)
+        self.supervise("gateway-stream-reader", self._read_loop)
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         deadline = time.monotonic() + 30
@@ -170,7 +171,7 @@ class StreamClient:
 
     @property
     def running(self) -> bool:
-        return self._reader is not None and self._reader.alive()
+        return self.alive()
 
     def info(self) -> dict[str, Any]:
         """Connection state for ``GET /connection-pools``."""
@@ -186,11 +187,8 @@ class StreamClient:
             "request_timeout_seconds": self.timeout,
         }
 
-    async def stop(self) -> None:
-        """Stop reading, fail every waiting request, close both connections."""
-        if self._reader is not None:
-            await self._reader.stop()
-            self._reader = None
+    async def on_stop(self) -> None:
+        """Fail every waiting request (reading has stopped), close both connections."""
         for fut in [*self._pending.values(), *self._by_source.values()]:
             if not fut.done():
                 fut.set_exception(StreamUnavailable("gateway stream client stopped"))

@@ -19,6 +19,7 @@ import uvicorn
 from kato_stream.core import kernel
 from kato_stream.gateway.app import create_app
 from kato_stream.gateway.service import Gateway
+from kato_stream.service import Service, as_mode_service
 from kato_stream.settings import Settings
 
 
@@ -61,32 +62,37 @@ def attach_to_worker(
     ``ltm`` and pattern follower.  ``on_ready`` gets the base URL once the socket listens
     (default: print it).
     """
-    import mode
-
     settings: Settings = worker.settings
     gateway = Gateway(
         settings, ltm=worker.ltm, follower=worker.follower, stm_info=lambda: _stm_info(worker)
     )
     server = _QuietServer(_config(create_app(gateway), host, port))
-    url = f"http://{host}:{port}"
+    http = HttpServer(server, f"http://{host}:{port}", on_ready or _announce)
+    worker.app.service(as_mode_service([http]))
 
-    @worker.app.service
-    class GatewayService(mode.Service):
-        _task: asyncio.Task[None] | None = None
 
-        async def on_started(self) -> None:
-            self._task = asyncio.create_task(server.serve(), name="kato-gateway")
-            while not server.started and not self._task.done():
-                await asyncio.sleep(0.05)
-            if self._task.done():
-                self._task.result()  # surface the start error (port in use, ...)
-            (on_ready or _announce)(url)
+class HttpServer(Service):
+    """A uvicorn server on this event loop, started and stopped as a service: its serve
+    loop is supervised; stopping asks it to exit (finishing the requests in hand, 10 s at
+    most) before it is cancelled."""
 
-        async def on_stop(self) -> None:
-            server.should_exit = True
-            if self._task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(self._task, 10)
+    def __init__(self, server: uvicorn.Server, url: str, on_ready: Callable[[str], None]) -> None:
+        super().__init__()
+        self.server, self.url, self.on_ready = server, url, on_ready
+
+    async def on_start(self) -> None:
+        self.server.should_exit = False
+        sup = self.supervise("gateway-http", self.server.serve, drain=self._exit, grace=10.0)
+        task = sup.task
+        assert task is not None
+        while not self.server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if task.done():
+            task.result()  # surface the start error (port in use, ...)
+        self.on_ready(self.url)
+
+    def _exit(self) -> None:
+        self.server.should_exit = True
 
 
 def _stm_info(worker: Any) -> dict[str, Any]:

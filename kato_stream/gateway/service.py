@@ -27,6 +27,7 @@ from kato_stream.gateway.client import (
 from kato_stream.gateway.errors import detail, from_rejection, too_large, validation_error
 from kato_stream.gateway.sessions import SessionRegistry
 from kato_stream.kafka import client_options
+from kato_stream.service import Service
 from kato_stream.settings import Settings
 from kato_stream.stores.connect import redis_client
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
@@ -41,8 +42,8 @@ class Reply(Exception):
         self.response = response
 
 
-@dataclass
-class Gateway:
+@dataclass(eq=False)
+class Gateway(Service):
     """Everything a request handler needs; one per gateway process."""
 
     settings: Settings
@@ -59,15 +60,11 @@ class Gateway:
     _owned: list[Any] = field(default_factory=list, init=False, repr=False)
     _sessions: SessionRegistry | None = field(default=None, init=False, repr=False)
 
-    async def start(self) -> None:
-        """Create and start whatever was not handed in (Redis, stream client, pattern follower)."""
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+    def __post_init__(self) -> None:
+        Service.__init__(self)
 
-    async def _start(self) -> None:
+    async def on_start(self) -> None:
+        """Create and start whatever was not handed in (Redis, stream client, pattern follower)."""
         fetch_backoff.install(
             self.settings.idle_fetch_backoff, self.settings.idle_fetch_backoff_max
         )
@@ -107,7 +104,7 @@ class Gateway:
         self._sessions = SessionRegistry(self.redis, default_ttl=self.settings.session_ttl)
         self.started_at = time.time()
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         """Stop what this gateway created, newest first."""
         while self._owned:
             svc = self._owned.pop()

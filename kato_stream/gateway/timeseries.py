@@ -20,6 +20,7 @@ from typing import Any
 
 from kato_stream import metrics
 from kato_stream.gateway.stats import GatewayStats
+from kato_stream.service import Service
 
 #: Every series ``/stats`` reports, in order (20, as KATO).
 METRIC_NAMES: tuple[str, ...] = (
@@ -99,8 +100,9 @@ def counter_value(name: str) -> float:
     return metrics.REGISTRY.get_sample_value(name) or 0.0
 
 
-class MetricHistory:
-    """Ring buffers of samples; ``sample()`` appends one point per metric."""
+class MetricHistory(Service):
+    """Ring buffers of samples; ``sample()`` appends one point per metric, and once started
+    a supervised loop samples every ``interval`` seconds."""
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class MetricHistory:
         max_points: int = 720,
         min_gap: float = 1.0,
     ) -> None:
+        super().__init__()
         self.stats = stats
         self.data_dir = data_dir
         self.active_sessions = active_sessions
@@ -201,6 +204,9 @@ class MetricHistory:
     def latest(self, name: str) -> float | None:
         s = self.series.get(name)
         return s[-1][1] if s else None
+
+    async def on_start(self) -> None:
+        self.supervise("gateway-metric-sampler", self.run)
 
     async def run(self) -> None:
         """Sample every ``interval`` seconds until cancelled."""

@@ -42,5 +42,5 @@ LIST_KEY = "kato-stream:{app}:session:{sid}:{field}"
 #: How far the persister has written a kato.patterns partition into every store
 #: (stream/persisted.py: the gateway's read-your-writes waits on it).
 MARK_KEY = "kato-stream:{app}:persisted:{topic}:{partition}"
-#: Cached prediction sets (stream/prediction_cache.py).
+#: Cached prediction sets (stores/prediction_cache.py).
 PREDICTION_CACHE_PREFIX = "kato-stream:pcache:"

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kato_stream.core.knowledge import LearnEvent, Precomputed, average_emotives, merge_metadata
+from kato_stream.service import Service
 from kato_stream.settings import Settings
 from kato_stream.stores._util import redact
 from kato_stream.stores.connect import redis_client, redis_hint
@@ -47,20 +48,19 @@ def _s(value: bytes | str | None) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-class RedisStore:
+class RedisStore(Service):
     """Async Redis service (``async start()``/``stop()``); every write is idempotent."""
 
     def __init__(self, settings: Settings, url: str | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.url = settings.redis_url if url is None else url
         self._r: aioredis.Redis | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def on_start(self) -> None:
         """Connect and PING; raises :class:`StoreUnavailableError` when Redis does not answer."""
-        if self._r is not None:
-            return
         t = self.settings.store_timeout
         client = redis_client(self.settings, self.url, socket_connect_timeout=t, socket_timeout=t)
         try:
@@ -73,18 +73,11 @@ class RedisStore:
             ) from exc
         self._r = client
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         """Close the connection pool (writes are never buffered)."""
         client, self._r = self._r, None
         if client is not None:
             await client.aclose()
-
-    async def __aenter__(self) -> RedisStore:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     @property
     def client(self) -> aioredis.Redis:

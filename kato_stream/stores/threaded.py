@@ -2,8 +2,9 @@
 
 Both clients block and are not meant to be shared across threads, so each store runs its
 client on a private thread (:class:`SerialExecutor`), buffers writes, and flushes them from a
-background task every ``store_flush_seconds`` (or sooner, when :attr:`_wake` is set), before
-reads where it must, and on :meth:`stop`.  A subclass says how to connect, what to do once
+background loop every ``store_flush_seconds`` (or sooner, when :attr:`_wake` is set), before
+reads where it must, and on :meth:`stop`.  The store is a :class:`~kato_stream.service.Service`:
+the flush loop is supervised and stopped with it.  A subclass says how to connect, what to do once
 connected, how to flush and what to forget on close.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from kato_stream.service import Service
 from kato_stream.settings import Settings
 from kato_stream.stores._util import SerialExecutor, redact
 from kato_stream.stores.errors import StoreError
@@ -23,18 +25,18 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 
 
-class ThreadedStore(Generic[C]):
+class ThreadedStore(Service, Generic[C]):
     """``async start()``/``stop()`` around a blocking client ``C``; stop flushes."""
 
     kind: ClassVar[str]
     """The store's name in errors, logs, its thread and its flush task."""
 
     def __init__(self, settings: Settings, url: str) -> None:
+        super().__init__()
         self.settings = settings
         self.url = url
         self._client: C | None = None
         self._exec: SerialExecutor | None = None
-        self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     # -- what a store adds -----------------------------------------------------------------
@@ -54,40 +56,26 @@ class ThreadedStore(Generic[C]):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def on_start(self) -> None:
         """Connect and set up (a failure closes what was opened and raises)."""
-        if self._client is not None:
-            return
         name = self.kind.lower()
         self._exec = SerialExecutor(name)
         try:
             self._client = await self._exec.run(self._connect)
             await self._setup()
-        except BaseException:
+        except BaseException:  # closed here: the stop that follows must not flush
             await self._close_client()
             raise
         self._wake = asyncio.Event()  # bound to this start's event loop
-        self._flusher = asyncio.create_task(self._flush_loop(), name=f"{name}-flush")
+        self.supervise(f"{name}-flush", self._flush_loop)
 
-    async def stop(self) -> None:
+    async def on_stop(self) -> None:
         """Flush everything buffered, then close.  Raises if the final flush fails."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
         try:
             if self._client is not None:
                 await self.flush()
         finally:
             await self._close_client()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None

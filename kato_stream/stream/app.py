@@ -14,24 +14,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import mode
 
 from kato_stream import fetch_backoff
 from kato_stream.compat import faust_member_id
 from kato_stream.contracts import TableValue
 from kato_stream.core import kernel
 from kato_stream.kafka import client_options, faust_credentials
+from kato_stream.service import Service, as_mode_service
 from kato_stream.settings import Settings
+from kato_stream.stores.lists import ListStore
+from kato_stream.stores.prediction_cache import PredictionCache, apply_redis_memory
 from kato_stream.stream import codecs
 from kato_stream.stream.adaptive import AdaptiveBounds, AdaptiveRecall
 from kato_stream.stream.continuity import disable_gap_fill
 from kato_stream.stream.group import GroupWatchdog, client_id
 from kato_stream.stream.ltm import LtmRegistry, PatternFollower
 from kato_stream.stream.persist import LatestWriter, PatternPersister
-from kato_stream.stream.prediction_cache import PredictionCache, apply_redis_memory
-from kato_stream.stream.probes import ProbeService, WorkerProbes
+from kato_stream.stream.probes import WorkerProbes
 from kato_stream.stream.processor import EngineAdapter, Processor
-from kato_stream.stream.session_lists import ListStore
 
 SESSIONS_TABLE = "sessions"
 
@@ -56,8 +56,8 @@ class Worker:
     latest: LatestWriter | None = None
     lists: ListStore | None = None
     boot_services: list[Any] = field(default_factory=list)
-    """Services that start before the app and its consumer (probes.ProbeService,
-    group.GroupWatchdog)."""
+    """``mode`` services that start before the app and its consumer and stop after it: the
+    probes' heartbeat and the group watchdog (``service.as_mode_service``)."""
     probes: WorkerProbes | None = None
     """What ``GET /ready`` and ``GET /live`` check (probes.py)."""
 
@@ -265,10 +265,10 @@ def build_worker(
         lists=lists,
     )
     probes = _install_probes(worker)
-    _add_ltm_service(worker, probes)
+    _add_ltm_service(worker)
     if settings.evict_dead_members:
         probes.watchdog = _add_group_watchdog(worker)
-    _add_persist_service(worker, probes)
+    _add_persist_service(worker)
 
     from kato_stream.stream.agents import register_agents
 
@@ -279,18 +279,19 @@ def build_worker(
 def _install_probes(worker: Worker) -> WorkerProbes:
     """The worker's readiness and liveness probes, beating first among its boot services."""
     settings, app = worker.settings, worker.app
-    tasks: dict[str, Callable[[], bool]] = {}
+    services: dict[str, Service] = {}
     if worker.persister is not None and worker.latest is not None:
-        tasks = {"persister": worker.persister.alive, "latest_writer": worker.latest.alive}
+        services = {"persister": worker.persister, "latest_writer": worker.latest}
     probes = WorkerProbes(
         app,
         settings.topic("observations"),
         worker.follower,
-        tasks=tasks,
+        services=services,
         persister=worker.persister,
     )
     worker.probes = probes
-    worker.boot_services.append(ProbeService(probes))  # first: beats until the app stopped
+    # first: beats until the app stopped
+    worker.boot_services.append(as_mode_service([probes.heartbeat])())
     if settings.web_port > 0:
         from kato_stream.metrics import install_probes
 
@@ -298,37 +299,23 @@ def _install_probes(worker: Worker) -> WorkerProbes:
     return probes
 
 
-def _add_ltm_service(worker: Worker, probes: WorkerProbes) -> None:
-    """A Faust service that starts the pattern follower with the app (after Redis's memory
-    policy, the prediction cache and the session-list store: the agent waits for them)."""
-    settings, follower = worker.settings, worker.follower
-    cache, lists = worker.prediction_cache, worker.lists
+def _add_ltm_service(worker: Worker) -> None:
+    """The pattern follower starts with the app, after Redis's memory policy, the prediction
+    cache and the session-list store (the agent waits for the follower and uses the rest)."""
+    settings = worker.settings
 
-    @worker.app.service
-    class LtmService(mode.Service):
-        async def on_start(self) -> None:
-            if settings.redis_maxmemory or settings.redis_maxmemory_policy:
-                from kato_stream.stores.connect import redis_sync_client
+    async def redis_memory() -> None:
+        if settings.redis_maxmemory or settings.redis_maxmemory_policy:
+            from kato_stream.stores.connect import redis_sync_client
 
-                client = redis_sync_client(settings, socket_timeout=settings.store_timeout)
-                with client:
-                    apply_redis_memory(
-                        client, settings.redis_maxmemory, settings.redis_maxmemory_policy
-                    )
-            if cache is not None:
-                cache.start()
-            if lists is not None:  # before the follower: the agent waits for it
-                await lists.start()
-            await follower.start()
-            probes.started("ltm_follower")
+            client = redis_sync_client(settings, socket_timeout=settings.store_timeout)
+            with client:
+                apply_redis_memory(
+                    client, settings.redis_maxmemory, settings.redis_maxmemory_policy
+                )
 
-        async def on_stop(self) -> None:
-            probes.stopped("ltm_follower")
-            await follower.stop()
-            if lists is not None:
-                await lists.stop()
-            if cache is not None:
-                cache.stop()
+    services: list[Service] = [s for s in (worker.prediction_cache, worker.lists) if s is not None]
+    worker.app.service(as_mode_service([*services, worker.follower], before=redis_memory))
 
 
 def _add_group_watchdog(worker: Worker) -> GroupWatchdog:
@@ -352,25 +339,13 @@ def _add_group_watchdog(worker: Worker) -> GroupWatchdog:
         own=own,
         kafka_options=client_options(settings),
     )
-    worker.boot_services.append(watchdog)
+    worker.boot_services.append(as_mode_service([watchdog])())
     return watchdog
 
 
-def _add_persist_service(worker: Worker, probes: WorkerProbes) -> None:
-    """A Faust service running the persister and the latest-record writer (kato.patterns ->
-    stores, persist.py), when the worker persists."""
+def _add_persist_service(worker: Worker) -> None:
+    """The persister and the latest-record writer (kato.patterns -> stores, persist.py) start
+    and stop with the app, when the worker persists."""
     if worker.persister is None or worker.latest is None:
         return
-    persister, latest = worker.persister, worker.latest
-
-    @worker.app.service
-    class PersistService(mode.Service):
-        async def on_start(self) -> None:
-            await persister.start()
-            await latest.start()
-            probes.started("persister", "latest_writer")
-
-        async def on_stop(self) -> None:
-            probes.stopped("persister", "latest_writer")
-            await latest.stop()
-            await persister.stop()
+    worker.app.service(as_mode_service([worker.persister, worker.latest]))

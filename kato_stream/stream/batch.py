@@ -22,8 +22,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from kato_stream.stores.lists import ListStore
 from kato_stream.stream.processor import Outcome
-from kato_stream.stream.session_lists import Lists, ListStore, load_or_empty
+from kato_stream.stream.session_lists import Lists, load_or_empty
 
 
 @dataclass

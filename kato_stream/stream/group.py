@@ -16,6 +16,7 @@ A live member evicted by mistake simply rejoins (one extra rebalance): nothing i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -23,7 +24,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import mode
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
@@ -31,6 +31,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 from kato_stream.compat import admin_request
 from kato_stream.kafka import known_options
 from kato_stream.procstat import start_ticks
+from kato_stream.service import Service
 
 __all__ = [
     "GroupWatchdog",
@@ -179,7 +180,7 @@ async def evict_dead(
     return evicted
 
 
-class GroupWatchdog(mode.Service):
+class GroupWatchdog(Service):
     """Evicts provably dead members of the worker's groups every ``interval`` seconds, so a
     restarted or added worker is not held up by a crashed one on a broker that never
     expires members.  It must run before the worker's consumer joins (the join itself is
@@ -219,11 +220,13 @@ class GroupWatchdog(mode.Service):
         self.evicted += gone
         return gone
 
-    @mode.Service.task
+    async def on_start(self) -> None:
+        self.supervise("group-watchdog", self._watch)
+
     async def _watch(self) -> None:
-        while not self.should_stop:
+        while True:
             try:
                 await self.check()
             except Exception as exc:  # the broker is restarting, say: try again later
                 log.info("group watchdog: %s", exc)
-            await self.sleep(self.interval)
+            await asyncio.sleep(self.interval)

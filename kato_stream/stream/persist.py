@@ -37,11 +37,11 @@ from typing import Any
 from kato_stream import compat, fetch_backoff
 from kato_stream.core.knowledge import LearnEvent
 from kato_stream.kafka import client_options
+from kato_stream.service import Service
 from kato_stream.settings import Settings
 from kato_stream.stores.keys import APPLIED_KEY, LATEST_KEY
 from kato_stream.stream import codecs
 from kato_stream.stream.persisted import mark_key
-from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def persist_group(settings: Settings) -> str:
     return f"{settings.app_id}-persist"
 
 
-class PatternPersister:
+class PatternPersister(Service):
     """Writes ``kato.patterns`` to the durable stores (``async start()``/``stop()``).
 
     Stores passed in are used as given (already started, not stopped here, flushed on
@@ -72,6 +72,7 @@ class PatternPersister:
         group_id: str | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.topic = settings.topic("patterns")
         self.group_id = group_id or persist_group(settings)
@@ -82,8 +83,6 @@ class PatternPersister:
         self.qdrant: Any = qdrant
         self._owned: list[Any] = []
         self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._sup: Supervisor | None = None
         self._stopping = asyncio.Event()
         self.committed: dict[int, int] = {}  # partition -> next offset to persist
         self.persisted = 0  # events written (redeliveries included)
@@ -93,33 +92,22 @@ class PatternPersister:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def on_start(self) -> None:
         """Start the run loop (stores and consumer are opened by it, with retries)."""
-        if self._task is not None:
-            return
         self._stopping = asyncio.Event()
         self.running = asyncio.Event()
         # supervised (supervise.py): _run retries store and broker errors itself; anything
-        # that escapes it is logged, counted and the loop started again from the commit
-        self._sup = Supervisor("persister", self._run_from_commit)
-        self._sup.start()
-        self._task = self._sup.task
+        # that escapes it is logged, counted and the loop started again from the commit.
+        # Stopping asks it to finish the batch in hand (write + commit) first.
+        self.supervise(
+            "persister",
+            self._run_from_commit,
+            drain=self._stopping.set,
+            grace=max(5.0, 3 * self.settings.store_timeout),
+        )
 
-    async def stop(self, timeout: float | None = None) -> None:
-        """Finish the batch in hand (write + commit), then close; stores are flushed."""
-        task, self._task = self._task, None
-        if task is not None:
-            self._stopping.set()
-            wait = timeout if timeout is not None else max(5.0, 3 * self.settings.store_timeout)
-            try:
-                await asyncio.wait_for(asyncio.shield(task), wait)
-            except TimeoutError:
-                log.warning("persister did not finish its batch in %.1fs: cancelled", wait)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            except Exception:
-                log.exception("persister loop failed")
+    async def on_stop(self) -> None:
+        """Close the consumer; flush the stores handed in, close the ones opened here."""
         await self._close_consumer()
         for name in ("clickhouse", "qdrant"):
             store = getattr(self, name)
@@ -213,10 +201,6 @@ class PatternPersister:
     async def _run_from_commit(self) -> None:
         await self._close_consumer()  # a restart reopens the consumer at the committed offsets
         await self._run()
-
-    def alive(self) -> bool:
-        """Whether the persister's (supervised) loop runs: the liveness probe asks."""
-        return self._sup is not None and self._sup.alive()
 
     async def _persist(self, batches: dict[Any, list[Any]]) -> None:
         """Write one fetched batch to every store, then commit its offsets.
@@ -318,7 +302,7 @@ class PatternPersister:
             await probe.stop()
         deadline = time.monotonic() + timeout
         while any(self.committed.get(tp.partition, 0) < off for tp, off in end.items() if off):
-            if self._task is None or self._task.done():
+            if not self.alive():
                 raise RuntimeError("persister is not running")
             if time.monotonic() > deadline:
                 raise TimeoutError(
@@ -328,17 +312,17 @@ class PatternPersister:
             await asyncio.sleep(0.05)
 
 
-class LatestWriter:
+class LatestWriter(Service):
     """The latest output record per session in Redis, coalesced and written off-path."""
 
     def __init__(self, settings: Settings, redis: Any = None, max_pending: int = 100_000) -> None:
+        super().__init__()
         self.settings = settings
         self.redis: Any = redis
         self._owned = redis is None
         self.max_pending = max_pending
         self._pending: dict[str, bytes | None] = {}  # None: delete (an expired session)
         self._wake = asyncio.Event()
-        self._sup: Supervisor | None = None
         self.dropped = 0
 
     def put(self, session_id: str, record: bytes) -> None:
@@ -352,18 +336,11 @@ class LatestWriter:
         """Forget the session's latest record (it expired), in order with :meth:`put`."""
         self._pending[session_id] = None
 
-    async def start(self) -> None:
-        if self._sup is None:
-            self._sup = Supervisor("latest-writer", self._run)
-            self._sup.start()
+    async def on_start(self) -> None:
+        self.supervise("latest-writer", self._run)
 
-    def alive(self) -> bool:
-        return self._sup is not None and self._sup.alive()
-
-    async def stop(self) -> None:
-        sup, self._sup = self._sup, None
-        if sup is not None:
-            await sup.stop()
+    async def on_stop(self) -> None:
+        """Write what is pending (best effort), then close the Redis opened here."""
         with contextlib.suppress(Exception):
             await self.flush()
         if self._owned and self.redis is not None:

@@ -21,15 +21,15 @@ port (``KATO_STREAM_WEB_PORT``, next to ``/metrics``).
 * ``heartbeat``: a supervised loop stamps the time every ``HEARTBEAT_INTERVAL`` seconds; a
   stamp older than ``STALE_AFTER`` seconds means the event loop was starved (or the loop is
   gone);
-* every supervised background task that was started still runs: ``ltm_follower``,
-  ``persister``, ``latest_writer`` (``alive()`` of each) and ``group_watchdog`` (the mode
-  service and its ``_watch`` task).  A task not started yet (the follower starts after the
-  table recovery) is not a failure; one that ended is.  While the worker stops, the tasks
-  stop by design: only the heartbeat is checked then.
+* every service (``kato_stream/service.py``) that was started still runs its supervised
+  loops: ``ltm_follower``, ``persister``, ``latest_writer`` and ``group_watchdog``
+  (``alive()`` of each).  A service not started yet (the follower starts after the table
+  recovery) is not a failure; one that ended is.  While the worker stops, the services stop
+  by design: only the heartbeat is checked then.
 
 Both answer JSON: ``{"status": "ok"|"failing", "failing": [names], "checks": {name: {"ok":
-bool, "state": str, ...}}}``.  :class:`ProbeService` runs the heartbeat; it is one of the
-worker's boot services, so it beats before the app starts and until the app has stopped.
+bool, "state": str, ...}}}``.  The heartbeat is one of the worker's boot services, so it
+beats before the app starts and until the app has stopped.
 """
 
 from __future__ import annotations
@@ -37,23 +37,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import mode
-
+from kato_stream.service import Service
 from kato_stream.stream.continuity import assigned_partitions
-from kato_stream.supervise import Supervisor
 
 __all__ = [
     "HEARTBEAT_INTERVAL",
     "STALE_AFTER",
     "Check",
     "Heartbeat",
-    "ProbeService",
+    "Supervised",
     "WorkerProbes",
-    "service_check",
     "verdict",
 ]
 
@@ -88,28 +85,21 @@ def verdict(checks: dict[str, Check]) -> tuple[int, dict[str, Any]]:
     return (503 if failing else 200), body
 
 
-class Heartbeat:
+class Heartbeat(Service):
     """A supervised loop that stamps the time every ``interval`` seconds."""
 
     def __init__(
         self, interval: float = HEARTBEAT_INTERVAL, stale_after: float = STALE_AFTER
     ) -> None:
+        super().__init__()
         self.interval = interval
         self.stale_after = stale_after
         self.last: float | None = None  # time.monotonic() of the latest stamp
         self.lag = 0.0  # how late the latest stamp came (event-loop lag), seconds
-        self._sup: Supervisor | None = None
 
-    def start(self) -> None:
-        if self._sup is None:
-            self.last = time.monotonic()
-            self._sup = Supervisor("probe-heartbeat", self._run)
-            self._sup.start()
-
-    async def stop(self) -> None:
-        sup, self._sup = self._sup, None
-        if sup is not None:
-            await sup.stop()
+    async def on_start(self) -> None:
+        self.last = time.monotonic()
+        self.supervise("probe-heartbeat", self._run)
 
     async def _run(self) -> None:
         while True:
@@ -120,7 +110,7 @@ class Heartbeat:
             self.last = now
 
     def check(self, now: float | None = None) -> Check:
-        if self._sup is None:
+        if not self.started:
             return Check(False, "not started" if self.last is None else "stopped")
         assert self.last is not None  # set by start()
         age = (time.monotonic() if now is None else now) - self.last
@@ -129,33 +119,28 @@ class Heartbeat:
             "lag_seconds": round(self.lag, 3),
             "stale_after_seconds": self.stale_after,
         }
-        if not self._sup.alive():
+        if not self.alive():
             return Check(False, "stopped", detail)
         if age > self.stale_after:
             return Check(False, "stale", detail)
         return Check(True, "beating", detail)
 
 
-def service_check(svc: Any, task: str) -> Check:
-    """Liveness of a mode service whose work is its ``@mode.Service.task`` ``task``:
-    running, not crashed, and that task still in the service's futures."""
-    if svc.crashed:
-        return Check(False, "crashed", {"reason": repr(getattr(svc, "crash_reason", None))})
-    if not svc.started:
-        return Check(True, "not started")
-    if svc.should_stop:
-        return Check(True, "stopping")
-    # mode names a task's future after its coroutine: "<coroutine object X._watch at 0x..>"
-    running = any(f".{task} " in name for name in svc.tracebacks())
-    return Check(True, "running") if running else Check(False, f"task {task} ended")
+class Supervised(Protocol):
+    """What the probes ask of a component: a :class:`~kato_stream.service.Service`."""
+
+    @property
+    def started(self) -> bool: ...
+
+    def alive(self) -> bool: ...
 
 
 class WorkerProbes:
     """The checks behind a worker's ``/ready`` and ``/live``.
 
-    ``tasks`` are the supervised components (name -> their ``alive``); the services that
-    start and stop them say so (:meth:`started`, :meth:`stopped`), so that "not started yet"
-    is told from "ended"."""
+    ``services`` are the worker's supervised components by name (the follower is always
+    one, ``ltm_follower``); a service's own ``started`` tells "not started yet" from
+    "ended"."""
 
     def __init__(
         self,
@@ -163,9 +148,9 @@ class WorkerProbes:
         input_topic: str,
         follower: Any,
         *,
-        tasks: dict[str, Callable[[], bool]] | None = None,
+        services: Mapping[str, Supervised] | None = None,
         persister: Any = None,
-        watchdog: Any = None,
+        watchdog: Supervised | None = None,
         heartbeat: Heartbeat | None = None,
     ) -> None:
         self.app = app
@@ -173,18 +158,10 @@ class WorkerProbes:
         self.follower = follower
         self.persister = persister
         self.watchdog = watchdog
+        """The group watchdog: checked by ``/live`` only (it is not a reason to be unready)."""
         self.heartbeat = heartbeat or Heartbeat()
-        self.tasks: dict[str, Callable[[], bool]] = {"ltm_follower": follower.alive}
-        self.tasks.update(tasks or {})
-        self._started: set[str] = set()
-
-    # -- lifecycle marks (the services that own the tasks) -------------------------------
-
-    def started(self, *names: str) -> None:
-        self._started.update(names)
-
-    def stopped(self, *names: str) -> None:
-        self._started.difference_update(names)
+        self.services: dict[str, Supervised] = {"ltm_follower": follower}
+        self.services.update(services or {})
 
     # -- checks --------------------------------------------------------------------------
 
@@ -228,7 +205,7 @@ class WorkerProbes:
         return Check(False, "rebuilding" if self.follower.alive() else "not started", detail)
 
     def _running(self, name: str) -> Check:
-        alive = self.tasks[name]()
+        alive = self.services[name].alive()
         return Check(alive, "running" if alive else "not running")
 
     def ready(self) -> tuple[int, dict[str, Any]]:
@@ -239,7 +216,7 @@ class WorkerProbes:
             "table": self._table(),
             "ltm": self._ltm(),
         }
-        for name in self.tasks:
+        for name in self.services:
             checks[name] = self._running(name)
         if self.persister is not None and "persister" in checks:
             c = checks["persister"]
@@ -254,28 +231,12 @@ class WorkerProbes:
         if self._stopping():
             checks["lifecycle"] = Check(True, "stopping")
             return verdict(checks)
-        for name, alive in self.tasks.items():
-            if name not in self._started:
+        live_too = {"group_watchdog": self.watchdog} if self.watchdog is not None else {}
+        for name, svc in {**self.services, **live_too}.items():
+            if not svc.started:
                 checks[name] = Check(True, "not started")
-            elif alive():
+            elif svc.alive():
                 checks[name] = Check(True, "running")
             else:
                 checks[name] = Check(False, "ended")
-        if self.watchdog is not None:
-            checks["group_watchdog"] = service_check(self.watchdog, "_watch")
         return verdict(checks)
-
-
-class ProbeService(mode.Service):
-    """Runs the heartbeat: a boot service of the worker (started before the app, stopped
-    after it)."""
-
-    def __init__(self, probes: WorkerProbes) -> None:
-        super().__init__()
-        self.probes = probes
-
-    async def on_start(self) -> None:
-        self.probes.heartbeat.start()
-
-    async def on_stop(self) -> None:
-        await self.probes.heartbeat.stop()

@@ -30,6 +30,7 @@ import orjson
 
 from kato_stream import compat
 from kato_stream.kafka import client_options, known_options
+from kato_stream.service import Service
 
 SLA_TIERS: tuple[tuple[str, float], ...] = (
     ("critical", 10.0),
@@ -215,11 +216,11 @@ def _envelope(op: str, session: str, node: str, msg_id: str, payload: dict[str, 
     )
 
 
-class LoadClient:
+class LoadClient(Service):
     """One producer and one predictions consumer, shared by the phases of a run.
 
-    ``send`` stamps every command with a unique msg_id and its send time; the consumer task
-    matches the records that come back (``tracker``).  Use as ``async with``.
+    ``send`` stamps every command with a unique msg_id and its send time; the consumer loop
+    (supervised) matches the records that come back (``tracker``).  Use as ``async with``.
     """
 
     def __init__(
@@ -229,6 +230,7 @@ class LoadClient:
         output_topic: str,
         kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
+        super().__init__()
         self.bootstrap = bootstrap
         self.kafka_options = known_options(bootstrap) if kafka_options is None else kafka_options
         """Security options (:func:`kato_stream.kafka.client_options`; None = those known
@@ -240,44 +242,30 @@ class LoadClient:
         self._seq = iter(range(1 << 62))
         self._producer: Any = None
         self._consumer: Any = None
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> LoadClient:
+    async def on_start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
         from kato_stream import fetch_backoff
 
-        self._consumer = await _open_consumer(self.bootstrap, self.output_topic, self.kafka_options)
+        consumer = await _open_consumer(self.bootstrap, self.output_topic, self.kafka_options)
+        self._consumer = consumer
         # a command sent wakes the paused fetch of its answer (fetch_backoff, if installed)
         fetch_backoff.link(self.input_topic, self.output_topic)
-        self._task = asyncio.create_task(_consume(self._consumer, self.tracker))
+        self.supervise("loadgen-consumer", lambda: _consume(consumer, self.tracker))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=1, acks=1, **self.kafka_options
         )
         await self._producer.start()
-        return self
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+    async def on_stop(self) -> None:
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._producer.stop(), 30)
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._consumer.stop(), 10)
-
-    async def __aenter__(self) -> LoadClient:
-        try:
-            return await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        self._producer = self._consumer = None
 
     async def send(self, op: str, session: str, node: str, payload: dict[str, Any]) -> str:
         """Publish one command keyed by ``session``; returns its msg_id."""

@@ -74,7 +74,7 @@ async def test_a_failure_in_the_reader_costs_one_answer_not_the_reader(
     try:
         with pytest.raises(StreamTimeout):
             await client.request("clear_stm", sid, node, timeout=3)
-        assert client._reader is not None and client._reader.failures == 1
+        assert client.loops[0].failures == 1
         assert client.running  # the loop was started again
         for ev in (["a"], ["b"]):
             rec = await client.request("observe", sid, node, {"strings": ev})

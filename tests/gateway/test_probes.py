@@ -93,7 +93,7 @@ async def test_each_failure_turns_the_probes_503(http: httpx.AsyncClient, gatewa
     assert (await _probe(http, "/ready"))[0] == 200
 
     # the pattern follower's supervised loop ends
-    task = follower._sup.task  # type: ignore[union-attr]
+    task = follower.loops[0].task
     assert task is not None
     task.cancel()
     body = await _until(http, "/live", 503, ["ltm_follower"], timeout=10)
@@ -103,7 +103,7 @@ async def test_each_failure_turns_the_probes_503(http: httpx.AsyncClient, gatewa
     assert body["checks"]["ltm"]["state"] == "follower not running"
 
     # the stream client's reader ends (its supervising task, as the follower's above)
-    task = stream._reader.task  # type: ignore[union-attr]
+    task = stream.loops[0].task
     assert task is not None
     task.cancel()
     body = await _until(http, "/live", 503, ["stream_reader", "ltm_follower"], timeout=10)

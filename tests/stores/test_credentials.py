@@ -42,8 +42,8 @@ from kato_stream.stores.connect import (
     redis_sync_client,
 )
 from kato_stream.stores.errors import StoreUnavailableError
-from kato_stream.stream.prediction_cache import PredictionCache
-from kato_stream.stream.session_lists import ListStore
+from kato_stream.stores.lists import ListStore
+from kato_stream.stores.prediction_cache import PredictionCache
 from tests.tlskit import Pki, ensure_binary, make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,11 +127,11 @@ async def test_every_redis_client_connects_with_password_and_tls(
     assert await client.ping()
     await client.aclose()
     cache = PredictionCache.from_settings(s)  # the prediction cache (blocking client)
-    cache.start()
+    await cache.start()
     try:
         assert cache._r is not None and cache._r.ping()
     finally:
-        cache.stop()
+        await cache.stop()
     with redis_sync_client(s) as sync:  # the worker's CONFIG SET maxmemory client
         assert sync.ping()
 

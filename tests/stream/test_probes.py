@@ -38,7 +38,6 @@ from kato_stream.stream.probes import (
     Check,
     Heartbeat,
     WorkerProbes,
-    service_check,
     verdict,
 )
 from tests.polling import until
@@ -271,7 +270,7 @@ async def end_the_follower_loop() -> None:
     # the supervised loop of the pattern follower ends (its task cancelled): what /live is for
     if trigger.exists() and w.follower.alive():
         trigger.unlink()
-        w.follower._sup.task.cancel()
+        w.follower.loops[0].task.cancel()
 
 
 @w.app.service
@@ -371,10 +370,21 @@ class _Event:
 
 
 class _Follower:
+    """What the probes read of the pattern follower (a Service: ``started``, ``alive()``)."""
+
     def __init__(self) -> None:
         self.ready = _Event()
+        self.started = False
         self.running = False
         self.registry = type("R", (), {"applied_events": 0})()
+
+    def alive(self) -> bool:
+        return self.running
+
+
+class _Service:
+    def __init__(self, started: bool = True, running: bool = True) -> None:
+        self.started, self.running = started, running
 
     def alive(self) -> bool:
         return self.running
@@ -402,10 +412,8 @@ class _App:
 
 def test_ready_checks_each_state() -> None:
     app, follower = _App(), _Follower()
-    alive = {"persister": True}
-    probes = WorkerProbes(
-        app, "x.observations", follower, tasks={"persister": lambda: alive["persister"]}
-    )
+    persister = _Service()
+    probes = WorkerProbes(app, "x.observations", follower, services={"persister": persister})
 
     def failing() -> list[str]:
         status, body = probes.ready()
@@ -430,9 +438,9 @@ def test_ready_checks_each_state() -> None:
     app.assigned = []  # the group gave it none while stable: ready, as a standby
     status, body = probes.ready()
     assert status == 200 and body["checks"]["group"]["state"] == "none assigned (standby)"
-    alive["persister"] = False
+    persister.running = False
     assert failing() == ["persister=not running"]
-    alive["persister"] = True
+    persister.running = True
     app.should_stop = True
     assert failing() == ["lifecycle=stopping"]
 
@@ -444,13 +452,12 @@ def test_live_checks_started_tasks_only_and_skips_them_while_stopping() -> None:
 
     async def run() -> None:
         assert probes.live()[1]["checks"]["heartbeat"]["state"] == "not started"
-        hb.start()
+        await hb.start()
         await asyncio.sleep(0.05)
         status, body = probes.live()
         assert status == 200, body  # the follower is not started yet: not a failure
         assert body["checks"]["ltm_follower"]["state"] == "not started"
-        follower.running = True
-        probes.started("ltm_follower")
+        follower.started = follower.running = True
         assert probes.live()[0] == 200
         follower.running = False  # its loop ended
         status, body = probes.live()
@@ -460,7 +467,7 @@ def test_live_checks_started_tasks_only_and_skips_them_while_stopping() -> None:
         status, body = probes.live()
         assert status == 200 and body["checks"]["lifecycle"]["state"] == "stopping"
         app.should_stop = False
-        probes.stopped("ltm_follower")
+        follower.started = False  # stopped by its owner: not started, not a failure
         assert probes.live()[0] == 200
         # a stale heartbeat: the loop did not run it for longer than stale_after
         assert hb.last is not None
@@ -472,7 +479,7 @@ def test_live_checks_started_tasks_only_and_skips_them_while_stopping() -> None:
     asyncio.run(run())
 
 
-def test_group_watchdog_check_follows_its_watch_task() -> None:
+def test_live_follows_the_group_watchdogs_loop() -> None:
     async def run() -> None:
         calls = []
 
@@ -481,23 +488,23 @@ def test_group_watchdog_check_follows_its_watch_task() -> None:
                 calls.append(1)
                 return []
 
+        app, follower = _App(), _Follower()
         wd = Quiet("127.0.0.1:1", ["g"], interval=0.05)
-        assert service_check(wd, "_watch") == Check(True, "not started")
+        probes = WorkerProbes(app, "x.observations", follower, watchdog=wd)
+        assert probes.live()[1]["checks"]["group_watchdog"]["state"] == "not started"
+        await probes.heartbeat.start()
         await wd.start()
         await asyncio.sleep(0.1)
-        assert calls and service_check(wd, "_watch") == Check(True, "running")
-        for fut in list(wd._futures):  # the task ends (cancelled from outside)
-            fut.cancel()
+        status, body = probes.live()
+        assert calls and status == 200 and body["checks"]["group_watchdog"]["state"] == "running"
+        assert "group_watchdog" not in probes.ready()[1]["checks"]  # not a reason to be unready
+        wd.loops[0].task.cancel()  # its loop ends (cancelled from outside)
         await asyncio.sleep(0.05)
-        assert service_check(wd, "_watch") == Check(False, "task _watch ended")
+        status, body = probes.live()
+        assert status == 503 and body["failing"] == ["group_watchdog"]
+        assert body["checks"]["group_watchdog"]["state"] == "ended"
         await wd.stop()
-
-        wd2 = Quiet("127.0.0.1:1", ["g"], interval=0.05)
-        await wd2.start()
-        await wd2.crash(RuntimeError("boom"))
-        c = service_check(wd2, "_watch")
-        assert not c.ok and c.state == "crashed"
-        await wd2.stop()
+        await probes.heartbeat.stop()
 
     asyncio.run(run())
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from kato_stream import compat, contracts, fetch_backoff, metrics
 from kato_stream.kafka import client_options, known_options
+from kato_stream.service import Service
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.stream.ltm.bootstrap import BootstrapReport, Fallback, persisted_offsets
 from kato_stream.stream.ltm.events import clear_event_dict, learn_event_dict
 from kato_stream.stream.ltm.registry import LtmRegistry
-from kato_stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class _Pacer:
             self._since = time.monotonic()
 
 
-class PatternFollower:
+class PatternFollower(Service):
     """Folds ``kato.patterns`` (all partitions, no consumer group) into an :class:`LtmRegistry`.
 
     ``ready`` is set once everything present at start has been applied.  ``delays`` keeps
@@ -62,6 +62,7 @@ class PatternFollower:
         settings: Settings | None = None,
         kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
+        super().__init__()
         self.bootstrap = bootstrap
         self.topic = topic
         self.registry = registry
@@ -78,11 +79,10 @@ class PatternFollower:
         self.delays: list[float] = []
         self.errors = 0
         self._consumer: Any = None
-        self._sup: Supervisor | None = None
         self._applied: dict[int, int] = {}
         """Partition -> offset after the last event applied (what :meth:`sync` waits for)."""
 
-    async def start(self) -> None:
+    async def on_start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         self._consumer = AIOKafkaConsumer(
@@ -131,8 +131,7 @@ class PatternFollower:
         self._applied = dict(self.bootstrap_report.start_offsets)
         # supervised: a failure is logged, counted and the loop started again from the
         # offsets applied so far (supervise.py); it never ends silently
-        self._sup = Supervisor("ltm-follower", lambda: self._run(end, dict(self._applied)))
-        self._sup.start()
+        self.supervise("ltm-follower", lambda: self._run(end, dict(self._applied)))
 
     # -- bootstrap from the durable stores -----------------------------------------------
 
@@ -320,14 +319,7 @@ class PatternFollower:
         )
         self.ready.set()
 
-    def alive(self) -> bool:
-        """Whether the follower's (supervised) loop runs: the liveness probe asks."""
-        return self._sup is not None and self._sup.alive()
-
-    async def stop(self) -> None:
-        sup, self._sup = self._sup, None
-        if sup is not None:
-            await sup.stop()
+    async def on_stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None

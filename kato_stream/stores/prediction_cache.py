@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from kato_stream import __version__, metrics
 from kato_stream.core.knowledge import KnowledgeBase
 from kato_stream.core.predictions import PredictionResult, PredictParams, predict
+from kato_stream.service import Service
 from kato_stream.stores.connect import redis_sync_client
 from kato_stream.stores.keys import PREDICTION_CACHE_PREFIX as KEY_PREFIX
 
@@ -69,12 +70,14 @@ def decode(raw: bytes) -> PredictionResult:
     return PredictionResult(d["p"], d["f"], bool(d["fast"]))
 
 
-class PredictionCache:
-    """A caching ``Predictor`` over one Redis (``start()`` before use, ``stop()`` after)."""
+class PredictionCache(Service):
+    """A caching ``Predictor`` over one Redis (``await start()`` before use, ``await stop()``
+    after; until started and once stopped it computes every prediction)."""
 
     def __init__(
         self, url: str, *, ttl: int = 300, timeout: float = 0.05, settings: Any = None
     ) -> None:
+        super().__init__()
         self.url = url
         self.settings = settings
         """Its Redis credentials (password, TLS) apply to ``url`` (None: none)."""
@@ -94,16 +97,16 @@ class PredictionCache:
             settings=settings,
         )
 
-    def start(self) -> None:
-        if self._r is None:
-            self._r = redis_sync_client(
-                self.settings,
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-            )
+    async def on_start(self) -> None:
+        # no PING: a cache that cannot reach Redis computes (and counts the errors)
+        self._r = redis_sync_client(
+            self.settings,
+            self.url,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+        )
 
-    def stop(self) -> None:
+    async def on_stop(self) -> None:
         client, self._r = self._r, None
         if client is not None:
             client.close()

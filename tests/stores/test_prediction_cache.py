@@ -3,6 +3,7 @@ sharing between workers with the same knowledge base, fallback when Redis is dow
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 from collections.abc import Iterator
@@ -18,8 +19,8 @@ from kato_stream.core.predictions import PredictParams, predict
 from kato_stream.core.session import SessionState
 from kato_stream.core.vectors import MemoryVectorIndex
 from kato_stream.embedded import free_port
+from kato_stream.stores.prediction_cache import PredictionCache, cache_key
 from kato_stream.stream import codecs
-from kato_stream.stream.prediction_cache import PredictionCache, cache_key
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(120)]
 
@@ -29,9 +30,9 @@ VOCAB = [f"s{i}" for i in range(12)]
 @pytest.fixture
 def cache(redis_url: str) -> Iterator[PredictionCache]:
     c = PredictionCache(redis_url, ttl=60, timeout=1.0)
-    c.start()
+    asyncio.run(c.start())  # the cache's client is blocking: no loop needed after
     yield c
-    c.stop()
+    asyncio.run(c.stop())
 
 
 def _observe(engine: Engine, kb: KnowledgeBase, st: SessionState | None, cmd: Command) -> Any:
@@ -177,12 +178,12 @@ def test_unfingerprinted_kb_is_never_cached(cache: PredictionCache, unique_id: s
 
 def test_redis_down_falls_back_to_computing(unique_id: str) -> None:
     c = PredictionCache(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
-    c.start()
+    asyncio.run(c.start())  # no PING: an unreachable Redis does not fail the start
     kb = build_kb(unique_id, n=5)
     stm, p = [["s1"], ["s2"]], PredictParams()
     assert as_bytes(c(kb, stm, p)) == as_bytes(predict(kb, stm, p))
     assert c.errors == 1 and c.hits == 0
-    c.stop()
+    asyncio.run(c.stop())
 
 
 def test_from_settings(redis_url: str) -> None:
