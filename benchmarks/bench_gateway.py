@@ -17,6 +17,14 @@ of the input, then the wait for the answer).
 
     python benchmarks/bench_gateway.py --patterns 1000 --queries 200 \
         --out benchmarks/results/gateway.json
+
+Settings come from this shell's ``KATO_STREAM_*`` variables.  ``--compare-env K=V,...`` runs
+a variant B with those on top, alternating with A for ``--rounds`` rounds, each on a fresh
+stack, and reports the median of the rounds' p50s per path and B/A:
+
+    python benchmarks/bench_gateway.py --patterns 1000 --queries 60 --rounds 2 \
+        --compare-env KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS=0 \
+        --out benchmarks/results/gateway_reply_window_ab.json
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import httpx  # noqa: E402
 
 from benchmarks._common import command, emit, machine  # noqa: E402
 from benchmarks.bench_core import VOCAB, make_patterns  # noqa: E402
+from kato_stream import fetch_backoff  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.gateway.client import StreamClient, new_msg_id  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
@@ -116,6 +125,8 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
     client = StreamClient(
         s.kafka_bootstrap, s.topic("observations"), s.topic("predictions"), timeout=120
     )
+    if not args.spin:  # as the gateway's own client fetches (Gateway.on_start)
+        fetch_backoff.install_from(s)
     await client.start()
     times: dict[str, list[float]] = {
         k: [] for k in ("http_observe", "topic_observe", "http_predictions", "topic_predictions")
@@ -172,14 +183,25 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
     return out
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+def variant_settings(env: dict[str, str]) -> Settings:
+    """Settings from this shell's environment with ``env`` on top (a variant's)."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return Settings.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     stack = EmbeddedStack(tmp / "stack")
     await stack.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         s = dataclasses.replace(
-            stack.settings(Settings()),
+            stack.settings(variant_settings(env or {})),  # this shell's KATO_STREAM_* apply
             topic_prefix="bench",
             partitions=args.partitions,
             data_dir=str(tmp / "worker"),
@@ -222,9 +244,56 @@ def main() -> None:
     p.add_argument("--patterns", type=int, default=1000)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--partitions", type=int, default=2)
+    p.add_argument(
+        "--spin",
+        action="store_true",
+        help="the topic path's client re-fetches at once after an empty fetch (aiokafka's "
+        "own behaviour on the embedded broker, ~1 core) instead of pausing as the gateway's",
+    )
+    p.add_argument(
+        "--compare-env",
+        default="",
+        metavar="K=V,...",
+        help="also run variant B with these settings, alternating with A (the defaults) "
+        "for --rounds rounds, each on a fresh stack; reports both and B/A",
+    )
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    emit(asyncio.run(main_async(args)), args.out)
+    if not args.compare_env:
+        emit(asyncio.run(main_async(args)), args.out)
+        return
+    env_b = dict(kv.split("=", 1) for kv in args.compare_env.split(","))
+    runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
+    for _ in range(args.rounds):  # ABAB...: host noise hits both alike
+        runs["A"].append(asyncio.run(main_async(args))["results"])
+        runs["B"].append(asyncio.run(main_async(args, env_b))["results"])
+    emit(compare(args, env_b, runs), args.out)
+
+
+def compare(
+    args: argparse.Namespace, env_b: dict[str, str], runs: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Both variants' rounds, the median of their rounds' p50s per path, and B/A."""
+    paths = ("http_observe", "topic_observe", "http_predictions", "topic_predictions")
+    med = {
+        v: {k: statistics.median(r[k]["p50_ms"] for r in rs) for k in paths}
+        for v, rs in runs.items()
+    }
+    return {
+        "benchmark": "gateway",
+        "command": command(__file__),
+        "machine": machine(),
+        "patterns": args.patterns,
+        "queries": args.queries,
+        "partitions": args.partitions,
+        "variants": {"A": {}, "B": env_b},
+        "results": {
+            "median_p50_ms": med,
+            "b_over_a_p50": {k: round(med["B"][k] / med["A"][k], 3) for k in paths},
+            "rounds": runs,
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -716,7 +716,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         from kato_stream import fetch_backoff
 
         s = Settings()
-        fetch_backoff.install(s.idle_fetch_backoff, s.idle_fetch_backoff_max)
+        fetch_backoff.install_from(s)
     rig = Rig(
         tmp,
         partitions=args.partitions,

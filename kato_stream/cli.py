@@ -23,7 +23,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     from kato_stream import fetch_backoff  # imports aiokafka: only for commands with settings
 
     s = Settings.from_env()
-    fetch_backoff.install(s.idle_fetch_backoff, s.idle_fetch_backoff_max)
+    fetch_backoff.install_from(s)
     over: dict[str, Any] = {}
     if getattr(args, "bootstrap", None):
         over["kafka_bootstrap"] = args.bootstrap

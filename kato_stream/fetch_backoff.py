@@ -27,6 +27,13 @@ What it costs, and what keeps it small:
   topic wakes its input consumer (linked).  None of those waits for ``max_seconds``.  Ending
   every pause on every send made the worker's two followers fetch ``kato.patterns`` once per
   output record as well.
+* Right after a send the answer is usually a few milliseconds away (the gateway's answer
+  to the command it sent; a closed-loop client's next command to the worker that answered
+  it), and a 5 ms pause then costs 2.5 ms on average, twice per exchange.  So for
+  ``reply_window`` seconds after a send, the process's fetchers that read the topic sent to
+  or one linked to it, and have no pause of their own, wait only ``reply_seconds`` (``KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS``, 1 ms;
+  ``KATO_STREAM_REPLY_WINDOW_SECONDS``, 50 ms): at most ``reply_window / reply_seconds``
+  extra fetches per send, and none while the process sends nothing.
 * A broker that held the empty fetch (it took at least half the consumer's
   ``fetch_max_wait_ms``, and at least ``HELD_SECONDS``) long-polls like Kafka: no pause.
   Otherwise a consumer's ``fetch_max_wait_ms`` no longer caps the pause: it did, and the
@@ -59,6 +66,8 @@ HELD_SECONDS = 0.05  # an empty fetch that took this long (and half its wait) wa
 _state: dict[str, Any] = {
     "seconds": 0.0,
     "max": 0.0,
+    "reply": 0.0,  # the pause right after a send (0: the usual one)
+    "reply_window": 0.0,  # for this long after a send
     "undo_fetch": None,
     "undo_send": None,
     "send": None,  # aiokafka's own send while installed (it wakes nothing)
@@ -71,6 +80,8 @@ EMPTY_ATTR = "_kato_empty_fetches"
 _sleeping: dict[asyncio.Future[None], tuple[asyncio.AbstractEventLoop, frozenset[str]]] = {}
 # sent topic -> further topics whose fetchers a send to it wakes (link())
 _links: dict[str, set[str]] = {}
+# topic -> time.monotonic() of the latest send that woke its fetchers (the reply window)
+_woken: dict[str, float] = {}
 
 
 def set_pause(consumer: Any, seconds: float) -> None:
@@ -104,10 +115,12 @@ def wake(topic: str | None = None) -> None:
     """A record was produced to ``topic``: keep every pause short for a while, and end now
     the pauses of the fetchers that read ``topic`` or a topic linked to it (every fetcher's
     when ``topic`` is None)."""
-    _state["woken_at"] = time.monotonic()
+    now = _state["woken_at"] = time.monotonic()
+    wanted = None if topic is None else {topic, *_links.get(topic, ())}
+    for t in wanted or ():
+        _woken[t] = now
     if not _sleeping:
         return
-    wanted = None if topic is None else {topic, *_links.get(topic, ())}
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
@@ -135,16 +148,36 @@ async def _sleep(seconds: float, topics: frozenset[str] = frozenset()) -> None:
         _sleeping.pop(fut, None)
 
 
-def install(seconds: float, max_seconds: float) -> None:
+def install_from(settings: Any) -> None:
+    """:func:`install` with a :class:`~kato_stream.settings.Settings`' four pauses (what
+    every process calls)."""
+    install(
+        settings.idle_fetch_backoff,
+        settings.idle_fetch_backoff_max,
+        reply_seconds=settings.reply_fetch_backoff,
+        reply_window=settings.reply_window,
+    )
+
+
+def install(
+    seconds: float, max_seconds: float, *, reply_seconds: float = 0.0, reply_window: float = 0.0
+) -> None:
     """Pause after every empty fetch from now on: ``seconds`` growing to ``max_seconds``
-    (never below ``seconds``); ``seconds = 0``: aiokafka's behaviour.  Callers pass
-    ``settings.idle_fetch_backoff, settings.idle_fetch_backoff_max``."""
+    (never below ``seconds``); ``seconds = 0``: aiokafka's behaviour.  For ``reply_window``
+    seconds after the process sent a record, the pause is ``reply_seconds`` instead (0:
+    off) for fetchers with no pause of their own."""
     if seconds < 0:
         raise ValueError(f"idle fetch backoff must be >= 0, got {seconds}")
     if max_seconds < 0:
         raise ValueError(f"idle fetch backoff maximum must be >= 0, got {max_seconds}")
+    if reply_seconds < 0 or reply_window < 0:
+        raise ValueError(
+            f"reply fetch backoff and window must be >= 0, got {reply_seconds}, {reply_window}"
+        )
     _state["seconds"] = float(seconds)
     _state["max"] = float(max(max_seconds, seconds))
+    _state["reply"] = float(min(reply_seconds, seconds))  # never longer than the usual one
+    _state["reply_window"] = float(reply_window)
     if _state["undo_fetch"] is not None:
         return
     _state["undo_fetch"] = compat.wrap_aiokafka_fetch_step(_paused_step)
@@ -169,17 +202,28 @@ def _paused_step(original: compat.FetchStep) -> compat.FetchStep:
         if now - started >= max(HELD_SECONDS, compat.fetcher_max_wait(self) / 2):
             setattr(self, EMPTY_ATTR, 0)  # the broker held the fetch: it long-polls
             return False
-        # just after this process produced, an answer may be on its way: the short pause
-        hot = now - _state["woken_at"] < HOT_SECONDS
+        # just after this process produced, an answer may be on its way: the short pause,
+        # and in the first moments the reply pause
+        since = now - _state["woken_at"]
+        hot = since < HOT_SECONDS
         empty = 1 if hot else getattr(self, EMPTY_ATTR, 0) + 1
         setattr(self, EMPTY_ATTR, empty)
+        pause = pause_for(base, _state["max"], empty)
+        if own is None and _state["reply"] > 0 and _replying(topics, now):
+            pause = _state["reply"]
         try:
-            await _sleep(pause_for(base, _state["max"], empty), topics)
+            await _sleep(pause, topics)
         except asyncio.CancelledError:  # close() or unassignment: nothing more to do
             return False
         return False
 
     return _proc_fetch_request
+
+
+def _replying(topics: frozenset[str], now: float) -> bool:
+    """Whether a send woke one of ``topics`` less than ``reply_window`` seconds ago."""
+    window = _state["reply_window"]
+    return any(now - _woken.get(t, float("-inf")) < window for t in topics)
 
 
 def _waking_send(send: Any) -> Any:
@@ -204,8 +248,11 @@ def uninstall() -> None:
     _state["send"] = None
     _state["seconds"] = 0.0
     _state["max"] = 0.0
+    _state["reply"] = 0.0
+    _state["reply_window"] = 0.0
     _state["woken_at"] = float("-inf")
     _links.clear()
+    _woken.clear()
 
 
 def current() -> float:

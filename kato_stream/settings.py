@@ -263,6 +263,18 @@ class Settings:
         "Longest pause the idle fetch backoff doubles up to while a partition stays empty (a produce in the process wakes it at once).",
         check=lambda v: 0 <= v <= 10,
     )
+    reply_fetch_backoff: float = setting(
+        "KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS",
+        0.001,
+        "Pause after an empty fetch in the first moments after the process sent a record, when an answer is usually on its way (0 = the idle pause; never above it).",
+        check=lambda v: 0 <= v <= 1,
+    )
+    reply_window: float = setting(
+        "KATO_STREAM_REPLY_WINDOW_SECONDS",
+        0.05,
+        "How long after a send the reply pause applies (costs at most window / pause extra fetches per send).",
+        check=lambda v: 0 <= v <= 10,
+    )
     tail_fetch_backoff: float = setting(
         "KATO_STREAM_TAIL_FETCH_BACKOFF_SECONDS",
         0.05,

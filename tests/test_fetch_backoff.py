@@ -371,3 +371,48 @@ def test_quiet_worker_keeps_the_root_logger_at_its_level() -> None:
     finally:
         root.setLevel(saved_level)
         root.handlers[:] = saved_handlers
+
+
+async def test_the_reply_window_shortens_the_pause_of_the_answering_topic_only(
+    kafka_bootstrap: str,
+) -> None:
+    """Right after a send, the fetchers of the topic sent to (or linked to it) pause only
+    ``reply_seconds``, for ``reply_window``; other fetchers keep their pause, and after the
+    window the answering one does too."""
+    sent, answers, other = (f"fb-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    await create_topics(kafka_bootstrap, [TopicSpec(t, 1, {}) for t in (sent, answers, other)])
+    fetch_backoff.install(0.02, max_seconds=0.02, reply_seconds=0.001, reply_window=0.25)
+    fetch_backoff.link(sent, answers)
+    consumers = {t: AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap) for t in (answers, other)}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:
+        await producer.start()
+        for t, c in consumers.items():
+            await c.start()
+            c.assign([TopicPartition(t, 0)])
+            await c.seek_to_end(TopicPartition(t, 0))
+        await asyncio.sleep(0.3)  # settled at the 20 ms pause
+        with counting_fetches() as during:
+            await (await producer.send(sent, b"command"))  # the patched send: wakes
+            await asyncio.sleep(0.25)
+        with counting_fetches() as after:
+            await asyncio.sleep(0.25)
+    finally:
+        for c in consumers.values():
+            await c.stop()
+        await producer.stop()
+        fetch_backoff.uninstall()
+    ids = {t: id(c._fetcher) for t, c in consumers.items()}
+    assert during[ids[answers]] >= 40, during  # ~1 ms pauses (250 at most)
+    assert during[ids[other]] <= 20, during  # its 20 ms pause: about 12
+    assert after[ids[answers]] <= 20, after  # the window is over
+
+
+def test_install_refuses_a_negative_reply_pause() -> None:
+    try:
+        with pytest.raises(ValueError, match="reply fetch backoff"):
+            fetch_backoff.install(0.01, 0.05, reply_seconds=-1)
+        fetch_backoff.install(0.005, 0.05, reply_seconds=0.5, reply_window=0.05)
+        assert fetch_backoff._state["reply"] == 0.005  # never longer than the usual pause
+    finally:
+        fetch_backoff.uninstall()

@@ -65,9 +65,7 @@ class Gateway(Service):
 
     async def on_start(self) -> None:
         """Create and start whatever was not handed in (Redis, stream client, pattern follower)."""
-        fetch_backoff.install(
-            self.settings.idle_fetch_backoff, self.settings.idle_fetch_backoff_max
-        )
+        fetch_backoff.install_from(self.settings)
         if self.redis is None:
             self.redis = redis_client(self.settings)
             self._owned.append(self.redis)

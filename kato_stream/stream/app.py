@@ -191,7 +191,7 @@ def worker_fetch_backoff(settings: Settings) -> None:
     """The idle-fetch pause of a worker process (fetch_backoff.py): an answer sent is usually
     followed by its client's next command, so it wakes the input consumer at once (the
     kato.patterns followers are woken only by pattern events)."""
-    fetch_backoff.install(settings.idle_fetch_backoff, settings.idle_fetch_backoff_max)
+    fetch_backoff.install_from(settings)
     fetch_backoff.link(settings.topic("predictions"), settings.topic("observations"))
 
 

@@ -651,7 +651,7 @@ def run(args: argparse.Namespace) -> int:
     from kato_stream.settings import Settings
 
     s = Settings.from_env()
-    fetch_backoff.install(s.idle_fetch_backoff, s.idle_fetch_backoff_max)
+    fetch_backoff.install_from(s)
     if (
         args.sessions < 1
         or args.duration <= 0
