@@ -80,7 +80,9 @@ EMPTY_ATTR = "_kato_empty_fetches"
 _sleeping: dict[asyncio.Future[None], tuple[asyncio.AbstractEventLoop, frozenset[str]]] = {}
 # sent topic -> further topics whose fetchers a send to it wakes (link())
 _links: dict[str, set[str]] = {}
-# topic -> time.monotonic() of the latest send that woke its fetchers (the reply window)
+# sent topic -> topics its answers come back on (link(..., replies=True))
+_replies: dict[str, set[str]] = {}
+# answer topic -> time.monotonic() of the latest send that opened its reply window
 _woken: dict[str, float] = {}
 
 
@@ -105,10 +107,14 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def link(sent: str, answered: str) -> None:
+def link(sent: str, answered: str, *, replies: bool = False) -> None:
     """A send to topic ``sent`` also ends the pauses of the fetchers of ``answered`` (a client
-    that sends commands to one topic and reads their answers on another)."""
+    that sends commands to one topic and reads their answers on another).  ``replies``: the
+    sender waits for those answers, so each send also opens the reply window of
+    ``answered``'s fetchers (module docstring)."""
     _links.setdefault(sent, set()).add(answered)
+    if replies:
+        _replies.setdefault(sent, set()).add(answered)
 
 
 def wake(topic: str | None = None) -> None:
@@ -116,9 +122,9 @@ def wake(topic: str | None = None) -> None:
     the pauses of the fetchers that read ``topic`` or a topic linked to it (every fetcher's
     when ``topic`` is None)."""
     now = _state["woken_at"] = time.monotonic()
-    wanted = None if topic is None else {topic, *_links.get(topic, ())}
-    for t in wanted or ():
+    for t in _replies.get(topic, ()) if topic is not None else ():
         _woken[t] = now
+    wanted = None if topic is None else {topic, *_links.get(topic, ())}
     if not _sleeping:
         return
     try:
@@ -252,6 +258,7 @@ def uninstall() -> None:
     _state["reply_window"] = 0.0
     _state["woken_at"] = float("-inf")
     _links.clear()
+    _replies.clear()
     _woken.clear()
 
 

@@ -266,13 +266,13 @@ class Settings:
     reply_fetch_backoff: float = setting(
         "KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS",
         0.001,
-        "Pause after an empty fetch in the first moments after the process sent a record, when an answer is usually on its way (0 = the idle pause; never above it).",
+        "Pause after an empty fetch of a client's answers (the gateway's, the load generator's) in the first moments after it sent a command (0 = the idle pause; never above it).",
         check=lambda v: 0 <= v <= 1,
     )
     reply_window: float = setting(
         "KATO_STREAM_REPLY_WINDOW_SECONDS",
         0.05,
-        "How long after a send the reply pause applies (costs at most window / pause extra fetches per send).",
+        "How long after a client's send the reply pause applies (at most window / pause extra fetches per command).",
         check=lambda v: 0 <= v <= 10,
     )
     tail_fetch_backoff: float = setting(

@@ -376,13 +376,15 @@ def test_quiet_worker_keeps_the_root_logger_at_its_level() -> None:
 async def test_the_reply_window_shortens_the_pause_of_the_answering_topic_only(
     kafka_bootstrap: str,
 ) -> None:
-    """Right after a send, the fetchers of the topic sent to (or linked to it) pause only
-    ``reply_seconds``, for ``reply_window``; other fetchers keep their pause, and after the
-    window the answering one does too."""
+    """Right after a client's send, the fetchers of the topic its answers come back on pause
+    only ``reply_seconds``, for ``reply_window``; other fetchers (a topic merely linked, as
+    the worker links its output to its input) keep their pause, and after the window the
+    answering one does too."""
     sent, answers, other = (f"fb-{uuid.uuid4().hex[:8]}" for _ in range(3))
     await create_topics(kafka_bootstrap, [TopicSpec(t, 1, {}) for t in (sent, answers, other)])
     fetch_backoff.install(0.02, max_seconds=0.02, reply_seconds=0.001, reply_window=0.25)
-    fetch_backoff.link(sent, answers)
+    fetch_backoff.link(sent, answers, replies=True)
+    fetch_backoff.link(sent, other)  # woken, but no reply window
     consumers = {t: AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap) for t in (answers, other)}
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     try:

@@ -145,7 +145,7 @@ class StreamClient(Service):
             parts = await self._partitions(consumer)
             consumer.assign(parts)
             # a command sent ends the idle-fetch pause of the consumer awaiting its answer
-            fetch_backoff.link(self.input_topic, self.output_topic)
+            fetch_backoff.link(self.input_topic, self.output_topic, replies=True)
             await consumer.seek_to_end(*parts)
             for tp in parts:  # resolve now: records produced after start() are all seen
                 await consumer.position(tp)

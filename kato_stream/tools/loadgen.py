@@ -251,7 +251,7 @@ class LoadClient(Service):
         consumer = await _open_consumer(self.bootstrap, self.output_topic, self.kafka_options)
         self._consumer = consumer
         # a command sent wakes the paused fetch of its answer (fetch_backoff, if installed)
-        fetch_backoff.link(self.input_topic, self.output_topic)
+        fetch_backoff.link(self.input_topic, self.output_topic, replies=True)
         self.supervise("loadgen-consumer", lambda: _consume(consumer, self.tracker))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=1, acks=1, **self.kafka_options
