@@ -226,6 +226,11 @@ async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None
         for p in reversed(procs):
             stop(p)
         await stack.stop()
+    return {**header(args), "results": result}
+
+
+def header(args: argparse.Namespace) -> dict[str, Any]:
+    """What every result file of this benchmark starts with: how it was run, and where."""
     return {
         "benchmark": "gateway",
         "command": command(__file__),
@@ -233,7 +238,6 @@ async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None
         "patterns": args.patterns,
         "queries": args.queries,
         "partitions": args.partitions,
-        "results": result,
     }
 
 
@@ -281,12 +285,7 @@ def compare(
         for v, rs in runs.items()
     }
     return {
-        "benchmark": "gateway",
-        "command": command(__file__),
-        "machine": machine(),
-        "patterns": args.patterns,
-        "queries": args.queries,
-        "partitions": args.partitions,
+        **header(args),
         "variants": {"A": {}, "B": env_b},
         "results": {
             "median_p50_ms": med,

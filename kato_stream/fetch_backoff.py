@@ -27,13 +27,16 @@ What it costs, and what keeps it small:
   topic wakes its input consumer (linked).  None of those waits for ``max_seconds``.  Ending
   every pause on every send made the worker's two followers fetch ``kato.patterns`` once per
   output record as well.
-* Right after a send the answer is usually a few milliseconds away (the gateway's answer
-  to the command it sent; a closed-loop client's next command to the worker that answered
-  it), and a 5 ms pause then costs 2.5 ms on average, twice per exchange.  So for
-  ``reply_window`` seconds after a send, the process's fetchers that read the topic sent to
-  or one linked to it, and have no pause of their own, wait only ``reply_seconds`` (``KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS``, 1 ms;
-  ``KATO_STREAM_REPLY_WINDOW_SECONDS``, 50 ms): at most ``reply_window / reply_seconds``
-  extra fetches per send, and none while the process sends nothing.
+* Right after a client sends a command its answer is usually a few milliseconds away, and
+  a 5 ms pause then costs 2.5 ms on average.  So a client that waits for answers says
+  where they come back (:func:`link` with ``replies=True``: the gateway's stream client,
+  the load generator), and for ``reply_window`` seconds after each of its sends the
+  fetchers of that topic with no pause of their own wait only ``reply_seconds``
+  (``KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS``, 1 ms; ``KATO_STREAM_REPLY_WINDOW_SECONDS``,
+  50 ms): at most ``reply_window / reply_seconds`` extra fetches per command, none while it
+  sends nothing.  The worker does not: its input consumer with the short pause after every
+  answer cost 0.89x the saturated rate, with no gain in paced latency
+  (``benchmarks/results/stream_reply_window_worker_ab.json``).
 * A broker that held the empty fetch (it took at least half the consumer's
   ``fetch_max_wait_ms``, and at least ``HELD_SECONDS``) long-polls like Kafka: no pause.
   Otherwise a consumer's ``fetch_max_wait_ms`` no longer caps the pause: it did, and the
@@ -170,8 +173,8 @@ def install(
 ) -> None:
     """Pause after every empty fetch from now on: ``seconds`` growing to ``max_seconds``
     (never below ``seconds``); ``seconds = 0``: aiokafka's behaviour.  For ``reply_window``
-    seconds after the process sent a record, the pause is ``reply_seconds`` instead (0:
-    off) for fetchers with no pause of their own."""
+    seconds after a send to a topic linked with ``replies=True``, the answer topic's
+    fetchers with no pause of their own pause ``reply_seconds`` instead (0: off)."""
     if seconds < 0:
         raise ValueError(f"idle fetch backoff must be >= 0, got {seconds}")
     if max_seconds < 0:
