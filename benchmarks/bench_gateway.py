@@ -206,6 +206,7 @@ async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None
             partitions=args.partitions,
             data_dir=str(tmp / "worker"),
             app_id="kato-stream-bench",
+            web_port=0,  # no metrics port: runs beside a `./run.sh dev` on 6066
         )
         await create_topics(s.kafka_bootstrap, topic_specs(s))
         procs.append(

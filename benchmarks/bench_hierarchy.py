@@ -376,6 +376,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             partitions=args.partitions,
             data_dir=str(tmp / "worker"),
             app_id="kato-stream-bench",
+            web_port=0,  # no metrics port: runs beside a `./run.sh dev` on 6066
         )
         await create_topics(s.kafka_bootstrap, topic_specs(s))
         worker = spawn([sys.executable, "-m", "kato_stream.cli", "worker"], s, tmp / "worker.log")

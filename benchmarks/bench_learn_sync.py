@@ -102,6 +102,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             partitions=2,
             data_dir=str(tmp / "worker"),
             app_id="kato-stream-bench",
+            web_port=0,  # no metrics port: runs beside a `./run.sh dev` on 6066
         )
         await create_topics(s.kafka_bootstrap, topic_specs(s))
         procs.append(

@@ -4,6 +4,8 @@ the JSON shape the docs quote.  No timing is asserted (benchmarks are not tests)
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(script: str, out: Path, *argv: str) -> tuple[dict, str]:
-    r = subprocess.run(
+def _run(script: str, out: Path, *argv: str, timeout: float = 150) -> tuple[dict, str]:
+    """Run a benchmark in a process group of its own: on a timeout the whole group is
+    killed, so no broker, worker or gateway it started outlives the test."""
+    proc = subprocess.Popen(
         [sys.executable, f"benchmarks/{script}", "--out", str(out), *argv],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=150,
+        start_new_session=True,
     )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(out.read_text()), r.stdout
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"{script} timed out after {timeout} s: {stderr[-3000:]}") from None
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads(out.read_text()), stdout
 
 
 @pytest.mark.stack

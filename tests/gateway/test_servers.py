@@ -72,6 +72,7 @@ def in_worker(embedded_stack: object, tmp_path: Path) -> Iterator[str]:
         app_id=f"kato-stream-{token}",
         partitions=2,
         data_dir=str(tmp_path / "data"),
+        web_port=0,  # no metrics port: the suite runs beside a `./run.sh dev` on 6066
     )
     asyncio.run(create_topics(s.kafka_bootstrap, topic_specs(s)))
     port = free_port()
