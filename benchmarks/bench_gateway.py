@@ -183,17 +183,6 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
     return out
 
 
-def variant_settings(env: dict[str, str]) -> Settings:
-    """Settings from this shell's environment with ``env`` on top (a variant's)."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return Settings.from_env()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     stack = EmbeddedStack(tmp / "stack")
@@ -201,7 +190,7 @@ async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None
     procs: list[subprocess.Popen[bytes]] = []
     try:
         s = dataclasses.replace(
-            stack.settings(variant_settings(env or {})),  # this shell's KATO_STREAM_* apply
+            stack.settings(Settings.from_env({**os.environ, **(env or {})})),  # + a variant's
             topic_prefix="bench",
             partitions=args.partitions,
             data_dir=str(tmp / "worker"),

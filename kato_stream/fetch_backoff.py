@@ -127,9 +127,9 @@ def wake(topic: str | None = None) -> None:
     now = _state["woken_at"] = time.monotonic()
     for t in _replies.get(topic, ()) if topic is not None else ():
         _woken[t] = now
-    wanted = None if topic is None else {topic, *_links.get(topic, ())}
     if not _sleeping:
         return
+    wanted = None if topic is None else {topic, *_links.get(topic, ())}
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
@@ -213,12 +213,11 @@ def _paused_step(original: compat.FetchStep) -> compat.FetchStep:
             return False
         # just after this process produced, an answer may be on its way: the short pause,
         # and in the first moments the reply pause
-        since = now - _state["woken_at"]
-        hot = since < HOT_SECONDS
+        hot = now - _state["woken_at"] < HOT_SECONDS
         empty = 1 if hot else getattr(self, EMPTY_ATTR, 0) + 1
         setattr(self, EMPTY_ATTR, empty)
         pause = pause_for(base, _state["max"], empty)
-        if own is None and _state["reply"] > 0 and _replying(topics, now):
+        if own is None and _woken and _state["reply"] > 0 and _replying(topics, now):
             pause = _state["reply"]
         try:
             await _sleep(pause, topics)

@@ -111,10 +111,8 @@ class Supervisor:
             try:
                 await asyncio.wait_for(asyncio.shield(task), self.grace)
                 return
-            except TimeoutError:
+            except TimeoutError:  # (the body's own failures never reach here: supervised())
                 log.warning("task %s did not finish in %.1f s: cancelled", self.name, self.grace)
-            except Exception:  # the body failed while draining: supervised() logged it
-                pass
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -257,3 +257,24 @@ def test_strace_summary_reads_the_committed_worker_trace() -> None:
     assert lines[-1] == "total: 1325 calls, 0.415 s"
     assert "| 17145 | 10 | 329 | 0.157 | 129 | 201150 |" in lines  # produce requests
     assert "| 17180 | 9 | 299 | 0.155 | 113 | 473 |" in lines  # the consumer thread's fetches
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(180)
+def test_bench_gateway_compare_smoke(tmp_path: Path) -> None:
+    """The A/B the reply-window figures come from: both variants run, B's settings recorded."""
+    report, _ = _run(
+        "bench_gateway.py", tmp_path / "g.json",
+        "--patterns", "5", "--queries", "2", "--rounds", "1",
+        "--compare-env", "KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS=0",
+    )  # fmt: skip
+    assert report["benchmark"] == "gateway"
+    assert report["variants"] == {"A": {}, "B": {"KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS": "0"}}
+    res = report["results"]
+    for v in ("A", "B"):
+        (run,) = res["rounds"][v]
+        assert run["http_observe"]["n"] > 0 and run["topic_observe"]["n"] > 0
+        assert "exchange observe" in run["gateway_time_mean_ms"]
+    assert set(res["b_over_a_p50"]) == {
+        "http_observe", "topic_observe", "http_predictions", "topic_predictions",
+    }  # fmt: skip
