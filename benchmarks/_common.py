@@ -86,3 +86,50 @@ def emit(report: dict[str, Any], out: Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+async def trim_topics(bootstrap: str, topics: list[str]) -> int:
+    """Delete every record of ``topics`` up to their current ends (Kafka's DeleteRecords, as
+    ``kafka-delete-records.sh`` does); returns how many records went.
+
+    Why the benchmarks need it: noida-db, the embedded broker, keeps all it stores in one
+    JSON file (each record byte as a decimal number, about 4 bytes per byte) and rewrites
+    the file after writes, so its CPU grows with what it holds.  A topic's ``retention.ms``
+    does not bound that here: noida-db, like Kafka, applies retention only now and then
+    (measured: a pass-through's 4,000 output records of 150 KB were still held 2.5 minutes
+    after their phase, 3 GB of JSON, and the broker spent ~0.9 of a core rewriting them
+    through every later phase).  A benchmark trims its output topics between phases so that
+    each phase pays for its own records only."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.records_to_delete import RecordsToDelete
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await admin.start()
+        await consumer.topics()  # metadata of every topic, not only subscribed ones
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        if not tps:
+            return 0
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        gone = sum(ends[tp] - starts[tp] for tp in tps)
+        if gone:
+            await admin.delete_records(
+                {
+                    tp: RecordsToDelete(before_offset=ends[tp])
+                    for tp in tps
+                    if ends[tp] > starts[tp]
+                },
+                timeout_ms=30_000,
+            )
+        return gone
+    finally:
+        await consumer.stop()
+        await admin.close()

@@ -11,6 +11,8 @@ each of ``--queries`` queries (2-4 observations, then predictions, then clear-st
   and awaited on ``<prefix>.predictions`` (the gateway's own stream client, in this process).
 
 The difference is the gateway's cost: HTTP + validation + the Redis session check.  The
+topics are trimmed after the preload and every 10 queries, outside the timed requests
+(``TRIM_ENV``).  The
 report also gives, from the gateway's own ``/metrics``, its mean time per route and, per
 command, the stream stages inside it (``gateway_time_mean_ms``: the broker's acknowledgement
 of the input, then the wait for the answer).
@@ -47,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from benchmarks._common import command, emit, machine  # noqa: E402
+from benchmarks._common import command, emit, machine, trim_topics  # noqa: E402
 from benchmarks.bench_core import VOCAB, make_patterns  # noqa: E402
 from kato_stream import fetch_backoff  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
@@ -117,7 +119,17 @@ def gateway_breakdown(exposition: str) -> dict[str, dict[str, float]]:
     return out
 
 
-async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str, Any]:
+#: Trim the input and output topics after the preload and every TRIM_EVERY queries, outside
+#: the timed requests (``_common.trim_topics``: the embedded broker rewrites all it holds
+#: after writes, so its CPU grows with every 150 KB answer kept).  ``KATO_BENCH_TRIM=0`` (in
+#: the shell or in ``--compare-env``) keeps them, as runs before 2026-12-03 (session 12) did.
+TRIM_ENV = "KATO_BENCH_TRIM"
+TRIM_EVERY = 10
+
+
+async def measure(
+    args: argparse.Namespace, s: Settings, base: str, trim: bool = True
+) -> dict[str, Any]:
     rng = random.Random(42)
     patterns = make_patterns(rng, args.patterns)
     queries = [make_query(rng, patterns) for _ in range(args.queries)]
@@ -146,10 +158,12 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
                 )
                 assert rec["status"] == "ok", rec
             load_s = time.perf_counter() - t0
+            io_topics = [s.topic("observations"), s.topic("predictions")]
+            trimmed = await trim_topics(s.kafka_bootstrap, io_topics) if trim else 0
             sid = (await http.post("/sessions", json={"node_id": node})).json()["session_id"]
             direct = "bench-direct"
             await client.request("clear_stm", direct, node)
-            for q in queries:
+            for n, q in enumerate(queries, 1):
                 for ev in q:
                     t = time.perf_counter()
                     r = await http.post(f"/sessions/{sid}/observe", json={"strings": ev})
@@ -170,6 +184,8 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
                 assert r.json()["count"] == rec["response"]["count"]
                 await http.post(f"/sessions/{sid}/clear-stm")
                 await client.request("clear_stm", direct, node)
+                if trim and n % TRIM_EVERY == 0:
+                    trimmed += await trim_topics(s.kafka_bootstrap, io_topics)
             where = gateway_breakdown((await http.get("/metrics/prometheus")).text)
     finally:
         await client.stop()
@@ -180,17 +196,19 @@ async def measure(args: argparse.Namespace, s: Settings, base: str) -> dict[str,
             out[f"http_{op}"]["p50_ms"] - out[f"topic_{op}"]["p50_ms"], 3
         )
     out["load_patterns_per_s"] = round(args.patterns / load_s, 1)
+    out["trimmed_records"] = trimmed
     return out
 
 
 async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
+    variables = {**os.environ, **(env or {})}  # + a variant's
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     stack = EmbeddedStack(tmp / "stack")
     await stack.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         s = dataclasses.replace(
-            stack.settings(Settings.from_env({**os.environ, **(env or {})})),  # + a variant's
+            stack.settings(Settings.from_env(variables)),
             topic_prefix="bench",
             partitions=args.partitions,
             data_dir=str(tmp / "worker"),
@@ -211,7 +229,8 @@ async def main_async(args: argparse.Namespace, env: dict[str, str] | None = None
             if time.monotonic() > deadline or procs[-1].poll() is not None:
                 raise RuntimeError(log.read_text(errors="replace")[-2000:])
             await asyncio.sleep(0.1)
-        result = await measure(args, s, f"http://127.0.0.1:{port}")
+        trim = variables.get(TRIM_ENV, "1") != "0"
+        result = await measure(args, s, f"http://127.0.0.1:{port}", trim)
     finally:
         for p in reversed(procs):
             stop(p)

@@ -70,6 +70,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import trim_topics  # noqa: E402
 from kato_stream import procstat  # noqa: E402
 from kato_stream.embedded import EmbeddedStack, free_port  # noqa: E402
 from kato_stream.settings import Settings  # noqa: E402
@@ -233,6 +234,7 @@ def run_passthrough(settings: Settings) -> None:
     import faust
     import orjson
 
+    from kato_stream.contracts import MSG_ID_HEADER, PROCESSING_HEADER, STATUS_HEADER
     from kato_stream.stream import codecs
     from kato_stream.stream.app import QuietWorker, worker_fetch_backoff
 
@@ -277,9 +279,10 @@ def run_passthrough(settings: Settings) -> None:
                 record["pad"] = "x" * pad
             out = codecs.dumps(record)
             elapsed = time.perf_counter() - t0
-            fut = await dst.send(
-                key=msg.key, value=out, headers=[("kato-processing-seconds", b"%.6f" % elapsed)]
-            )
+            headers = [(PROCESSING_HEADER, b"%.6f" % elapsed), (STATUS_HEADER, b"ok")]
+            if isinstance(record["msg_id"], str):  # named in the headers, as the worker does
+                headers.append((MSG_ID_HEADER, record["msg_id"].encode()))
+            fut = await dst.send(key=msg.key, value=out, headers=headers)
             await fut  # acknowledged before the table write, as the real agent
             table[sid] = {"n": prev["n"] + 1, "last": doc.get("msg_id")}
 
@@ -300,8 +303,10 @@ class Rig:
         pt_payload: int = 0,
         output_retention_ms: int = 0,
         compression: str = "none",
+        trim_outputs: bool = True,
     ) -> None:
         self.tmp = tmp
+        self.trim_outputs = trim_outputs
         self.compression = compression
         self.partitions = partitions
         self.want_passthrough = passthrough
@@ -403,6 +408,23 @@ class Rig:
             {PAD_ENV: str(pad)},
         )
         return pt, proc
+
+    def topics(self) -> list[str]:
+        """Every target's input and output topic."""
+        return [
+            st.topic(name)
+            for st in (self.settings, self.settings_b, self.pt_settings, self.ptp_settings)
+            if st is not None
+            for name in ("observations", "predictions")
+        ]
+
+    async def trim(self) -> int:
+        """Delete the records of every target's input and output topic, all answered by
+        now (``_common.trim_topics``: the embedded broker's CPU grows with what it holds),
+        unless ``--keep-outputs``; returns how many went."""
+        if not self.trim_outputs or self.settings is None:
+            return 0
+        return await trim_topics(self.settings.kafka_bootstrap, self.topics())
 
     def check_alive(self) -> None:
         for name, proc in (
@@ -553,6 +575,7 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
             print(f"preloaded {n}{suffix} patterns in {rep['seconds']:.1f}s", file=sys.stderr)
             rig.check_alive()
 
+        out["trimmed_records"] = await rig.trim()
         workers = [n for n in rig.pids() if n.startswith("worker")]
         out["settle_s"] = await settle(rig.pids, workers, 0.3, args.settle_timeout)
         print(f"workers idle after {out['settle_s']} s", file=sys.stderr)
@@ -590,6 +613,7 @@ async def bench(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
                         **kw,
                     )
                     rig.check_alive()
+                    r["trimmed_records"] = await rig.trim()
                     r["round"] = rnd
                     phases[name][kind].append(r)
                     lat = r["latency_ms"]
@@ -724,6 +748,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         pt_payload=args.pt_payload,
         output_retention_ms=args.output_retention_ms,
         compression=args.compression,
+        trim_outputs=not args.keep_outputs,
         worker_env=dict(kv.split("=", 1) for kv in args.kato_env),
         compare_env=dict(kv.split("=", 1) for kv in args.compare_env) if args.compare_env else None,
     )
@@ -758,6 +783,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "kato_env",
                 "compare_env",
                 "client_spin",
+                "keep_outputs",
             )
         },  # fmt: skip
         "results": result,
@@ -778,6 +804,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30_000,
         help="retention.ms of every target's output topic (0 = the topic's own): noida-db "
         "rewrites all it stores as one JSON file, so kept output slows every later phase",
+    )
+    p.add_argument(
+        "--keep-outputs",
+        action="store_true",
+        help="do not trim the input and output topics between phases (runs before "
+        "2026-12-03, session 12: the broker rewrote every earlier phase's records through "
+        "the later phases)",
     )
     p.add_argument(
         "--pt-payload",

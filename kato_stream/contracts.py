@@ -25,6 +25,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
     "MSG_ID_HEADER",
+    "PATTERNS_HEADER",
+    "PROCESSING_HEADER",
     "SOURCE_HEADER",
     "STATUS_HEADER",
     "ClearEvent",
@@ -47,6 +49,11 @@ __all__ = [
 MSG_ID_HEADER = "kato-msg-id"
 SOURCE_HEADER = "kato-source"
 STATUS_HEADER = "kato-status"
+#: The ``kato.patterns`` "<partition>:<offset>,..." of the pattern events a command produced
+#: (only on a record of a command that learned: stream/persisted.py).
+PATTERNS_HEADER = "kato-patterns"
+#: Seconds the worker spent on the command (a decimal string).
+PROCESSING_HEADER = "kato-processing-seconds"
 
 
 class SourceRef(TypedDict):

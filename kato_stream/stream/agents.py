@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from kato_stream import metrics
 from kato_stream.compat import faust_noack_take
-from kato_stream.contracts import MSG_ID_HEADER, SOURCE_HEADER, STATUS_HEADER
+from kato_stream.contracts import (
+    MSG_ID_HEADER,
+    PATTERNS_HEADER,
+    PROCESSING_HEADER,
+    SOURCE_HEADER,
+    STATUS_HEADER,
+)
 from kato_stream.kafka import client_options
 from kato_stream.stream import codecs
 from kato_stream.stream.app import fetch_bytes
@@ -41,7 +47,7 @@ from kato_stream.stream.continuity import (
 from kato_stream.stream.envelope import FORWARDED_HEADER
 from kato_stream.stream.expirer import SessionExpirer, applied_partition
 from kato_stream.stream.expiry import is_tick
-from kato_stream.stream.persisted import PATTERNS_HEADER, encode_marks
+from kato_stream.stream.persisted import encode_marks
 from kato_stream.stream.processor import Outcome, Processor, Source, stored_outside
 from kato_stream.stream.session_lists import Retired, retired_lists, sweep
 
@@ -52,7 +58,6 @@ __all__ = ["DURABLE_TIMEOUT", "FATAL_EXIT_CODE", "WORKER_HEADER", "CommandAgent"
 
 log = logging.getLogger(__name__)
 
-PROCESSING_HEADER = "kato-processing-seconds"
 RECEIVED_HEADER = "kato-received-at"
 WORKER_HEADER = "kato-worker"
 SWEEP_CHUNK = 1000  # expired sessions removed between two yields to the event loop

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from kato_stream.contracts import PATTERNS_HEADER
 from kato_stream.stores.keys import MARK_KEY
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
     "mark_key",
     "parse_marks",
 ]
-
-PATTERNS_HEADER = "kato-patterns"
 
 
 def mark_key(app_id: str, topic: str, partition: int) -> str:

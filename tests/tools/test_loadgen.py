@@ -11,7 +11,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from kato_stream.tools.loadgen import Workload, format_report, percentile, run_load
+from kato_stream.contracts import MSG_ID_HEADER, PATTERNS_HEADER, PROCESSING_HEADER, STATUS_HEADER
+from kato_stream.tools.loadgen import Workload, _Tracker, format_report, percentile, run_load
 from tests.tools.helpers import make_topics
 
 
@@ -97,6 +98,65 @@ async def echo(bootstrap: str, src: str, dst: str) -> AsyncIterator[list[int]]:
             await task
         await p.stop()
         await c.stop()
+
+
+def _headers(mid: str, status: str = "ok", **extra: bytes) -> list[tuple[str, bytes]]:
+    out = [(MSG_ID_HEADER, mid.encode()), (STATUS_HEADER, status.encode())]
+    out += [(k, v) for k, v in extra.items()]
+    return out
+
+
+def _observe_record(mid: str, n: int) -> bytes:
+    preds = [{"name": f"p{i}"} for i in range(n)]
+    return orjson.dumps({"msg_id": mid, "op": "observe", "status": "ok", "predictions": preds})
+
+
+def test_tracker_matches_by_headers_and_decodes_only_what_it_reports() -> None:
+    """An ok observe answer is matched and timed from its headers; its body is read for one
+    in ``sample_every`` only.  Another client's record is skipped unread (its body here is
+    not even JSON), and rejections, learns and kept records are always read."""
+    tr = _Tracker(sample_every=4)
+    for i in range(8):
+        tr.on_sent(f"o{i}", "observe", 0.0)
+    tr.on_sent("learn", "learn", 0.0)
+    tr.on_sent("bad", "observe", 0.0)
+    tr.on_sent("kept", "observe", 0.0)
+    tr.keep.add("kept")
+    tr.on_record(b"not json", _headers("someone-else"), 1.0)
+    for i in range(8):
+        tr.on_record(_observe_record(f"o{i}", i + 1), _headers(f"o{i}"), 1.0 + i)
+    learn = orjson.dumps(
+        {"msg_id": "learn", "op": "learn", "status": "ok", "learned_patterns": ["PTRN|a", "PTRN|b"]}
+    )
+    tr.on_record(learn, _headers("learn", **{PATTERNS_HEADER: b"0:1,0:2"}), 9.0)
+    tr.on_record(orjson.dumps({"msg_id": "bad", "status": "error"}), _headers("bad", "error"), 9.5)
+    tr.on_record(
+        _observe_record("kept", 3), _headers("kept", **{PROCESSING_HEADER: b"0.002"}), 10.0
+    )
+    tr.on_record(_observe_record("o0", 1), _headers("o0"), 11.0)  # again: a duplicate
+
+    assert tr.in_flight() == 0 and tr.duplicates == 1
+    assert tr.latency["o3"] == 4.0 and tr.latency["kept"] == 10.0
+    assert tr.rejected == 1 and tr.learned == 2
+    # the 1st and 5th observe answers of the sample, and the kept one (3 predictions)
+    assert tr.observe_predictions == [1, 5, 3]
+    assert tr.decoded == 5  # o0, o4, learn, bad, kept; never the foreign record
+    assert tr.kept["kept"]["predictions"] == [{"name": "p0"}, {"name": "p1"}, {"name": "p2"}]
+    assert tr.processing == [0.002]
+    assert len(tr.record_bytes) == 11
+
+
+def test_tracker_reads_the_body_of_a_record_without_headers() -> None:
+    """A producer that names nothing in its headers (an older worker) is matched by the
+    body, as before."""
+    tr = _Tracker(sample_every=100)
+    tr.on_sent("m1", "observe", 0.0)
+    tr.on_sent("m2", "observe", 0.0)
+    tr.on_record(_observe_record("m1", 2), [], 0.5)
+    tr.on_record(orjson.dumps({"msg_id": "m2", "status": "error"}), None, 0.7)
+    tr.on_record(b"not json", [], 0.8)
+    assert tr.latency == {"m1": 0.5, "m2": 0.7}
+    assert tr.observe_predictions == [2] and tr.rejected == 1 and tr.decoded == 2
 
 
 @pytest.mark.stack
