@@ -27,8 +27,10 @@ __all__ = [
     "MSG_ID_HEADER",
     "PATTERNS_HEADER",
     "PROCESSING_HEADER",
+    "RECEIVED_HEADER",
     "SOURCE_HEADER",
     "STATUS_HEADER",
+    "WORKER_HEADER",
     "ClearEvent",
     "DeadLetter",
     "Error",
@@ -54,6 +56,10 @@ STATUS_HEADER = "kato-status"
 PATTERNS_HEADER = "kato-patterns"
 #: Seconds the worker spent on the command (a decimal string).
 PROCESSING_HEADER = "kato-processing-seconds"
+#: When the worker took the command (Unix seconds, a decimal string).
+RECEIVED_HEADER = "kato-received-at"
+#: The id of the worker that answered.
+WORKER_HEADER = "kato-worker"
 
 
 class SourceRef(TypedDict):

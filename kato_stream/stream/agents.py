@@ -27,8 +27,10 @@ from kato_stream.contracts import (
     MSG_ID_HEADER,
     PATTERNS_HEADER,
     PROCESSING_HEADER,
+    RECEIVED_HEADER,
     SOURCE_HEADER,
     STATUS_HEADER,
+    WORKER_HEADER,
 )
 from kato_stream.kafka import client_options
 from kato_stream.stream import codecs
@@ -58,8 +60,6 @@ __all__ = ["DURABLE_TIMEOUT", "FATAL_EXIT_CODE", "WORKER_HEADER", "CommandAgent"
 
 log = logging.getLogger(__name__)
 
-RECEIVED_HEADER = "kato-received-at"
-WORKER_HEADER = "kato-worker"
 SWEEP_CHUNK = 1000  # expired sessions removed between two yields to the event loop
 STALL_CHECK_SECONDS = 1.0  # how often the idle-partition check runs
 STALL_SECONDS = 3.0  # the agent idle this long: its input partitions are looked at

@@ -11,6 +11,7 @@ import base64
 
 import pytest
 
+from kato_stream import contracts
 from kato_stream.settings import Settings
 from kato_stream.stream import codecs
 from kato_stream.topics import validate
@@ -22,6 +23,10 @@ from tests.stream.harness import (
     publish,
     setup_topics,
 )
+
+DECLARED_HEADERS = {
+    getattr(contracts, name) for name in contracts.__all__ if name.endswith("_HEADER")
+}
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
@@ -129,6 +134,12 @@ async def test_end_to_end_with_poison(stream_settings: Settings, spawn_worker) -
         validate("prediction", codecs.loads(r.value))
         headers = dict(r.headers)
         assert float(headers["kato-processing-seconds"]) >= 0
+        # every header the worker writes is one the contract declares (docs/contracts.md)
+        assert set(headers) <= DECLARED_HEADERS, set(headers) - DECLARED_HEADERS
+        doc = codecs.loads(r.value)
+        assert headers[contracts.STATUS_HEADER].decode() == doc["status"]
+        if doc.get("msg_id"):
+            assert headers[contracts.MSG_ID_HEADER].decode() == doc["msg_id"]
 
     # every invalid record: in the DLQ with its bytes, source and error code
     dlq = await collect(s.kafka_bootstrap, s.topic("dlq"), len(poison), timeout=30)
