@@ -66,6 +66,15 @@ def test_bench_stream_smoke(tmp_path: Path) -> None:
     assert all(x > 2000 for x in sizes)  # the padding reached the records
     assert "| pass-through Faust agent |" in md
     assert "| pass-through, kato-sized output records |" in md
+    # the topics were trimmed after the preload and after every phase: each phase's inputs
+    # and answers at least (the broker's CPU grows with what it holds: _common.trim_topics)
+    assert res["trimmed_records"] > 0
+    for kinds in res["phases"].values():
+        for phases in kinds.values():
+            assert all(p["trimmed_records"] >= 2 * p["received"] for p in phases)
+    # the load client matched the kato answers by their headers and decoded a sample only
+    for p in res["phases"]["kato_40"]["saturated"]:
+        assert 0 < p["decoded"] < p["received"]
 
 
 @pytest.mark.stack
@@ -262,19 +271,25 @@ def test_strace_summary_reads_the_committed_worker_trace() -> None:
 @pytest.mark.stack
 @pytest.mark.timeout(180)
 def test_bench_gateway_compare_smoke(tmp_path: Path) -> None:
-    """The A/B the reply-window figures come from: both variants run, B's settings recorded."""
+    """The A/B the reply-window and trim figures come from: both variants run, B's settings
+    recorded and applied (B keeps its topics untrimmed)."""
     report, _ = _run(
         "bench_gateway.py", tmp_path / "g.json",
         "--patterns", "5", "--queries", "2", "--rounds", "1",
-        "--compare-env", "KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS=0",
+        "--compare-env", "KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS=0,KATO_BENCH_TRIM=0",
     )  # fmt: skip
     assert report["benchmark"] == "gateway"
-    assert report["variants"] == {"A": {}, "B": {"KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS": "0"}}
+    assert report["variants"] == {
+        "A": {},
+        "B": {"KATO_STREAM_REPLY_FETCH_BACKOFF_SECONDS": "0", "KATO_BENCH_TRIM": "0"},
+    }
     res = report["results"]
     for v in ("A", "B"):
         (run,) = res["rounds"][v]
         assert run["http_observe"]["n"] > 0 and run["topic_observe"]["n"] > 0
         assert "exchange observe" in run["gateway_time_mean_ms"]
+    assert res["rounds"]["A"][0]["trimmed_records"] >= 2 * 5  # the preload's, at least
+    assert res["rounds"]["B"][0]["trimmed_records"] == 0
     assert set(res["b_over_a_p50"]) == {
         "http_observe", "topic_observe", "http_predictions", "topic_predictions",
     }  # fmt: skip
