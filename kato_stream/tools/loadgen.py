@@ -177,8 +177,7 @@ class _Tracker:
                 return
             mid = doc.get("msg_id") if isinstance(doc.get("msg_id"), str) else None
             status = doc.get("status")
-        t = self.sent.get(mid) if mid is not None else None
-        if t is None or mid is None:
+        if mid is None or (t := self.sent.get(mid)) is None:
             return  # another client's record
         if mid in self.latency:
             self.duplicates += 1
@@ -202,8 +201,8 @@ class _Tracker:
     def _wants_body(self, mid: str, status: str | None, learned: bool) -> bool:
         if mid in self.keep or learned or status != "ok" or mid not in self.observes:
             return True
-        self._observes_seen += 1
-        return self._observes_seen % self.sample_every == 1 or self.sample_every == 1
+        self._observes_seen += 1  # the 1st, then every sample_every-th
+        return (self._observes_seen - 1) % self.sample_every == 0
 
     def _decode(self, value: bytes | None) -> dict[str, Any] | None:
         try:
