@@ -95,10 +95,11 @@ async def trim_topics(bootstrap: str, topics: list[str]) -> int:
     Why the benchmarks need it: noida-db, the embedded broker, keeps all it stores in one
     JSON file (each record byte as a decimal number, about 4 bytes per byte) and rewrites
     the file after writes, so its CPU grows with what it holds.  A topic's ``retention.ms``
-    does not bound that here: noida-db, like Kafka, applies retention only now and then
-    (measured: a pass-through's 4,000 output records of 150 KB were still held 2.5 minutes
-    after their phase, 3 GB of JSON, and the broker spent ~0.9 of a core rewriting them
-    through every later phase).  A benchmark trims its output topics between phases so that
+    did not bound that in the benchmark (measured: a pass-through's 4,000 output records of
+    150 KB, ``retention.ms`` 30 s, were still held 2.5 minutes after their phase, 3 GB of
+    JSON, and the broker spent ~0.9 of a core rewriting them through every later phase),
+    although a bare noida-db expires them soon after their retention
+    (``bench_broker_store.py``); its log does not say why.  A benchmark trims its output topics between phases so that
     each phase pays for its own records only."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient

@@ -293,3 +293,23 @@ def test_bench_gateway_compare_smoke(tmp_path: Path) -> None:
     assert set(res["b_over_a_p50"]) == {
         "http_observe", "topic_observe", "http_predictions", "topic_predictions",
     }  # fmt: skip
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_bench_broker_store_smoke(tmp_path: Path) -> None:
+    """The embedded broker's CPU against what it holds: the records it wrote are the ones
+    it deletes, and every figure the docs quote is in the report."""
+    report, _ = _run(
+        "bench_broker_store.py", tmp_path / "b.json",
+        "--records", "20", "--size", "1000", "--wait", "0.2",
+        "--retention-ms", "1000", "--retention-timeout", "30",
+    )  # fmt: skip
+    assert report["benchmark"] == "broker_store" and report["config"]["records"] == 20
+    res = report["results"]
+    assert res["deleted_records"] == 20
+    for key in ("idle_empty_cpu_s", "held_cpu_s", "deleted_cpu_s", "held_write_s"):
+        assert res[key] >= 0
+    assert res["held_file_bytes"] >= 0
+    exp = res["retention_expired_after_s"]
+    assert exp is None or 0 <= exp <= 30
